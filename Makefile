@@ -1,0 +1,41 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install services test lint demo bench migrate web worker clean
+
+install:
+	@bash scripts/install.sh
+
+services:
+	@bash scripts/ensure_services.sh
+
+# Everything the suite needs, then the whole suite against real PostgreSQL and Redis.
+test: install services
+	@bash scripts/install_browser.sh
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+demo: install services
+	$(PY) -m demo
+
+bench: install services
+	$(PY) -m bench.pipeline
+	$(PY) -m bench.recommend
+
+migrate: install
+	$(PY) -m alembic upgrade head
+
+web: install
+	$(VENV)/bin/honcho start web
+
+worker: install
+	$(VENV)/bin/honcho start worker
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

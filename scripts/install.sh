@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Create or refresh the project virtualenv (.venv by default) with everything the project needs.
+# Re-running is fast: the venv is stamped with a hash of the requirement files and this folder's
+# install scripts, and nothing is done while the stamp matches.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+
+stamp_hash=$(cat requirements.txt requirements-dev.txt requirements/*.txt \
+  scripts/install.sh scripts/install_detectron2.sh | sha256sum | cut -c1-16)
+stamp="$VENV/.installed-$stamp_hash"
+
+if [ -f "$stamp" ]; then
+  echo "install: $VENV is up to date ($stamp_hash)"
+  exit 0
+fi
+
+start=$(date +%s)
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "install: creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+# pip 26 refuses to download pb1-detectron2 (its "all" extra names a direct URL); 25.0.1 does.
+"$VENV/bin/python" -m pip install --quiet "pip==25.0.1" 2>/dev/null
+echo "install: Python packages (torch, tensorflow, keras, celery, flask, ...)"
+"$VENV/bin/python" -m pip install --quiet --progress-bar off -r requirements-dev.txt
+echo "install: detectron2"
+bash scripts/install_detectron2.sh "$VENV/bin/python"
+rm -f "$VENV"/.installed-*
+touch "$stamp"
+echo "install: done in $(( $(date +%s) - start )) s"

@@ -1,0 +1,154 @@
+"""The one place configuration comes from: environment variables, overridable in tests.
+
+Every setting is a field of :class:`Settings`; its environment variable is the field name in
+upper case (``database_url`` -> ``DATABASE_URL``). ``load_settings(overrides)`` takes a mapping
+keyed by field name for tests. Nothing here connects to anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+_DEFAULT_DATA = Path(os.environ.get("VISREC_DATA_DIR", Path.cwd() / "var"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- contract names (design.md) ---
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/visrec"
+    redis_broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_cache_url: str = "redis://127.0.0.1:6379/1"
+    media_root: Path = _DEFAULT_DATA / "media"
+    import_root: Path | None = None
+    model_dir: Path | None = None
+    # "imagenet", "random", or a path to a .weights.h5 file; overrides the bundle's.
+    embedder_weights: str | None = None
+    api_keys: tuple[str, ...] = ()
+    port: int = 8000
+
+    # --- ingestion ---
+    ingest_batch_size: int = 16
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_request_bytes: int = 512 * 1024 * 1024
+    # Decompression-bomb guard: Pillow's own default warns at ~89 MP; we refuse far earlier.
+    max_image_pixels: int = 40_000_000
+    fetch_timeout_s: float = 15.0
+    fetch_max_bytes: int = 20 * 1024 * 1024
+    # Only for tests on loopback servers; never enable in production (SSRF guard).
+    fetch_allow_private: bool = False
+
+    # --- models ---
+    # "auto" picks CUDA when available, else CPU.
+    device: str = "auto"
+    score_threshold: float | None = None
+    detector_test_size: int | None = None
+    embedder_input_size: int | None = None
+    keras_backend: str = "torch"
+
+    # --- recommendations / cache ---
+    query_timeout_s: float = 10.0
+    rebuild_debounce_s: float = 2.0
+    cache_chunk_bytes: int = 64 * 1024 * 1024
+    cache_pointer_ttl_s: float = 0.5
+
+    # --- celery ---
+    # Must exceed the slowest batch, or Redis redelivers a running task to a second worker.
+    visibility_timeout_s: int = 3600
+    task_max_retries: int = 5
+
+    # --- web ---
+    public_base_url: str | None = None
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(raw: str, annotation: Any) -> Any:
+    text = str(annotation)
+    if "tuple" in text:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if "bool" in text:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if "int" in text and "float" not in text:
+        return int(raw)
+    if "float" in text:
+        return float(raw) if raw.strip() else None
+    if "Path" in text:
+        return Path(raw).expanduser() if raw.strip() else None
+    return raw
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from ``environ`` (default: ``os.environ``), then ``overrides`` on top."""
+    env = os.environ if environ is None else environ
+    hints = get_type_hints(Settings)
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name == "extra":
+            continue
+        raw = env.get(f.name.upper())
+        if raw is not None:
+            try:
+                values[f.name] = _coerce(raw, hints[f.name])
+            except ValueError as exc:
+                raise ValueError(f"environment variable {f.name.upper()}={raw!r}: {exc}") from exc
+    known = {f.name for f in fields(Settings)}
+    extra: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        name = key.lower()
+        if name in known:
+            if isinstance(value, str) and name != "extra":
+                value = _coerce(value, hints[name])
+            elif name in {"media_root", "import_root", "model_dir"} and value is not None:
+                value = Path(value)
+            values[name] = value
+        else:
+            extra[key] = value
+    if extra:
+        values["extra"] = {**values.get("extra", {}), **extra}
+    return Settings(**values)
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = load_settings()
+    return _current
+
+
+def set_settings(settings: Settings | None) -> None:
+    """Replace the process-wide settings (tests, worker start-up); None re-reads the environment."""
+    global _current
+    _current = settings
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that reproduce ``settings`` in a child process (a worker)."""
+    env: dict[str, str] = {}
+    for f in fields(Settings):
+        if f.name == "extra":
+            continue
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "1" if value else "0"
+        env[f.name.upper()] = str(value)
+    return env

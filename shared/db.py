@@ -1,0 +1,62 @@
+"""Engines and sessions, created on demand (never at import time).
+
+One engine per database URL per process; one session per request or task, closed by the caller.
+After a fork the child must not reuse the parent's pooled connections: ``dispose_engines`` is
+called from Celery's ``worker_process_init``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import Settings
+
+_engines: dict[str, Engine] = {}
+_factories: dict[str, sessionmaker[Session]] = {}
+_lock = threading.Lock()
+
+
+def get_engine(settings: Settings) -> Engine:
+    url = settings.database_url
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            _engines[url] = engine
+        return engine
+
+
+def session_factory(settings: Settings) -> sessionmaker[Session]:
+    url = settings.database_url
+    factory = _factories.get(url)
+    if factory is None:
+        factory = sessionmaker(bind=get_engine(settings), expire_on_commit=False)
+        _factories[url] = factory
+    return factory
+
+
+@contextmanager
+def session_scope(settings: Settings) -> Iterator[Session]:
+    """A session that commits on success, rolls back on error and is always closed."""
+    session = session_factory(settings)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_engines() -> None:
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose(close=False)
+        _engines.clear()
+        _factories.clear()

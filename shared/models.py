@@ -1,0 +1,154 @@
+"""SQLAlchemy 2 typed models. The schema itself is made only by Alembic migrations."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ITEM_STATUSES = ("pending", "ready", "failed")
+JOB_STATUSES = ("queued", "running", "succeeded", "partial", "failed")
+JOB_ITEM_STATUSES = ("pending", "succeeded", "failed")
+EMBEDDING_KINDS = ("full", "top", "bottom")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Item(TimestampMixin, Base):
+    """One catalogue product, identified by the client's SKU."""
+
+    __tablename__ = "items"
+    __table_args__ = (CheckConstraint(_in("status", ITEM_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    sku: Mapped[str] = mapped_column(String(255), unique=True)
+    media_key: Mapped[str | None] = mapped_column(String(255))
+    image_sha256: Mapped[str | None] = mapped_column(String(64))
+    byte_size: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    source_url: Mapped[str | None] = mapped_column(Text)
+    source_path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+
+    embeddings: Mapped[list[Embedding]] = relationship(
+        back_populates="item", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Embedding(TimestampMixin, Base):
+    """One vector of one item: the whole photo, its top crop or its bottom crop."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (
+        UniqueConstraint("item_id", "kind", "model_version"),
+        CheckConstraint(_in("kind", EMBEDDING_KINDS), name="kind"),
+        CheckConstraint("octet_length(vector) = dim * 4", name="vector_length"),
+        Index("ix_embeddings_model_version_kind_item_id", "model_version", "kind", "item_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))
+    model_version: Mapped[str] = mapped_column(String(64))
+    dim: Mapped[int] = mapped_column(Integer)
+    # Little-endian float32, ``dim`` of them (shared.vectors is the codec).
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    box: Mapped[list[float] | None] = mapped_column(ARRAY(Float))
+    label: Mapped[int | None] = mapped_column(SmallInteger)
+    score: Mapped[float | None] = mapped_column(Float)
+
+    item: Mapped[Item] = relationship(back_populates="embeddings")
+
+
+class Job(TimestampMixin, Base):
+    """An ingestion job: a set of items to fetch, detect, crop and embed."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (CheckConstraint(_in("status", JOB_STATUSES), name="status"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
+    source: Mapped[str] = mapped_column(String(16))
+    total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    items: Mapped[list[JobItem]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class JobItem(TimestampMixin, Base):
+    """One item's outcome within one job."""
+
+    __tablename__ = "job_items"
+    __table_args__ = (
+        UniqueConstraint("job_id", "position"),
+        CheckConstraint(_in("status", JOB_ITEM_STATUSES), name="status"),
+        Index("ix_job_items_job_id_status", "job_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # SET NULL: deleting an item must not rewrite a job's history.
+    item_id: Mapped[int | None] = mapped_column(
+        ForeignKey("items.id", ondelete="SET NULL"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    sku: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    # Stable machine-readable reason (undecodable, too_large, fetch_failed...), then detail.
+    reason: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    # True when the item's image and model version were unchanged and no model work was done.
+    skipped: Mapped[bool] = mapped_column(default=False, server_default="false")
+
+    job: Mapped[Job] = relationship(back_populates="items")

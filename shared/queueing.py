@@ -1,0 +1,56 @@
+"""The Celery application, built from the shared settings (never from Flask).
+
+The web tier uses it only as a client (``send_task`` by name), so it never imports ``workers``;
+the workers import it and add their task modules.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from shared import task_names
+from shared.config import Settings
+
+QUEUE_INGEST = "ingest"
+QUEUE_QUERY = "query"
+QUEUE_DEFAULT = "default"
+QUEUES = (QUEUE_INGEST, QUEUE_QUERY, QUEUE_DEFAULT)
+
+
+def make_celery(settings: Settings, *, include: list[str] | None = None) -> Celery:
+    app = Celery("visrec", include=include or [])
+    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    app.conf.update(
+        broker_url=settings.redis_broker_url,
+        # Results live with the broker: the cache role may be flushed at any time.
+        result_backend=settings.redis_broker_url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_default_queue=QUEUE_DEFAULT,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_routes={
+            task_names.INGEST_BATCH: {"queue": QUEUE_INGEST},
+            task_names.START_JOB: {"queue": QUEUE_DEFAULT},
+            task_names.EMBED_QUERY: {"queue": QUEUE_QUERY},
+            task_names.REBUILD_CACHE: {"queue": QUEUE_DEFAULT},
+        },
+        # A task is acknowledged only once done, and re-queued if its worker dies mid-batch:
+        # every task is idempotent, so running twice is harmless; losing one is not.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # The Redis visibility timeout must be set in all three places (Celery's Redis caveats),
+        # and exceed the slowest batch, or a running task is redelivered to a second worker.
+        broker_transport_options=dict(transport),
+        result_backend_transport_options=dict(transport),
+        visibility_timeout=settings.visibility_timeout_s,
+        result_expires=3600,
+        task_track_started=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    return app

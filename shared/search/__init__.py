@@ -1,0 +1,1 @@
+"""Nearest-neighbour search over cached float32 matrices (numpy only; import-light)."""

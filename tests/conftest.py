@@ -1,0 +1,122 @@
+"""Fixtures: a real, migrated PostgreSQL database and real Redis, isolated per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.config import Settings, load_settings, set_settings
+from tests.support import database
+
+# Redis database numbers the suite owns (flushed between tests); production uses 0 and 1.
+TEST_BROKER_DB = int(os.environ.get("TEST_REDIS_BROKER_DB", "14"))
+TEST_CACHE_DB = int(os.environ.get("TEST_REDIS_CACHE_DB", "15"))
+TEST_API_KEY = "test-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = database.create_database()
+    try:
+        database.upgrade_head(url)
+        yield url
+    finally:
+        database.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def base_settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    root = tmp_path_factory.mktemp("visrec")
+    redis_host = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+    return load_settings(
+        {
+            "database_url": database_url,
+            "redis_broker_url": f"{redis_host}/{TEST_BROKER_DB}",
+            "redis_cache_url": f"{redis_host}/{TEST_CACHE_DB}",
+            "media_root": root / "media",
+            "import_root": root / "import",
+            "model_dir": None,
+            "embedder_weights": "random",
+            "api_keys": (TEST_API_KEY,),
+            "rebuild_debounce_s": 0.2,
+            "log_json": False,
+        },
+        environ={},
+    )
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Iterator[Settings]:
+    """The settings of this test, also installed process-wide for code that reads them."""
+    base_settings.media_root.mkdir(parents=True, exist_ok=True)
+    assert base_settings.import_root is not None
+    base_settings.import_root.mkdir(parents=True, exist_ok=True)
+    set_settings(base_settings)
+    yield base_settings
+    set_settings(None)
+
+
+@pytest.fixture
+def clean_db(database_url: str) -> Iterator[str]:
+    """Each test owns its rows: everything it wrote is truncated afterwards."""
+    yield database_url
+    database.truncate_all(database_url)
+
+
+@pytest.fixture
+def db_session(settings: Settings, clean_db: str) -> Iterator:
+    from shared.db import session_factory
+
+    session = session_factory(settings)()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def _redis(url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def cache_redis(settings: Settings) -> Iterator[redis.Redis]:
+    yield from _redis(settings.redis_cache_url)
+
+
+@pytest.fixture
+def broker_redis(settings: Settings) -> Iterator[redis.Redis]:
+    yield from _redis(settings.redis_broker_url)
+
+
+@pytest.fixture
+def app(settings: Settings, clean_db: str, cache_redis: redis.Redis, broker_redis: redis.Redis):
+    from web import create_app
+
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def auth_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TEST_API_KEY}"}
+
+
+@pytest.fixture
+def worker_log(tmp_path: Path) -> Path:
+    return tmp_path / "worker.log"

@@ -1,0 +1,99 @@
+"""A real Celery worker in a child process, started the way the Procfile starts one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shared.config import Settings, settings_to_env
+from shared.queueing import QUEUES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WorkerProcess:
+    """``celery worker --pool solo`` consuming every queue; logs go to ``log_path``."""
+
+    def __init__(self, settings: Settings, log_path: Path, queues: tuple[str, ...] = QUEUES):
+        self.settings = settings
+        self.log_path = log_path
+        self.queues = queues
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._n = 0
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, **settings_to_env(self.settings)}
+        env.setdefault("KERAS_BACKEND", "torch")
+        env["PYTHONPATH"] = str(ROOT)
+        return env
+
+    def start(self, wait_s: float = 120.0) -> None:
+        self._n += 1
+        name = f"test{self._n}-{os.getpid()}@%h"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.celery_app",
+                "worker",
+                "--pool",
+                "solo",
+                "--concurrency",
+                "1",
+                "--prefetch-multiplier",
+                "1",
+                "-Q",
+                ",".join(self.queues),
+                "-n",
+                name,
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self._wait_ready(name.replace("%h", ""), wait_s)
+
+    def _wait_ready(self, prefix: str, wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early; see {self.log_path}:\n{self.tail()}")
+            if b"ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready after {wait_s}s; see {self.log_path}:\n{self.tail()}")
+
+    def tail(self, n: int = 60) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies mid-task with no chance to clean up or acknowledge."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None

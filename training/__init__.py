@@ -1,0 +1,1 @@
+"""Offline tools: dataset conversion, synthetic data, model training and bundles."""

@@ -1,0 +1,44 @@
+"""Flask application factory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask_smorest import Api
+
+from shared.config import Settings, load_settings
+from web import errors, resources
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app; ``config`` is a Settings or a mapping of overrides on the environment."""
+    settings = config if isinstance(config, Settings) else load_settings(config)
+    app = Flask(__name__)
+    app.config.update(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        API_TITLE="Visual recommendations API",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+    api = Api(app, spec_kwargs={"info": {"description": "You may also like, by photo."}})
+    api.spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "description": "An API key from API_KEYS."}
+    )
+    app.extensions["visrec_api"] = api
+    resources.init_app(app)
+    errors.init_app(app)
+    _register_blueprints(app, api)
+    return app
+
+
+def _register_blueprints(app: Flask, api: Api) -> None:
+    from web.health import blp as health_blp
+
+    app.register_blueprint(health_blp)

@@ -1,0 +1,70 @@
+"""Per-app clients (Redis, Celery) and the per-request database session.
+
+Clients are created on first use, not in ``create_app``, so building an app connects to nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import Celery
+from flask import Flask, current_app, g
+from sqlalchemy.orm import Session
+
+from shared.config import Settings
+from shared.db import session_factory
+from shared.queueing import make_celery
+
+
+def settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def db() -> Session:
+    """The request's session; closed at teardown whatever happened."""
+    if "db_session" not in g:
+        g.db_session = session_factory(settings())()
+    return g.db_session
+
+
+def _lazy(name: str, build: Any) -> Any:
+    store = current_app.extensions.setdefault("visrec_clients", {})
+    client = store.get(name)
+    if client is None:
+        client = store[name] = build()
+    return client
+
+
+def cache_redis() -> redis.Redis:
+    return _lazy(
+        "cache",
+        lambda: redis.Redis.from_url(
+            settings().redis_cache_url, socket_timeout=5, socket_connect_timeout=2
+        ),
+    )
+
+
+def broker_redis() -> redis.Redis:
+    return _lazy(
+        "broker",
+        lambda: redis.Redis.from_url(
+            settings().redis_broker_url, socket_timeout=5, socket_connect_timeout=2
+        ),
+    )
+
+
+def celery_client() -> Celery:
+    return _lazy("celery", lambda: make_celery(settings()))
+
+
+def _close_session(exc: BaseException | None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        if exc is not None:
+            session.rollback()
+        session.close()
+
+
+def init_app(app: Flask) -> None:
+    app.teardown_appcontext(_close_session)

@@ -1,0 +1,1 @@
+"""Celery workers: ingestion (detect, crop, embed), query embedding and cache rebuilds."""

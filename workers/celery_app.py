@@ -1,0 +1,38 @@
+"""The worker's Celery app: ``celery -A workers.celery_app worker ...``.
+
+Built from the shared settings. Creating it connects to nothing; models load lazily in the
+process that runs the tasks (never in a parent before fork: see design.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from celery.signals import setup_logging, worker_process_init
+
+from shared.config import get_settings
+from shared.logs import configure_logging
+from shared.queueing import make_celery
+
+# Keras picks its backend at first import: workers run it on torch (design.md), unless told.
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+TASK_MODULES = ["workers.tasks.ingest", "workers.tasks.query", "workers.tasks.cache"]
+
+app = make_celery(get_settings(), include=TASK_MODULES)
+
+
+@setup_logging.connect
+def _configure_logging(**_: object) -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+
+@worker_process_init.connect
+def _after_fork(**_: object) -> None:
+    # A forked child must not share the parent's pooled database connections.
+    from shared.db import dispose_engines
+
+    dispose_engines()
+    logging.getLogger(__name__).info("worker process initialised", extra={"pid": os.getpid()})

@@ -1,0 +1,1 @@
+"""Celery task modules, one per queue role."""
