@@ -44,6 +44,11 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, (width, height) = img.format or "", img.size
+    except Image.DecompressionBombError as exc:
+        # Pillow's own (higher) limit trips while reading the header: same verdict as ours.
+        raise ImageRejected(
+            "too_large", f"image exceeds the limit of {max_pixels} pixels ({exc})"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected("undecodable", f"not a readable image: {exc}") from None
     if fmt not in ALLOWED_FORMATS:

@@ -12,10 +12,29 @@ import redis
 from shared.config import Settings, load_settings, set_settings
 from tests.support import database
 
-# Redis database numbers the suite owns (flushed between tests); production uses 0 and 1.
-TEST_BROKER_DB = int(os.environ.get("TEST_REDIS_BROKER_DB", "14"))
-TEST_CACHE_DB = int(os.environ.get("TEST_REDIS_CACHE_DB", "15"))
 TEST_API_KEY = "test-key-0123456789"
+REDIS_HOST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+# Pairs of Redis database numbers (broker, cache) a test session may own; production uses 0 and
+# 1, the demo 2 and 3. Each session claims a free pair, so two suites running at once on one
+# machine never flush each other's data.
+_REDIS_DB_PAIRS = [(4, 5), (6, 7), (8, 9), (10, 11), (12, 13), (14, 15)]
+
+
+@pytest.fixture(scope="session")
+def redis_db_pair() -> Iterator[tuple[int, int]]:
+    lock = redis.Redis.from_url(f"{REDIS_HOST_URL}/0")
+    token = f"{os.getpid()}"
+    for pair in _REDIS_DB_PAIRS:
+        key = f"visrec:test-db-lock:{pair[0]}"
+        if lock.set(key, token, nx=True, ex=3 * 3600):
+            try:
+                yield pair
+            finally:
+                if lock.get(key) == token.encode():
+                    lock.delete(key)
+                lock.close()
+            return
+    raise RuntimeError("all test Redis databases are claimed; is another suite still running?")
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +48,16 @@ def database_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def base_settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def base_settings(
+    database_url: str, redis_db_pair: tuple[int, int], tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     root = tmp_path_factory.mktemp("visrec")
-    redis_host = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+    broker_db, cache_db = redis_db_pair
     return load_settings(
         {
             "database_url": database_url,
-            "redis_broker_url": f"{redis_host}/{TEST_BROKER_DB}",
-            "redis_cache_url": f"{redis_host}/{TEST_CACHE_DB}",
+            "redis_broker_url": f"{REDIS_HOST_URL}/{broker_db}",
+            "redis_cache_url": f"{REDIS_HOST_URL}/{cache_db}",
             "media_root": root / "media",
             "import_root": root / "import",
             "model_dir": None,

@@ -41,4 +41,4 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 def _register_blueprints(app: Flask, api: Api) -> None:
     from web.health import blp as health_blp
 
-    app.register_blueprint(health_blp)
+    api.register_blueprint(health_blp)

@@ -1,0 +1,45 @@
+from web import create_app
+
+
+def test_healthz_is_alive(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.get_json() == {"status": "ok"}
+
+
+def test_readyz_reports_every_dependency(client):
+    r = client.get("/readyz")
+    body = r.get_json()
+    assert set(body["checks"]) == {"database", "broker", "cache", "model_bundle"}
+    for name in ("database", "broker", "cache"):
+        assert body["checks"][name]["ok"] is True, body
+
+
+def test_readyz_names_what_is_down_with_503(settings, clean_db):
+    # Nothing listens on port 1: the broker is "down" while the database is up.
+    app = create_app(settings.replace(redis_broker_url="redis://127.0.0.1:1/0"))
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503
+    body = r.get_json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["broker"]["ok"] is False
+    assert "error" in body["checks"]["broker"]
+    assert body["checks"]["database"]["ok"] is True
+
+
+def test_unknown_route_and_wrong_method_answer_json(client):
+    r = client.get("/no/such/thing")
+    assert r.status_code == 404
+    assert r.is_json and r.get_json()["code"] == "not_found"
+    r = client.post("/healthz")
+    assert r.status_code == 405
+    assert r.get_json()["code"] == "method_not_allowed"
+    assert "GET" in r.headers.get("Allow", "")
+
+
+def test_openapi_document_is_served(client):
+    r = client.get("/api/v1/openapi.json")
+    assert r.status_code == 200
+    doc = r.get_json()
+    assert doc["info"]["title"]
+    assert "/healthz" in doc["paths"]
