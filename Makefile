@@ -14,6 +14,7 @@ services:
 # Everything the suite needs, then the whole suite against real PostgreSQL and Redis.
 test: install services
 	@bash scripts/install_browser.sh
+	@bash scripts/install_system_tools.sh
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -1,0 +1,31 @@
+# The web tier: Flask under gunicorn. Only requirements/web.txt is installed, so no ML framework
+# (torch, TensorFlow, Keras, detectron2, OpenCV) is in this image: it stays small and starts fast.
+# Also runs the one-shot `alembic upgrade head` (compose service `migrate`).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PORT=8000
+
+WORKDIR /app
+
+# Requirements first: code edits then reuse the cached dependency layer.
+COPY requirements/web.txt requirements/web.txt
+RUN pip install -r requirements/web.txt
+
+COPY shared/ shared/
+COPY web/ web/
+COPY migrations/ migrations/
+COPY alembic.ini alembic.ini
+
+# Same uid as the worker image: both write the shared media volume.
+RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin app \
+    && mkdir -p /data/media /data/import \
+    && chown app:app /data/media
+USER app
+
+EXPOSE 8000
+# Shell form so $PORT (the Procfile contract) is read when the container starts, not at build.
+CMD ["sh", "-c", "exec gunicorn --bind 0.0.0.0:${PORT:-8000} --workers ${WEB_CONCURRENCY:-2} --threads ${WEB_THREADS:-4} --access-logfile - web.wsgi:app"]
