@@ -1,0 +1,95 @@
+"""Exact k-nearest neighbours by Euclidean distance over a float32 matrix (numpy only).
+
+The bulk of the work is ``||x||^2 - 2 X q + ||q||^2`` in float32 (one BLAS matrix-vector
+product over the cached matrix, norms precomputed) and ``argpartition``. Float32 rounding can
+reorder near-equal distances, so that pass only *selects* candidates: every row whose float32
+estimate lies within a proven error margin of the k-th estimate. The few candidates are then
+re-ranked with distances computed directly in float64 from their rows, and ties are broken by
+item id. The result therefore equals a float64 brute force over the same vectors, while no
+float64 copy of the whole matrix is ever made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_EPS32 = float(np.finfo(np.float32).eps)
+# Exact re-ranking works on bounded slices so a pathological candidate set stays cheap in memory.
+_RERANK_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Rows of the matrix, nearest first, with their exact distances."""
+
+    rows: np.ndarray  # int64
+    distances: np.ndarray  # float64
+
+
+def squared_norms(vectors: np.ndarray) -> np.ndarray:
+    """Row-wise ``||x||^2`` as float32 (accumulated per row without a float64 copy)."""
+    return np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32)
+
+
+def exact_squared_distances(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``||x - q||^2`` in float64 for a small set of rows; the reference the tests use too."""
+    diff = vectors.astype(np.float64) - query.astype(np.float64)
+    return np.einsum("ij,ij->i", diff, diff)
+
+
+def _error_margin(sq_norms: np.ndarray, q_sq: float, dim: int) -> float:
+    # Each float32 estimate of ||x-q||^2 is off by at most about dim * eps * (||x||^2 + 2|x.q| +
+    # ||q||^2) <= 2 * dim * eps * (||x||^2 + ||q||^2); two estimates are compared, hence 2x.
+    largest = float(sq_norms.max()) if sq_norms.size else 0.0
+    return 4.0 * dim * _EPS32 * (largest + q_sq) + 1e-30
+
+
+def top_k(
+    vectors: np.ndarray,
+    sq_norms: np.ndarray,
+    item_ids: np.ndarray,
+    query: np.ndarray,
+    k: int,
+    exclude_rows: np.ndarray | None = None,
+) -> Neighbours:
+    """The ``k`` rows nearest to ``query``, ties broken by ``item_ids``; ``exclude_rows`` never.
+
+    ``vectors`` is (n, d) float32, ``sq_norms`` its precomputed squared row norms.
+    """
+    n = vectors.shape[0]
+    empty = Neighbours(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
+    if n == 0 or k <= 0:
+        return empty
+    q = np.ascontiguousarray(query, dtype=np.float32)
+    q_sq = float(np.dot(q.astype(np.float64), q.astype(np.float64)))
+    approx = vectors @ q  # float32, n values: the only pass over the matrix
+    approx *= -2.0
+    approx += sq_norms
+    approx += np.float32(q_sq)
+    if exclude_rows is not None and len(exclude_rows):
+        approx[exclude_rows] = np.inf
+    np.maximum(approx, 0.0, out=approx)
+    valid = n - (0 if exclude_rows is None else len(np.unique(exclude_rows)))
+    if valid <= 0:
+        return empty
+    kk = min(k, valid)
+    if kk < n:
+        kth = float(np.partition(approx, kk - 1)[kk - 1])
+    else:
+        kth = float(approx[np.isfinite(approx)].max())
+    limit = kth + _error_margin(sq_norms, q_sq, vectors.shape[1])
+    # Every row that could truly rank within k, including all ties at the boundary.
+    candidates = np.flatnonzero(approx <= limit)
+    exact = np.empty(candidates.size, dtype=np.float64)
+    for start in range(0, candidates.size, _RERANK_ROWS):
+        rows = candidates[start : start + _RERANK_ROWS]
+        exact[start : start + rows.size] = exact_squared_distances(vectors[rows], q)
+    order = np.lexsort((item_ids[candidates], exact))[:kk]
+    return Neighbours(candidates[order].astype(np.int64), np.sqrt(exact[order]))
+
+
+def merge_ranked(distances: np.ndarray, item_ids: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best entries of a merged candidate list, by (distance, item id)."""
+    return np.lexsort((item_ids, distances))[:k]

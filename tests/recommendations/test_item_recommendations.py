@@ -1,0 +1,163 @@
+"""GET /api/v1/items/<sku>/recommendations: exact answers, kept exact as the catalogue moves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.search import matrix_cache
+from shared.vectors import decode
+from tests.recommendations.helpers import (
+    VERSION,
+    add_catalogue,
+    add_item,
+    brute_force,
+    delete_item,
+    stored_vectors,
+    tie_heavy_vectors,
+)
+
+KINDS = ("top", "bottom", "full")
+
+
+def _catalogue(rng: np.random.Generator, n: int, dim: int) -> dict[str, dict[str, np.ndarray]]:
+    """Every item has a full vector; some lack a top or a bottom; many duplicates and ties."""
+    full = tie_heavy_vectors(rng, n, dim)
+    top = tie_heavy_vectors(rng, n, dim)
+    bottom = rng.standard_normal((n, dim)).astype(np.float32)
+    bottom[5] = bottom[6]  # exact duplicate among gaussian vectors
+    out = {}
+    for i in range(n):
+        kinds = {"full": full[i]}
+        if i % 5 != 0:
+            kinds["top"] = top[i]
+        if i % 3 != 0:
+            kinds["bottom"] = bottom[i]
+        out[f"sku-{i:03d}"] = kinds
+    return out
+
+
+def _expected(db_session, sku: str, kind: str, k: int) -> list[tuple[str, float]]:
+    rows = stored_vectors(db_session, kind)
+    mine = [r for r in rows if r[1] == sku]
+    assert mine, f"{sku} has no {kind}"
+    return brute_force(rows, mine[0][2], k, exclude_item_id=mine[0][0])
+
+
+def _assert_exact(body: dict, db_session, sku: str, kinds, k: int) -> None:
+    for kind in kinds:
+        want = _expected(db_session, sku, kind, k)
+        got = body["results"][kind]
+        assert [h["sku"] for h in got] == [s for s, _ in want], kind
+        assert [h["distance"] for h in got] == pytest.approx([d for _, d in want], rel=1e-9)
+
+
+def test_results_equal_brute_force_for_every_kind(client, db_session, rebuild) -> None:
+    rng = np.random.default_rng(1)
+    add_catalogue(db_session, _catalogue(rng, 60, 6))
+    rebuild()
+    for sku in ("sku-001", "sku-007", "sku-058"):
+        for k in (1, 4, 10, 100):
+            response = client.get(f"/api/v1/items/{sku}/recommendations?k={k}")
+            assert response.status_code == 200, response.json
+            body = response.json
+            assert body["sku"] == sku and body["model_version"] == VERSION
+            assert sku not in [h["sku"] for kind in KINDS for h in body["results"][kind]]
+            _assert_exact(body, db_session, sku, KINDS, k)
+            assert body["missing"] == {}
+
+
+def test_a_kind_the_item_lacks_is_an_empty_list_with_a_reason(client, db_session, rebuild):
+    add_catalogue(db_session, _catalogue(np.random.default_rng(2), 20, 4))
+    rebuild()
+    body = client.get("/api/v1/items/sku-015/recommendations?kinds=top,bottom,full").json
+    assert body["results"]["top"] == [] and body["results"]["bottom"] == []
+    assert body["missing"]["bottom"] == "no bottom garment was detected in this item's photo"
+    assert "top garment" in body["missing"]["top"]
+    assert len(body["results"]["full"]) == 10
+    only = client.get("/api/v1/items/sku-001/recommendations?kinds=bottom&k=3").json
+    assert list(only["results"]) == ["bottom"] and len(only["results"]["bottom"]) == 3
+
+
+def test_image_urls_point_at_the_media_route(app, client, db_session, rebuild):
+    key = "ab" * 32
+    add_item(db_session, "a", {"full": np.zeros(4, np.float32)})
+    add_item(db_session, "b", {"full": np.ones(4, np.float32)}, media_key=key)
+    rebuild()
+    hit = client.get("/api/v1/items/a/recommendations?kinds=full").json["results"]["full"][0]
+    assert hit == {"sku": "b", "distance": 2.0, "image_url": f"/media/{key}"}
+    app.config["SETTINGS"] = app.config["SETTINGS"].replace(public_base_url="https://shop.example/")
+    hit = client.get("/api/v1/items/a/recommendations?kinds=full").json["results"]["full"][0]
+    assert hit["image_url"] == f"https://shop.example/media/{key}"
+
+
+@pytest.mark.parametrize("query", ["k=0", "k=101", "k=abc", "kinds=top,shoes", "k=-3"])
+def test_bad_parameters_are_422(client, db_session, rebuild, query: str) -> None:
+    add_item(db_session, "a", {"full": np.zeros(4, np.float32)})
+    rebuild()
+    response = client.get(f"/api/v1/items/a/recommendations?{query}")
+    assert response.status_code == 422
+    assert response.json["code"] == "validation_error"
+
+
+def test_unknown_sku_is_404_and_unembedded_item_is_409(client, db_session, rebuild) -> None:
+    from shared.models import Item
+
+    add_item(db_session, "a", {"full": np.zeros(4, np.float32)})
+    db_session.add(Item(sku="pending-one", status="pending"))
+    db_session.commit()
+    rebuild()
+    missing = client.get("/api/v1/items/nope/recommendations")
+    assert missing.status_code == 404 and missing.json["code"] == "item_not_found"
+    pending = client.get("/api/v1/items/pending-one/recommendations")
+    assert pending.status_code == 409 and pending.json["code"] == "item_not_embedded"
+
+
+def test_new_items_are_recommended_before_and_after_the_rebuild(
+    client, db_session, rebuild, wait_for_generation
+) -> None:
+    rng = np.random.default_rng(3)
+    add_catalogue(db_session, _catalogue(rng, 30, 4))
+    first = rebuild()["generation"]
+    url = "/api/v1/items/sku-001/recommendations?k=5"
+    assert client.get(url).headers["X-Cache-Generation"] == first
+    top_of_1 = decode(next(v for _, s, v in stored_vectors(db_session, "top") if s == "sku-001"))
+    # A twin of sku-001's top and full lands: it must come first at once, not after a rebuild.
+    add_item(db_session, "twin", {"top": top_of_1.copy(), "full": np.full(4, 9, np.float32)})
+    body = client.get(url).json
+    assert body["results"]["top"][0] == {
+        "sku": "twin",
+        "distance": 0.0,
+        "image_url": body["results"]["top"][0]["image_url"],
+    }
+    _assert_exact(body, db_session, "sku-001", KINDS, 5)
+    # The new item is itself searchable before the rebuild.
+    new_item = client.get("/api/v1/items/twin/recommendations?k=5&kinds=top,full")
+    assert new_item.status_code == 200
+    _assert_exact(new_item.json, db_session, "twin", ("top", "full"), 5)
+    second = rebuild()["generation"]
+    body = wait_for_generation(client, url, second).json
+    assert body["results"]["top"][0]["sku"] == "twin"
+    _assert_exact(body, db_session, "sku-001", KINDS, 5)
+
+
+def test_deleted_items_disappear_at_once_and_after_the_rebuild(
+    client, db_session, cache_redis, rebuild, wait_for_generation
+) -> None:
+    rng = np.random.default_rng(4)
+    add_catalogue(db_session, _catalogue(rng, 40, 4))
+    first = rebuild()["generation"]
+    url = "/api/v1/items/sku-002/recommendations?k=8"
+    before = client.get(url).json
+    doomed = {h["sku"] for h in before["results"]["full"][:4]}
+    for sku in doomed:
+        delete_item(db_session, sku)
+    after = client.get(url).json
+    assert doomed.isdisjoint(h["sku"] for kind in KINDS for h in after["results"][kind])
+    _assert_exact(after, db_session, "sku-002", KINDS, 8)
+    assert len(after["results"]["full"]) == 8
+    second = rebuild()["generation"]
+    body = wait_for_generation(client, url, second).json
+    _assert_exact(body, db_session, "sku-002", KINDS, 8)
+    # The old generation's keys are gone from the cache, not left to eat memory.
+    assert not list(cache_redis.scan_iter(match=f"{matrix_cache.PREFIX}gen:{first}:*"))

@@ -1,0 +1,109 @@
+"""POST /api/v1/recommendations: a photo embedded by a real worker, answered exactly."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared import task_names
+from shared.media import MediaStore
+from shared.queueing import QUEUE_QUERY, make_celery
+from tests.recommendations.helpers import add_catalogue, add_item, brute_force, stored_vectors
+from tests.support.worker import WorkerProcess
+
+
+def _photo(seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, size=(96, 80, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_not_an_image_is_422_with_a_reason(client, db_session, rebuild) -> None:
+    add_item(db_session, "a", {"full": np.zeros(4, np.float32)})
+    rebuild()
+    response = client.post(
+        "/api/v1/recommendations",
+        data={"image": (io.BytesIO(b"certainly not a photo"), "x.jpg")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 422
+    assert response.json["code"] == "image_rejected"
+    assert response.json["details"]["reason"] == "undecodable"
+    missing = client.post("/api/v1/recommendations", data={}, content_type="multipart/form-data")
+    assert missing.status_code == 422 and missing.json["code"] == "image_required"
+    bad_k = client.post(
+        "/api/v1/recommendations",
+        data={"image": (io.BytesIO(_photo()), "p.png"), "k": "0"},
+        content_type="multipart/form-data",
+    )
+    assert bad_k.status_code == 422 and bad_k.json["code"] == "validation_error"
+
+
+def test_no_worker_answers_503_with_retry_after(app, client, db_session, rebuild) -> None:
+    add_item(db_session, "a", {"full": np.zeros(4, np.float32)})
+    rebuild()
+    app.config["SETTINGS"] = app.config["SETTINGS"].replace(query_timeout_s=0.5)
+    response = client.post(
+        "/api/v1/recommendations",
+        data={"image": (io.BytesIO(_photo()), "p.png")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 503
+    assert response.json["code"] == "query_timeout"
+    assert int(response.headers["Retry-After"]) > 0
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_uploaded_photo_is_answered_exactly_by_a_real_worker(
+    settings, app, client, db_session, rebuild, worker_log
+) -> None:
+    settings = settings.replace(model_dir=None, embedder_weights="random", embedder_input_size=64)
+    app.config["SETTINGS"] = settings
+    photo = _photo(1)
+    key = MediaStore(settings.media_root).put_bytes(photo).key
+    worker = WorkerProcess(settings, worker_log, queues=(QUEUE_QUERY,))
+    worker.start()
+    try:
+        # The worker's own vector for this photo, through the task the endpoint uses.
+        answer = (
+            make_celery(settings)
+            .send_task(task_names.EMBED_QUERY, kwargs={"media_key": key}, queue=QUEUE_QUERY)
+            .get(timeout=300)
+        )
+        version = answer["model_version"]
+        query = np.frombuffer(base64.b64decode(answer["vectors"]["full"]), dtype="<f4")
+        rng = np.random.default_rng(2)
+        noise = rng.standard_normal((40, query.size)).astype(np.float32)
+        catalogue = {
+            f"c{i:02d}": {"full": (query + noise[i] * (0.05 * (i % 7))).astype(np.float32)}
+            for i in range(40)
+        }
+        catalogue["twin"] = {"full": query.copy()}
+        add_catalogue(db_session, catalogue, version=version)
+        rebuild()
+        response = client.post(
+            "/api/v1/recommendations",
+            data={"image": (io.BytesIO(photo), "p.png"), "k": "5", "kinds": "full,top"},
+            content_type="multipart/form-data",
+        )
+    finally:
+        worker.stop()
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert body["model_version"] == version
+    want = brute_force(stored_vectors(db_session, "full", version), query, 5)
+    assert [h["sku"] for h in body["results"]["full"]] == [s for s, _ in want]
+    assert body["results"]["full"][0]["distance"] == 0.0
+    assert [h["distance"] for h in body["results"]["full"]] == pytest.approx(
+        [d for _, d in want], rel=1e-9
+    )
+    # No detector in this bundle: no top crop, said plainly.
+    assert body["results"]["top"] == [] and "top garment" in body["missing"]["top"]
+    assert body["query"]["media_key"] == key

@@ -1,0 +1,65 @@
+"""Request and response schemas of the recommendation endpoints (OpenAPI and validation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from shared.models import EMBEDDING_KINDS
+
+MAX_K = 100
+DEFAULT_K = 10
+DEFAULT_KINDS = ("top", "bottom", "full")
+
+
+def parse_kinds(raw: str | None) -> tuple[str, ...]:
+    """``"top,bottom"`` -> ("top", "bottom"); unknown or empty lists are a validation error."""
+    if raw is None or not raw.strip():
+        return DEFAULT_KINDS
+    kinds: list[str] = []
+    for part in raw.split(","):
+        kind = part.strip().lower()
+        if kind not in EMBEDDING_KINDS:
+            raise ValidationError(
+                f"unknown kind {part.strip()!r}; use a comma-separated subset of "
+                f"{', '.join(DEFAULT_KINDS)}"
+            )
+        if kind not in kinds:
+            kinds.append(kind)
+    return tuple(kinds)
+
+
+class KindsField(fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return parse_kinds(super()._deserialize(value, attr, data, **kwargs))
+
+
+class RecommendationQuery(Schema):
+    k = fields.Integer(
+        load_default=DEFAULT_K,
+        validate=validate.Range(min=1, max=MAX_K),
+        metadata={"description": f"How many items per kind (1-{MAX_K})."},
+    )
+    kinds = KindsField(
+        load_default=DEFAULT_KINDS,
+        metadata={"description": "Comma-separated subset of top, bottom, full."},
+    )
+
+
+class HitSchema(Schema):
+    sku = fields.String(required=True)
+    distance = fields.Float(required=True)
+    image_url = fields.String(allow_none=True)
+
+
+class RecommendationsSchema(Schema):
+    sku = fields.String(metadata={"description": "The item asked about (absent for a photo)."})
+    model_version = fields.String(allow_none=True)
+    results = fields.Dict(keys=fields.String(), values=fields.List(fields.Nested(HitSchema)))
+    missing = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={"description": "Requested kinds with no vector, and why (empty results)."},
+    )
+    query = fields.Dict(metadata={"description": "For a photo: its media key and crops."})
