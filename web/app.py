@@ -42,3 +42,13 @@ def _register_blueprints(app: Flask, api: Api) -> None:
     from web.health import blp as health_blp
 
     api.register_blueprint(health_blp)
+    from web.api import items, jobs, media
+
+    for ingestion_blp in (jobs.blp, items.blp, media.blp):
+        api.register_blueprint(ingestion_blp)
+    from web.api.recommendations import blp as recommendations_blp
+
+    api.register_blueprint(recommendations_blp)
+    from web.ui import bp as ui_bp  # plain Flask blueprint: pages stay out of the OpenAPI doc
+
+    app.register_blueprint(ui_bp)

@@ -1,0 +1,199 @@
+"""POST /api/v1/jobs and GET /api/v1/jobs/<id>: validation, auth, atomicity (no worker runs)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from shared.media import MediaStore
+from shared.models import Item, Job, JobItem
+from shared.queueing import QUEUES
+from tests.ingestion.helpers import jpeg_bytes
+
+
+def queue_lengths(broker_redis) -> dict[str, int]:
+    return {q: broker_redis.llen(q) for q in QUEUES}
+
+
+def row_counts(db_session) -> tuple[int, int, int]:
+    db_session.rollback()
+    return (
+        db_session.scalar(select(func.count()).select_from(Job)),
+        db_session.scalar(select(func.count()).select_from(JobItem)),
+        db_session.scalar(select(func.count()).select_from(Item)),
+    )
+
+
+def upload(client, files, headers, **form):
+    data = {"images": [(io.BytesIO(b), name) for name, b in files], **form}
+    return client.post(
+        "/api/v1/jobs", data=data, headers=headers, content_type="multipart/form-data"
+    )
+
+
+@pytest.mark.parametrize(
+    "headers, code",
+    [({}, "unauthorized"), ({"Authorization": "Bearer wrong-key"}, "invalid_api_key")],
+)
+def test_without_a_valid_key_nothing_is_created_or_enqueued(
+    client, db_session, broker_redis, headers, code
+):
+    response = upload(client, [("a.jpg", jpeg_bytes(1))], headers)
+    assert response.status_code == 401
+    assert response.get_json()["code"] == code
+    json_response = client.post(
+        "/api/v1/jobs",
+        json={"items": [{"sku": "x", "url": "http://example.com/x.jpg"}]},
+        headers=headers,
+    )
+    assert json_response.status_code == 401
+    assert row_counts(db_session) == (0, 0, 0)
+    assert queue_lengths(broker_redis) == dict.fromkeys(QUEUES, 0)
+
+
+def test_multipart_upload_creates_a_queued_job_and_enqueues_it(
+    client, auth_headers, db_session, broker_redis, settings
+):
+    image = jpeg_bytes(2)
+    response = upload(
+        client,
+        [("shirts/blue-1.jpg", image), ("red-2.png", jpeg_bytes(3))],
+        auth_headers,
+        attributes=[json.dumps({"colour": "blue"}), json.dumps({"colour": "red"})],
+    )
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert body["status"] == "queued"
+    assert response.headers["Location"] == body["status_url"] == f"/api/v1/jobs/{body['id']}"
+    assert queue_lengths(broker_redis)["default"] == 1
+    db_session.rollback()
+    items = {i.sku: i for i in db_session.scalars(select(Item))}
+    assert set(items) == {"blue-1", "red-2"}
+    assert items["blue-1"].attributes == {"colour": "blue"}
+    assert items["blue-1"].status == "pending"
+    assert MediaStore(settings.media_root).read(items["blue-1"].media_key) == image
+
+    job = client.get(body["status_url"]).get_json()
+    assert (job["status"], job["total"], job["done"], job["failed"], job["pending"]) == (
+        "queued",
+        2,
+        0,
+        0,
+        2,
+    )
+    assert job["progress"] == 0.0
+
+
+def test_the_same_image_under_two_skus_is_stored_once(client, auth_headers, settings):
+    image = jpeg_bytes(4)
+    response = upload(client, [("a.jpg", image), ("b.jpg", image)], auth_headers)
+    assert response.status_code == 202
+    stored = [p for p in settings.media_root.rglob("*") if p.is_file()]
+    assert len([p for p in stored if p.read_bytes() == image]) == 1
+
+
+def test_sku_fields_override_file_names(client, auth_headers, db_session):
+    response = upload(
+        client, [("1.jpg", jpeg_bytes(5)), ("2.jpg", jpeg_bytes(6))], auth_headers, sku=["A", "B"]
+    )
+    assert response.status_code == 202
+    db_session.rollback()
+    assert sorted(db_session.scalars(select(Item.sku))) == ["A", "B"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, code",
+    [
+        ({"json": {"items": []}}, 422, "validation_error"),
+        ({"json": {"nope": 1}}, 422, "validation_error"),
+        ({"json": {"items": [{"sku": "a"}]}}, 422, "validation_error"),
+        (
+            {"json": {"items": [{"sku": "a", "url": "http://x.test/a", "path": "a.jpg"}]}},
+            422,
+            "validation_error",
+        ),
+        ({"json": {"items": [{"sku": "a", "url": "ftp://x.test/a.jpg"}]}}, 422, "validation_error"),
+        (
+            {"json": {"items": [{"sku": "a", "path": "a.jpg"}, {"sku": "a", "path": "b.jpg"}]}},
+            422,
+            "validation_error",
+        ),
+        ({"data": "{not json", "content_type": "application/json"}, 400, "invalid_json"),
+        ({"data": "hello", "content_type": "text/plain"}, 415, "unsupported_media_type"),
+        ({"data": {"sku": "x"}, "content_type": "multipart/form-data"}, 422, "validation_error"),
+    ],
+)
+def test_invalid_requests_are_refused_whole(
+    client, auth_headers, db_session, broker_redis, kwargs, status, code
+):
+    response = client.post("/api/v1/jobs", headers=auth_headers, **kwargs)
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.get_json()["code"] == code
+    assert response.get_json()["message"]
+    assert row_counts(db_session) == (0, 0, 0)
+    assert queue_lengths(broker_redis) == dict.fromkeys(QUEUES, 0)
+
+
+@pytest.mark.parametrize(
+    "files, form, code",
+    [
+        ([("a.jpg", b"1"), ("a.png", b"2")], {}, "duplicate_sku"),
+        ([("a.jpg", b"1"), ("b.jpg", b"2")], {"sku": ["only-one"]}, "sku_count_mismatch"),
+        ([("a.jpg", b"1")], {"sku": ["  "]}, "invalid_sku"),
+    ],
+)
+def test_inconsistent_multipart_fields_are_refused(
+    client, auth_headers, db_session, broker_redis, files, form, code
+):
+    response = upload(client, files, auth_headers, **form)
+    assert response.status_code == 422
+    assert response.get_json()["code"] == code
+    assert row_counts(db_session) == (0, 0, 0)
+    assert queue_lengths(broker_redis) == dict.fromkeys(QUEUES, 0)
+
+
+def test_an_oversized_body_is_refused_with_413(make_app, settings, auth_headers, db_session):
+    client = make_app(settings.replace(max_request_bytes=10_000)).test_client()
+    response = upload(client, [("big.jpg", b"\0" * 20_000)], auth_headers)
+    assert response.status_code == 413
+    assert response.get_json()["code"] == "payload_too_large"
+    assert row_counts(db_session) == (0, 0, 0)
+
+
+def test_when_the_broker_is_down_the_job_is_marked_failed(
+    make_app, settings, auth_headers, db_session
+):
+    client = make_app(settings.replace(redis_broker_url="redis://127.0.0.1:1/0")).test_client()
+    response = client.post(
+        "/api/v1/jobs",
+        json={"items": [{"sku": "a", "url": "http://example.com/a.jpg"}]},
+        headers=auth_headers,
+    )
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["code"] == "queue_unavailable"
+    job = client.get(f"/api/v1/jobs/{body['details']['job_id']}").get_json()
+    assert job["status"] == "failed"
+    assert job["failed"] == 1 and job["pending"] == 0
+    assert "could not be queued" in job["error"]
+
+
+@pytest.mark.parametrize("job_id", ["00000000-0000-0000-0000-000000000000", "not-a-uuid", "1"])
+def test_unknown_or_malformed_job_ids_answer_404_json(client, job_id):
+    response = client.get(f"/api/v1/jobs/{job_id}")
+    assert response.status_code == 404
+    assert response.get_json()["code"] == "job_not_found"
+
+
+def test_openapi_documents_the_ingestion_api(client):
+    spec = client.get("/api/v1/openapi.json").get_json()
+    post = spec["paths"]["/api/v1/jobs"]["post"]
+    content = post["requestBody"]["content"]
+    assert set(content) == {"multipart/form-data", "application/json"}
+    assert "202" in post["responses"]
+    assert "/api/v1/jobs/{job_id}" in spec["paths"]
+    assert {"get", "delete"} <= set(spec["paths"]["/api/v1/items/{sku}"])
+    assert "/media/{key}" in spec["paths"]

@@ -1,0 +1,162 @@
+"""Marshmallow schemas of the ingestion API (jobs, items, media): validation and OpenAPI."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+MAX_ITEMS_PER_JOB = 10_000
+SKU = validate.Length(min=1, max=255)
+
+
+class JsonObjectString(fields.Field):
+    """A form field holding a JSON object (multipart has no nested values of its own)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except (TypeError, ValueError):
+            raise ValidationError("Not valid JSON.") from None
+        if not isinstance(parsed, dict):
+            raise ValidationError("Must be a JSON object.")
+        return parsed
+
+
+def _check_unique_skus(skus: list[str]) -> None:
+    duplicates = sorted(sku for sku, n in Counter(skus).items() if n > 1)
+    if duplicates:
+        raise ValidationError(f"each SKU may appear once per job; repeated: {duplicates[:10]}")
+
+
+class JobItemInSchema(Schema):
+    sku = fields.String(required=True, validate=SKU)
+    url = fields.Url(
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=validate.Length(max=4096),
+        metadata={"description": "An http(s) URL the worker downloads (public addresses only)."},
+    )
+    path = fields.String(
+        validate=validate.Length(min=1, max=4096),
+        metadata={"description": "A file under the server's IMPORT_ROOT."},
+    )
+    attributes = fields.Dict(keys=fields.String(), metadata={"description": "Free-form JSON."})
+
+    @validates_schema
+    def _one_source(self, data: dict[str, Any], **_: Any) -> None:
+        if ("url" in data) == ("path" in data):
+            raise ValidationError("give exactly one of 'url' or 'path'")
+
+
+class JobCreateJsonSchema(Schema):
+    items = fields.List(
+        fields.Nested(JobItemInSchema),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_ITEMS_PER_JOB),
+    )
+
+    @validates_schema
+    def _unique(self, data: dict[str, Any], **_: Any) -> None:
+        _check_unique_skus([item["sku"] for item in data.get("items", [])])
+
+
+class UploadFormSchema(Schema):
+    sku = fields.List(
+        fields.String(validate=SKU),
+        metadata={"description": "One per file, in the same order (default: file name stem)."},
+    )
+    attributes = fields.List(
+        JsonObjectString(),
+        metadata={"description": "One JSON object per file, in the same order (optional)."},
+    )
+
+
+class UploadFilesSchema(Schema):
+    images = fields.List(
+        fields.Raw(metadata={"type": "string", "format": "binary"}),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_ITEMS_PER_JOB),
+    )
+
+
+class UploadDocSchema(UploadFormSchema, UploadFilesSchema):
+    """The multipart body as documented (webargs reads form fields and files separately)."""
+
+
+class JobCreatedSchema(Schema):
+    id = fields.UUID(required=True)
+    status = fields.String(required=True)
+    status_url = fields.String(required=True)
+
+
+class PageArgsSchema(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+class JobItemErrorSchema(Schema):
+    position = fields.Integer()
+    sku = fields.String()
+    reason = fields.String()
+    error = fields.String()
+
+
+class ErrorPageSchema(Schema):
+    page = fields.Integer()
+    per_page = fields.Integer()
+    total = fields.Integer()
+    pages = fields.Integer()
+    items = fields.List(fields.Nested(JobItemErrorSchema))
+
+
+class JobSchema(Schema):
+    id = fields.UUID()
+    status = fields.String(
+        metadata={"enum": ["queued", "running", "succeeded", "partial", "failed"]}
+    )
+    source = fields.String()
+    total = fields.Integer()
+    done = fields.Integer(metadata={"description": "Items that succeeded (skipped included)."})
+    failed = fields.Integer()
+    skipped = fields.Integer(metadata={"description": "Unchanged items: no model work done."})
+    pending = fields.Integer()
+    progress = fields.Float(metadata={"description": "Finished items / total, 0..1."})
+    model_version = fields.String(allow_none=True)
+    error = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    errors = fields.Nested(ErrorPageSchema)
+
+
+class VectorSchema(Schema):
+    kind = fields.String()
+    model_version = fields.String()
+    dim = fields.Integer()
+    box = fields.List(fields.Float(), allow_none=True)
+    label = fields.Integer(allow_none=True)
+    label_name = fields.String(allow_none=True)
+    score = fields.Float(allow_none=True)
+
+
+class ItemSchema(Schema):
+    sku = fields.String()
+    status = fields.String(metadata={"enum": ["pending", "ready", "failed"]})
+    error = fields.String(allow_none=True)
+    image_url = fields.String(allow_none=True)
+    image_sha256 = fields.String(allow_none=True)
+    byte_size = fields.Integer(allow_none=True)
+    width = fields.Integer(allow_none=True)
+    height = fields.Integer(allow_none=True)
+    source_url = fields.String(allow_none=True)
+    source_path = fields.String(allow_none=True)
+    attributes = fields.Dict()
+    kinds = fields.List(fields.String())
+    vectors = fields.List(fields.Nested(VectorSchema))
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()

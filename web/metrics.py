@@ -1,0 +1,125 @@
+"""Prometheus metrics for ``GET /metrics``, gathered fresh at each scrape.
+
+Jobs and items by status come from PostgreSQL, queue depths from the broker (the length of each
+Celery queue list), and task durations from the histograms workers record on the broker
+(shared.metrics_store): Celery workers are other processes, so process-local metrics would never
+reach this one. A source that is down is reported by ``visrec_scrape_source_up`` rather than
+failing the whole scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+from sqlalchemy import func, select
+
+from shared.metrics_store import read_task_durations
+from shared.models import (
+    EMBEDDING_KINDS,
+    ITEM_STATUSES,
+    JOB_ITEM_STATUSES,
+    JOB_STATUSES,
+    Embedding,
+    Item,
+    Job,
+    JobItem,
+)
+from shared.queueing import QUEUES
+from web.resources import broker_redis, db
+
+log = logging.getLogger(__name__)
+
+
+def _by_status(column, statuses: tuple[str, ...]) -> dict[str, int]:
+    counts = dict.fromkeys(statuses, 0)
+    for value, n in db().execute(select(column, func.count()).group_by(column)):
+        counts[value] = n
+    return counts
+
+
+def _database() -> Iterable[Metric]:
+    jobs = GaugeMetricFamily("visrec_jobs", "Ingestion jobs by status", labels=["status"])
+    for status, n in _by_status(Job.status, JOB_STATUSES).items():
+        jobs.add_metric([status], n)
+    job_items = GaugeMetricFamily(
+        "visrec_job_items", "Job items by outcome", labels=["status", "reason"]
+    )
+    rows = db().execute(
+        select(JobItem.status, JobItem.reason, func.count()).group_by(
+            JobItem.status, JobItem.reason
+        )
+    )
+    seen = set()
+    for status, reason, n in rows:
+        job_items.add_metric([status, reason or ""], n)
+        seen.add(status)
+    for status in JOB_ITEM_STATUSES:
+        if status not in seen:
+            job_items.add_metric([status, ""], 0)
+    items = GaugeMetricFamily("visrec_items", "Catalogue items by status", labels=["status"])
+    for status, n in _by_status(Item.status, ITEM_STATUSES).items():
+        items.add_metric([status], n)
+    vectors = GaugeMetricFamily("visrec_embeddings", "Stored vectors by kind", labels=["kind"])
+    for kind, n in _by_status(Embedding.kind, EMBEDDING_KINDS).items():
+        vectors.add_metric([kind], n)
+    return [jobs, job_items, items, vectors]
+
+
+def _queues() -> Iterable[Metric]:
+    depth = GaugeMetricFamily(
+        "visrec_queue_depth", "Messages waiting in each Celery queue", labels=["queue"]
+    )
+    pipe = broker_redis().pipeline(transaction=False)
+    for queue in QUEUES:
+        pipe.llen(queue)
+    for queue, n in zip(QUEUES, pipe.execute(), strict=True):
+        depth.add_metric([queue], n)
+    return [depth]
+
+
+def _task_durations() -> Iterable[Metric]:
+    family = HistogramMetricFamily(
+        "visrec_task_duration_seconds",
+        "Celery task durations recorded by the workers",
+        labels=["task", "outcome"],
+    )
+    for h in read_task_durations(broker_redis()):
+        buckets = [(floatToGoString(float(le)), n) for le, n in h.buckets]
+        family.add_metric([h.task, h.outcome], buckets, h.total)
+    return [family]
+
+
+class _ScrapeCollector(Collector):
+    SOURCES: dict[str, Callable[[], Iterable[Metric]]] = {
+        "database": _database,
+        "broker": _queues,
+        "task_durations": _task_durations,
+    }
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(
+            "visrec_scrape_source_up", "Whether a metrics source answered", labels=["source"]
+        )
+        for name, gather in self.SOURCES.items():
+            try:
+                metrics = list(gather())
+            except Exception:  # one unreachable source must not hide the others
+                log.warning("metrics source failed", extra={"source": name}, exc_info=True)
+                if name == "database":
+                    db().rollback()
+                up.add_metric([name], 0)
+                continue
+            up.add_metric([name], 1)
+            yield from metrics
+        yield up
+
+
+def render_metrics() -> tuple[bytes, str]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_ScrapeCollector())
+    return generate_latest(registry), CONTENT_TYPE_LATEST

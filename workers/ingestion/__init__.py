@@ -1,0 +1,1 @@
+"""Where an item's image bytes come from: uploads in the media store, URLs, server paths."""
