@@ -1,0 +1,49 @@
+"""What the demo prints about the recommendations it got."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from demo.catalogue import describe
+from demo.phases import say
+from demo.scoring import KindScore, is_relevant
+
+KIND_TITLES = {
+    "top": "tops like its top",
+    "bottom": "bottoms like its bottom",
+    "full": "look-alikes (whole photo)",
+}
+
+
+def print_item(sku: str, document: Mapping[str, Any], labels: Mapping[str, Any], k: int) -> None:
+    label = labels[sku]
+    say(f"\n   {sku}: top {describe(label.get('top'))}, bottom {describe(label.get('bottom'))}")
+    missing = document.get("missing") or {}
+    for kind, title in KIND_TITLES.items():
+        hits = (document.get("results") or {}).get(kind) or []
+        if not hits:
+            say(f"     {title}: none ({missing.get(kind, 'no results')})")
+            continue
+        say(f"     {title}:")
+        for hit in hits[:k]:
+            other = labels.get(hit["sku"], {})
+            mark = "+" if other and is_relevant(kind, label, other) else " "
+            shown = other.get("bottom" if kind == "bottom" else "top") if other else None
+            say(f"       {mark} {hit['sku']}  d={hit['distance']:.3f}  {describe(shown)}")
+
+
+def print_scores(scores: Sequence[KindScore | None], k: int) -> None:
+    say(f"\n   precision@{k} (relevant = same garment type and colour; '+' above)")
+    say(f"   {'kind':<8}{'queries':>8}{'measured':>10}{'ceiling':>10}{'chance':>9}")
+    for score in scores:
+        if score is None:
+            continue
+        say(
+            f"   {score.kind:<8}{score.queries:>8}{score.precision:>10.3f}"
+            f"{score.ceiling:>10.3f}{score.chance:>9.3f}"
+        )
+    say(
+        "   ceiling: the best any ranking could score here (few items share type and colour);"
+        "\n   chance: the expected score of a random ranking."
+    )
