@@ -45,6 +45,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "MODEL.RESNETS.STRIDE_IN_1X1": False,
         "MODEL.FPN.NORM": "GN",
         "MODEL.BACKBONE.FREEZE_AT": 0,
+        # Narrower FPN and box head: about half the CPU time per iteration, same boxes on
+        # small synthetic sets (GroupNorm's 32 groups still divide 128).
+        "MODEL.FPN.OUT_CHANNELS": 128,
+        "MODEL.ROI_BOX_HEAD.FC_DIM": 256,
         "INPUT.MIN_SIZE_TRAIN": (160,),
         "INPUT.MAX_SIZE_TRAIN": 256,
         "INPUT.MIN_SIZE_TEST": 160,
