@@ -13,8 +13,7 @@ services:
 
 # Everything the suite needs, then the whole suite against real PostgreSQL and Redis.
 test: install services
-	@bash scripts/install_browser.sh
-	@bash scripts/install_system_tools.sh
+	@bash scripts/install_test_tools.sh
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -26,7 +26,10 @@ fi
 # pip 26 refuses to download pb1-detectron2 (its "all" extra names a direct URL); 25.0.1 does.
 "$VENV/bin/python" -m pip install --quiet "pip==25.0.1" 2>/dev/null
 echo "install: Python packages (torch, tensorflow, keras, celery, flask, ...)"
-"$VENV/bin/python" -m pip install --quiet --progress-bar off -r requirements-dev.txt
+# This machine's pip.conf lists local mirrors that lack most packages; pip warns once per
+# package about each, which would bury real errors in the log.
+"$VENV/bin/python" -m pip install --quiet --progress-bar off -r requirements-dev.txt \
+  2> >(grep -v "is neither a file nor a directory" >&2)
 echo "install: detectron2"
 bash scripts/install_detectron2.sh "$VENV/bin/python"
 rm -f "$VENV"/.installed-*

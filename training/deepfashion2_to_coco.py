@@ -48,25 +48,26 @@ from typing import IO, Any
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-CATEGORY_NAMES: tuple[str, ...] = (
-    "short_sleeved_shirt",
-    "long_sleeved_shirt",
-    "short_sleeved_outwear",
-    "long_sleeved_outwear",
-    "vest",
-    "sling",
-    "shorts",
-    "trousers",
-    "skirt",
-    "short_sleeved_dress",
-    "long_sleeved_dress",
-    "vest_dress",
-    "sling_dress",
-)
+# One list of the 13 classes for the whole project; re-exported for the training tools.
+from shared.ml.categories import CATEGORY_NAMES
+
 # Start of each category's landmarks in the shared 294-point vector; category c owns
 # KEYPOINT_OFFSETS[c - 1] up to KEYPOINT_OFFSETS[c].
 KEYPOINT_OFFSETS: tuple[int, ...] = (
-    0, 25, 58, 89, 128, 143, 158, 168, 182, 190, 219, 256, 275, 294,
+    0,
+    25,
+    58,
+    89,
+    128,
+    143,
+    158,
+    168,
+    182,
+    190,
+    219,
+    256,
+    275,
+    294,
 )
 NUM_KEYPOINTS = KEYPOINT_OFFSETS[-1]
 LANDMARK_COUNTS: tuple[int, ...] = tuple(end - start for start, end in pairwise(KEYPOINT_OFFSETS))
@@ -74,7 +75,11 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", "
 # Top-level keys of an annotation file that are not items (the reference skips exactly these).
 NON_ITEM_KEYS = frozenset({"source", "pair_id"})
 ITEM_FIELDS: tuple[str, ...] = (
-    "bounding_box", "category_id", "style", "segmentation", "landmarks",
+    "bounding_box",
+    "category_id",
+    "style",
+    "segmentation",
+    "landmarks",
 )
 
 EXIT_USER_ERROR = 2
@@ -220,7 +225,7 @@ def keypoint_vector(category: int, landmarks: Sequence[float]) -> list[float]:
     """
     points = [0.0] * (3 * NUM_KEYPOINTS)
     start = 3 * KEYPOINT_OFFSETS[category - 1]
-    points[start:start + len(landmarks)] = [float(v) for v in landmarks]
+    points[start : start + len(landmarks)] = [float(v) for v in landmarks]
     return points
 
 
@@ -235,8 +240,11 @@ def annotation_parts(item: dict[str, Any], pair_id: Any, image_id: int) -> tuple
     height = box[3] - box[1]
     category = item["category_id"]
     landmarks = item["landmarks"]
-    before = {"area": width * height, "bbox": [box[0], box[1], width, height],
-              "category_id": category}
+    before = {
+        "area": width * height,
+        "bbox": [box[0], box[1], width, height],
+        "category_id": category,
+    }
     after = {
         "pair_id": pair_id,
         "image_id": image_id,
@@ -258,7 +266,8 @@ def convert_file(task: Task) -> FileResult:
     image_path = find_image(Path(task.images_dir), stem)
     if image_path is None:
         raise ConversionError(
-            anno_path, f"image not found: {Path(task.images_dir) / (stem + '.jpg')}")
+            anno_path, f"image not found: {Path(task.images_dir) / (stem + '.jpg')}"
+        )
     data = load_annotation(anno_path)
     width, height = image_size(anno_path, image_path)
     image_entry = {
@@ -298,15 +307,24 @@ def _write_list(out: IO[str], entries: Iterator[str]) -> None:
         out.write(entry)
 
 
-def _stream(tasks: list[Task], workers: int, out: IO[str], spill: IO[str],
-            progress: bool) -> Summary:
+def _stream(
+    tasks: list[Task], workers: int, out: IO[str], spill: IO[str], progress: bool
+) -> Summary:
     """Write the image list to ``out`` and the annotation list to ``spill``."""
     annotation_id = 0
     image_count = 0
     # closing() stops the worker pool promptly if writing fails half-way.
-    with tqdm(total=len(tasks), unit="file", desc="deepfashion2_to_coco", file=sys.stderr,
-              disable=not progress, mininterval=1.0) as bar, \
-            closing(_results(tasks, workers)) as results:
+    with (
+        tqdm(
+            total=len(tasks),
+            unit="file",
+            desc="deepfashion2_to_coco",
+            file=sys.stderr,
+            disable=not progress,
+            mininterval=1.0,
+        ) as bar,
+        closing(_results(tasks, workers)) as results,
+    ):
         for result in results:
             if image_count:
                 out.write(", ")
@@ -321,23 +339,31 @@ def _stream(tasks: list[Task], workers: int, out: IO[str], spill: IO[str],
     return Summary(images=image_count, annotations=annotation_id)
 
 
-def convert(annos_dir: Path | str, images_dir: Path | str, out_path: Path | str,
-            workers: int = 1, progress: bool = True) -> Summary:
+def convert(
+    annos_dir: Path | str,
+    images_dir: Path | str,
+    out_path: Path | str,
+    workers: int = 1,
+    progress: bool = True,
+) -> Summary:
     """Convert a DeepFashion2 split to COCO JSON at ``out_path``; raises ConversionError."""
     annos_dir, images_dir, out_path = Path(annos_dir), Path(images_dir), Path(out_path)
     if not images_dir.is_dir():
         raise ConversionError(str(images_dir), "images folder not found")
-    tasks = [Task(str(path), str(images_dir), image_id)
-             for path, image_id in list_annotation_files(annos_dir)]
+    tasks = [
+        Task(str(path), str(images_dir), image_id)
+        for path, image_id in list_annotation_files(annos_dir)
+    ]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # Both temporaries live next to the output so the final rename is atomic and the spill
     # file is on a disk known to have room for the result.
     # Not mkstemp: its 0600 mode would stick to the renamed output; "x" honours the umask.
     partial = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial")
     try:
-        with open(partial, "x", encoding="utf-8") as out, tempfile.TemporaryFile(
-            "w+", encoding="utf-8", dir=out_path.parent
-        ) as spill:
+        with (
+            open(partial, "x", encoding="utf-8") as out,
+            tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_path.parent) as spill,
+        ):
             out.write('{"info": {}, "licenses": [], "images": [')
             summary = _stream(tasks, workers, out, spill, progress)
             out.write('], "annotations": [')
@@ -365,13 +391,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert DeepFashion2 annotations (one JSON per image) to COCO JSON, "
         "byte-identical to the dataset authors' converter.",
     )
-    parser.add_argument("--annos", required=True, type=Path,
-                        help="folder of DeepFashion2 annotation files (000001.json ...)")
-    parser.add_argument("--images", required=True, type=Path,
-                        help="folder of the matching images (000001.jpg ...)")
+    parser.add_argument(
+        "--annos",
+        required=True,
+        type=Path,
+        help="folder of DeepFashion2 annotation files (000001.json ...)",
+    )
+    parser.add_argument(
+        "--images", required=True, type=Path, help="folder of the matching images (000001.jpg ...)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="COCO JSON file to write")
-    parser.add_argument("--workers", type=_positive_int, default=1,
-                        help="processes parsing files in parallel (output is the same)")
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="processes parsing files in parallel (output is the same)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -379,8 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        summary = convert(args.annos, args.images, args.out, workers=args.workers,
-                          progress=not args.quiet)
+        summary = convert(
+            args.annos, args.images, args.out, workers=args.workers, progress=not args.quiet
+        )
     except ConversionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -388,8 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output-side failures (disk full, unwritable folder) are not the input's fault.
         print(f"error: cannot write {args.out}: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {args.out}: {summary.images} images, {summary.annotations} annotations",
-          file=sys.stderr)
+    print(
+        f"wrote {args.out}: {summary.images} images, {summary.annotations} annotations",
+        file=sys.stderr,
+    )
     return 0
 
 

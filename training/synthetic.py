@@ -52,7 +52,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from training.deepfashion2_to_coco import CATEGORY_NAMES, LANDMARK_COUNTS
+from shared.ml.categories import CATEGORY_NAMES
+from training.deepfashion2_to_coco import LANDMARK_COUNTS
 
 RGB = tuple[int, int, int]
 Point = tuple[float, float]

@@ -140,7 +140,7 @@ def _first_party_imports(package_dir: Path) -> dict[str, set[str]]:
 COMPOSE_BIN = shutil.which("docker-compose")
 needs_compose = pytest.mark.skipif(
     COMPOSE_BIN is None,
-    reason="docker-compose missing (scripts/install_system_tools.sh installs it as root)",
+    reason="docker-compose missing (scripts/install_test_tools.sh installs it as root)",
 )
 
 

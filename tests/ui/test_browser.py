@@ -43,7 +43,7 @@ def _require_browser() -> None:
     if missing:
         pytest.skip(
             f"headless browser test needs Debian's chromium and chromium-driver "
-            f"(missing: {', '.join(missing)}); scripts/install_browser.sh installs them"
+            f"(missing: {', '.join(missing)}); scripts/install_test_tools.sh installs them"
         )
 
 
