@@ -161,6 +161,7 @@ def train_detector(
 
     # Detectron2's trainer reports progress (losses, ETA) through its "detectron2" logger.
     setup_logger(output=str(output_dir), name="detectron2")
+    logging.getLogger("detectron2.engine.defaults").addFilter(_skip_architecture_dump)
     trainer = _trainer_class()(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -181,6 +182,12 @@ def train_detector(
     return write_detector_bundle(cfg, weights_path, bundle_dir, provenance=provenance,
                                  score_threshold=score_threshold,
                                  embedder_weights=embedder_weights, zip_bundle=zip_bundle)
+
+
+def _skip_architecture_dump(record: logging.LogRecord) -> bool:
+    # DefaultTrainer logs the whole network (hundreds of lines) before training; the config.yaml
+    # written next to the weights already says exactly what was built.
+    return not str(record.msg).startswith("Model:\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
