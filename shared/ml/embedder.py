@@ -25,7 +25,9 @@ from shared.ml.preprocess import letterbox_batch
 log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 2048
-DEFAULT_EMBED_BATCH = 32
+# Pictures per forward pass. ResNet50 at 224 px on this 2-core CPU: 0.10 s/picture at 8-16, but
+# 0.16 at 32 and 0.24 at 48 (cache misses); a GPU wants large batches.
+DEFAULT_EMBED_BATCH = {"cpu": 8, "cuda": 64}
 
 
 def import_keras(backend: str | None = None) -> Any:
@@ -122,10 +124,12 @@ class Embedder:
         device: str = "cpu",
         seed: int = RANDOM_EMBEDDER_SEED,
         backend: str | None = None,
-        batch_size: int = DEFAULT_EMBED_BATCH,
+        batch_size: int | None = None,
     ) -> None:
         self.weights = weights
         self.input_size = int(input_size)
+        if batch_size is None:
+            batch_size = DEFAULT_EMBED_BATCH.get(device.split(":")[0], 8)
         self.batch_size = max(1, int(batch_size))
         self.keras = import_keras(backend)
         self.backend = self.keras.config.backend()
