@@ -49,6 +49,9 @@ class Settings:
     detector_test_size: int | None = None
     embedder_input_size: int | None = None
     keras_backend: str = "torch"
+    # A solo-pool worker loads its models before it takes its first task, so the first photo
+    # search after a restart does not spend its timeout waiting for a model build.
+    preload_models: bool = True
 
     # --- recommendations / cache ---
     query_timeout_s: float = 10.0

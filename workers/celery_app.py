@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import setup_logging, worker_process_init, worker_ready
 
 from shared.config import get_settings
 from shared.logs import configure_logging
@@ -36,3 +36,29 @@ def _after_fork(**_: object) -> None:
 
     dispose_engines()
     logging.getLogger(__name__).info("worker process initialised", extra={"pid": os.getpid()})
+
+
+@worker_ready.connect
+def _preload_models(sender: object = None, **_: object) -> None:
+    """Load the models in a solo-pool worker before it consumes anything.
+
+    Only for ``--pool solo`` (the model queues' pool, design.md): there the main process runs the
+    tasks, so nothing forks after CUDA is initialised. A prefork child must not do this in
+    ``worker_process_init``, whose few-second limit a model build exceeds; it loads on first use.
+    """
+    pool_cls = getattr(getattr(sender, "controller", None), "pool_cls", None)
+    settings = get_settings()
+    if not settings.preload_models or not getattr(pool_cls, "__module__", "").endswith(".solo"):
+        return
+    log = logging.getLogger(__name__)
+    try:
+        from shared.ml.pipeline import get_pipeline
+
+        pipeline = get_pipeline(settings)
+        pipeline.load()
+    except Exception:
+        # The tasks report the same error per item; a worker that cannot load its models still
+        # serves cache rebuilds, and the log says why ingestion fails.
+        log.exception("could not preload the models")
+        return
+    log.info("models preloaded", extra={"model_version": pipeline.model_version})
