@@ -1,0 +1,129 @@
+"""Two real gunicorn processes, each with its own matrix copies, converge on one generation."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from sqlalchemy import text
+
+from shared.config import Settings, settings_to_env
+from tests.recommendations.helpers import add_catalogue
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WebProcess:
+    """``gunicorn web.wsgi:app`` as the Procfile runs it, one worker, on a loopback port."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, **settings_to_env(settings), "PYTHONPATH": str(ROOT)}
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--workers",
+                    "1",
+                    "--threads",
+                    "4",
+                    "web.wsgi:app",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.log_path = log_path
+
+    def wait_alive(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn not answering: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def two_web_processes(settings: Settings, tmp_path: Path) -> Iterator[list[WebProcess]]:
+    procs = [WebProcess(settings, tmp_path / f"web{i}.log") for i in range(2)]
+    try:
+        for proc in procs:
+            proc.wait_alive()
+        yield procs
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def _answer_on(proc: WebProcess, path: str, generation: str, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        response = requests.get(proc.base + path, timeout=5)
+        seen = response.headers.get("X-Cache-Generation")
+        if response.status_code == 200 and seen == generation:
+            return response.json()
+        time.sleep(0.1)
+    raise AssertionError(f"process on port {proc.port} still serves generation {seen}")
+
+
+def test_two_gunicorn_processes_serve_the_same_generation_after_each_rebuild(
+    db_session, cache_redis, broker_redis, rebuild, two_web_processes
+):
+    rng = np.random.default_rng(3)
+    add_catalogue(
+        db_session,
+        {f"p{i:02d}": {"full": rng.standard_normal(8).astype(np.float32)} for i in range(12)},
+    )
+    path = "/api/v1/items/p00/recommendations?k=4&kinds=full"
+    first = rebuild()["generation"]
+    answers = [_answer_on(proc, path, first) for proc in two_web_processes]
+    assert answers[0] == answers[1]
+    assert len(answers[0]["results"]["full"]) == 4
+
+    # A new item identical to p00 must come first in both processes once the next generation is
+    # published: each process reloads its own copy when it sees the pointer change.
+    twin = db_session.execute(
+        text("SELECT vector FROM embeddings e JOIN items i ON i.id = e.item_id WHERE i.sku = 'p00'")
+    ).scalar_one()
+    add_catalogue(db_session, {"twin": {"full": np.frombuffer(twin, dtype="<f4").copy()}})
+    second = rebuild()["generation"]
+    assert second != first
+    answers = [_answer_on(proc, path, second) for proc in two_web_processes]
+    assert answers[0] == answers[1]
+    assert answers[0]["results"]["full"][0]["sku"] == "twin"
+    assert answers[0]["results"]["full"][0]["distance"] == pytest.approx(0.0, abs=1e-6)
