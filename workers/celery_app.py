@@ -22,6 +22,9 @@ TASK_MODULES = ["workers.tasks.ingest", "workers.tasks.query", "workers.tasks.ca
 
 app = make_celery(get_settings(), include=TASK_MODULES)
 
+# Connects Celery signal handlers that time every task for /metrics (no I/O at import).
+import workers.instrumentation  # noqa: E402,F401
+
 
 @setup_logging.connect
 def _configure_logging(**_: object) -> None:

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import psycopg
-import redis
-import sqlalchemy.exc
-
 from shared import task_names
 from shared.config import get_settings
 from shared.search.rebuild import rebuild_cache
 from shared.search.scheduling import clear_pending
 from workers.celery_app import app
-
-_TRANSIENT = (
-    sqlalchemy.exc.OperationalError,
-    psycopg.OperationalError,
-    redis.ConnectionError,
-    redis.TimeoutError,
-)
+from workers.ingestion.errors import TRANSIENT_ERRORS
 
 
 @app.task(
     name=task_names.REBUILD_CACHE,
-    autoretry_for=_TRANSIENT,
+    autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=True,
     retry_backoff_max=60,
     max_retries=get_settings().task_max_retries,

@@ -1,567 +1,83 @@
-"""Ingestion tasks: split a job into batches, then fetch, detect, crop and embed each batch.
+"""Ingestion tasks: split a job into batches (``start_job``, default queue), then fetch, detect,
+crop and embed each batch (``process_batch``, ingest queue).
 
-``start_job`` (default queue) sends one ``process_batch`` per ``ingest_batch_size`` pending job
-items. ``process_batch`` (ingest queue) gets every item's bytes outside any transaction, runs the
-model pipeline once for the batch, and commits all outcomes in one transaction: vectors are
-upserted on (item, kind, model_version), each job item leaves ``pending`` at most once, and the
-job's counters are recounted under the job row's lock (shared.ingest_state). A redelivered or
-duplicated batch therefore finds its items already done and changes nothing.
+The work itself is in workers.ingestion.batch and is safe to run twice; these tasks add the
+retry policy: named transient errors (database or broker unreachable) retry with backoff, and
+anything else fails the batch's items instead of leaving them pending forever.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
-import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import kombu.exceptions
-import redis
-import redis.exceptions
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import Session
-
 from shared import task_names
-from shared.config import Settings, get_settings
+from shared.config import get_settings
 from shared.db import session_scope
-from shared.ingest_state import (
-    TERMINAL_JOB_STATUSES,
-    fail_job,
-    lock_job,
-    mark_running,
-    refresh_job,
-)
-from shared.media import MediaStore
-from shared.metrics_store import observe_task_duration
-from shared.models import Embedding, Item, JobItem
-from shared.queueing import QUEUE_INGEST, make_celery
-from shared.search.scheduling import request_rebuild
-from shared.vectors import encode
+from shared.ingest_state import fail_job
 from workers.celery_app import app
-from workers.ingestion.errors import SourceError
-from workers.ingestion.fetch import FetchPolicy, fetch_url
-from workers.ingestion.paths import read_import_path
+from workers.ingestion.batch import (
+    BatchReport,
+    dispatch_job,
+    fail_pending,
+    get_pipeline_for,
+    run_batch,
+)
+from workers.ingestion.errors import TRANSIENT_ERRORS
+
+__all__ = ["BatchReport", "get_pipeline_for", "process_batch", "run_batch", "start_job"]
 
 log = logging.getLogger(__name__)
-
-# Named transient failures: the database or the broker is briefly unreachable.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    kombu.exceptions.OperationalError,
-)
-_REASON_MAX = 64
-
-
-# --------------------------------------------------------------------------- plumbing
-
-
-_senders: dict[str, Any] = {}
-
-
-def _sender(settings: Settings) -> Any:
-    # A client built from *these* settings: the module-level app was configured at import time.
-    sender = _senders.get(settings.redis_broker_url)
-    if sender is None:
-        sender = _senders[settings.redis_broker_url] = make_celery(settings)
-    return sender
-
-
-@contextlib.contextmanager
-def _timed(settings: Settings, task: str) -> Iterator[dict[str, str]]:
-    """Record the task's duration on the broker for /metrics; never fails the task itself."""
-    state = {"outcome": "failure"}
-    started = time.monotonic()
-    try:
-        yield state
-    finally:
-        try:
-            client = redis.Redis.from_url(
-                settings.redis_broker_url, socket_timeout=2, socket_connect_timeout=2
-            )
-            try:
-                observe_task_duration(client, task, state["outcome"], time.monotonic() - started)
-            finally:
-                client.close()
-        except redis.exceptions.RedisError:
-            log.warning("could not record task duration", extra={"task": task})
 
 
 def _backoff(retries: int) -> float:
     return min(60.0, 2.0**retries) + random.uniform(0, 1)
 
 
-# --------------------------------------------------------------------------- start_job
-
-
-def dispatch_job(settings: Settings, job_id: uuid.UUID) -> int:
-    """Mark the job running and send one batch task per chunk of its pending items."""
-    with session_scope(settings) as session:
-        status = lock_job(session, job_id)
-        if status is None or status in TERMINAL_JOB_STATUSES:
-            log.info("job not dispatched", extra={"job_id": str(job_id), "status": status})
-            return 0
-        mark_running(session, job_id)
-        pending = list(
-            session.scalars(
-                select(JobItem.id)
-                .where(JobItem.job_id == job_id, JobItem.status == "pending")
-                .order_by(JobItem.position)
-            )
-        )
-    size = max(1, settings.ingest_batch_size)
-    batches = [pending[i : i + size] for i in range(0, len(pending), size)]
-    sender = _sender(settings)
-    for batch in batches:
-        sender.send_task(task_names.INGEST_BATCH, args=[str(job_id), batch], queue=QUEUE_INGEST)
-    log.info(
-        "job dispatched",
-        extra={"job_id": str(job_id), "items": len(pending), "batches": len(batches)},
-    )
-    if not pending:
-        with session_scope(settings) as session:
-            refresh_job(session, job_id)
-    return len(batches)
-
-
 @app.task(name=task_names.START_JOB, bind=True, max_retries=None)
 def start_job(self: Any, job_id: str) -> int:
     settings = get_settings()
-    with _timed(settings, task_names.START_JOB) as state:
-        try:
-            count = dispatch_job(settings, uuid.UUID(job_id))
-        except TRANSIENT_ERRORS as exc:
-            state["outcome"] = "retry"
-            if self.request.retries >= settings.task_max_retries:
-                raise
-            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-        except Exception as exc:
-            log.exception("job dispatch failed", extra={"job_id": job_id})
-            with session_scope(settings) as session:
-                fail_job(session, uuid.UUID(job_id), "internal_error", f"dispatch failed: {exc}")
+    try:
+        count = dispatch_job(settings, uuid.UUID(job_id))
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= settings.task_max_retries:
             raise
-        state["outcome"] = "success"
-        return count
-
-
-# --------------------------------------------------------------------------- process_batch
-
-
-@dataclass
-class _Work:
-    job_item_id: int
-    position: int
-    sku: str
-    item_id: int | None
-    media_key: str | None
-    source_url: str | None
-    source_path: str | None
-    item_status: str | None
-    item_sha: str | None
-    has_current_vectors: bool
-    data: bytes | None = None
-    stored_key: str | None = None
-    stored_sha: str | None = None
-    reason: str | None = None
-    message: str | None = None
-    skipped: bool = False
-    result: Any = None
-
-
-@dataclass
-class BatchReport:
-    job_id: str
-    succeeded: int = 0
-    failed: int = 0
-    skipped: int = 0
-    already_done: int = 0
-    superseded: int = 0
-    status: str | None = None
-    reasons: dict[str, str] = field(default_factory=dict)
-
-
-def _load_work(
-    session: Session, job_id: uuid.UUID, job_item_ids: Sequence[int], model_version: str
-) -> list[_Work]:
-    current = (
-        select(func.count())
-        .select_from(Embedding)
-        .where(
-            Embedding.item_id == Item.id,
-            Embedding.kind == "full",
-            Embedding.model_version == model_version,
-        )
-        .correlate(Item)
-        .scalar_subquery()
-    )
-    rows = session.execute(
-        select(JobItem, Item, current)
-        .outerjoin(Item, JobItem.item_id == Item.id)
-        .where(
-            JobItem.job_id == job_id,
-            JobItem.id.in_(list(job_item_ids)),
-            JobItem.status == "pending",
-        )
-        .order_by(JobItem.position)
-    ).all()
-    work = []
-    for job_item, item, n_current in rows:
-        work.append(
-            _Work(
-                job_item_id=job_item.id,
-                position=job_item.position,
-                sku=job_item.sku,
-                item_id=item.id if item else None,
-                media_key=item.media_key if item else None,
-                source_url=item.source_url if item else None,
-                source_path=item.source_path if item else None,
-                item_status=item.status if item else None,
-                item_sha=item.image_sha256 if item else None,
-                has_current_vectors=bool(n_current),
-            )
-        )
-    return work
-
-
-def _get_bytes(settings: Settings, media: MediaStore, work: _Work) -> None:
-    """Fill ``work.data`` (and store fetched/imported bytes), or ``work.reason``."""
-    try:
-        if work.item_id is None:
-            raise SourceError("item_deleted", "the item was deleted before it was processed")
-        if work.source_url:
-            policy = FetchPolicy(
-                settings.fetch_timeout_s, settings.fetch_max_bytes, settings.fetch_allow_private
-            )
-            data = fetch_url(work.source_url, policy)
-        elif work.source_path:
-            data = read_import_path(
-                settings.import_root, work.source_path, settings.max_upload_bytes
-            )
-        elif work.media_key:
-            try:
-                path = media.path_for(work.media_key)
-                size = path.stat().st_size
-            except (KeyError, FileNotFoundError):
-                raise SourceError("media_missing", "the uploaded file is missing") from None
-            if size > settings.max_upload_bytes:
-                raise SourceError(
-                    "too_large",
-                    f"the file has {size} bytes; the limit is {settings.max_upload_bytes}",
-                )
-            data = path.read_bytes()
-        else:
-            raise SourceError("no_source", "the item has no image, URL or path")
-        if len(data) > settings.max_upload_bytes:
-            raise SourceError(
-                "too_large",
-                f"the file has {len(data)} bytes; the limit is {settings.max_upload_bytes}",
-            )
-        stored = media.put_bytes(data)
-    except SourceError as exc:
-        work.reason, work.message = exc.reason, exc.message
-        return
-    work.data, work.stored_key, work.stored_sha = data, stored.key, stored.sha256
-
-
-def _run_models(pipeline: Any, todo: list[_Work]) -> None:
-    if not todo:
-        return
-    try:
-        results = pipeline.process([w.data for w in todo])
-    except TRANSIENT_ERRORS:
-        raise
-    except Exception:
-        # One poisoned photo must not fail its neighbours: retry one by one to isolate it.
-        log.exception("batch inference failed; retrying photo by photo")
-        results = []
-        for w in todo:
-            try:
-                results.extend(pipeline.process([w.data]))
-            except Exception as exc:
-                results.append(exc)
-    for w, result in zip(todo, results, strict=True):
-        if isinstance(result, Exception):
-            w.reason, w.message = "processing_error", f"{type(result).__name__}: {result}"
-        elif result.error is not None:
-            w.reason, w.message = result.error.reason, result.error.message
-        elif "full" not in result.vectors:
-            w.reason, w.message = "processing_error", "the pipeline returned no whole-photo vector"
-        else:
-            w.result = result
-
-
-def _embedding_rows(item_id: int, model_version: str, result: Any) -> list[dict[str, Any]]:
-    rows = []
-    for kind, vector in result.vectors.items():
-        crop = result.crops.get(kind)
-        rows.append(
-            {
-                "item_id": item_id,
-                "kind": kind,
-                "model_version": model_version,
-                "dim": len(vector),
-                "vector": encode(vector),
-                "box": [float(v) for v in crop.box] if crop is not None else None,
-                "label": int(crop.label) if crop is not None else None,
-                "score": float(crop.score) if crop is not None else None,
-            }
-        )
-    return rows
-
-
-def _commit(
-    session: Session, job_id: uuid.UUID, work: list[_Work], model_version: str, report: BatchReport
-) -> None:
-    if lock_job(session, job_id) is None:
-        return
-    item_ids = [w.item_id for w in work if w.item_id is not None]
-    # Items before job items: the same order as a DELETE of an item (which cascades into
-    # job_items), so the two never deadlock; rows missing here were deleted meanwhile.
-    live = set(
-        session.scalars(
-            select(Item.id).where(Item.id.in_(item_ids)).with_for_update(key_share=True)
-        )
-    )
-    still_pending = {
-        row.id: row.item_id
-        for row in session.execute(
-            select(JobItem.id, JobItem.item_id)
-            .where(JobItem.id.in_([w.job_item_id for w in work]), JobItem.status == "pending")
-            .with_for_update()
-        )
-    }
-    for w in work:
-        if w.job_item_id not in still_pending:
-            report.already_done += 1  # a duplicate delivery got here first
-            continue
-        item_id = still_pending[w.job_item_id]
-        if item_id is None or item_id not in live:
-            w.reason, w.message, w.result = "item_deleted", "the item was deleted meanwhile", None
-        if w.reason:
-            _record_failure(session, w, item_id if item_id in live else None)
-            report.failed += 1
-            report.reasons[w.sku] = w.reason
-        elif w.skipped:
-            _set_job_item(session, w, "succeeded")
-            report.skipped += 1
-        elif _record_success(session, w, item_id, model_version):
-            report.succeeded += 1
-        else:
-            report.superseded += 1
-    session.execute(
-        text("UPDATE jobs SET model_version = :mv WHERE id = :id"),
-        {"id": job_id, "mv": model_version},
-    )
-    counts = refresh_job(session, job_id)
-    report.status = counts.status if counts else None
-
-
-def _update_item_if_unchanged(session: Session, w: _Work, item_id: int, **values: Any) -> bool:
-    """Update the item unless it was re-submitted (new upload, URL or path) since we loaded it.
-
-    The condition is part of the UPDATE, so a concurrent re-submission that commits first is
-    seen (READ COMMITTED re-checks the row) and our older photo never overwrites the newer one.
-    """
-    table = Item.__table__
-    result = session.execute(
-        table.update()
-        .where(
-            table.c.id == item_id,
-            table.c.media_key.is_not_distinct_from(w.media_key),
-            table.c.source_url.is_not_distinct_from(w.source_url),
-            table.c.source_path.is_not_distinct_from(w.source_path),
-        )
-        .values(**values, updated_at=func.now())
-    )
-    return bool(result.rowcount)
-
-
-def _set_job_item(session: Session, w: _Work, status: str, reason: str | None = None) -> None:
-    session.execute(
-        text(
-            "UPDATE job_items SET status = :status, reason = :reason, error = :error,"
-            " skipped = :skipped, updated_at = now() WHERE id = :id"
-        ),
-        {
-            "id": w.job_item_id,
-            "status": status,
-            "reason": reason[:_REASON_MAX] if reason else None,
-            "error": w.message if status == "failed" else None,
-            "skipped": w.skipped and status == "succeeded",
-        },
-    )
-
-
-def _record_failure(session: Session, w: _Work, item_id: int | None) -> None:
-    _set_job_item(session, w, "failed", w.reason or "failed")
-    if item_id is None:
-        return
-    values: dict[str, Any] = {"status": "failed", "error": f"{w.reason}: {w.message}"}
-    if w.stored_key:
-        values.update(
-            media_key=w.stored_key, image_sha256=w.stored_sha, byte_size=len(w.data or b"")
-        )
-    if _update_item_if_unchanged(session, w, item_id, **values):
-        # The item's latest image failed: its old vectors no longer describe it.
-        session.execute(text("DELETE FROM embeddings WHERE item_id = :id"), {"id": item_id})
-
-
-def _record_success(session: Session, w: _Work, item_id: int, model_version: str) -> bool:
-    """False when the item was re-submitted meanwhile: the newer job will embed it."""
-    current = _update_item_if_unchanged(
-        session,
-        w,
-        item_id,
-        status="ready",
-        error=None,
-        media_key=w.stored_key,
-        image_sha256=w.stored_sha,
-        byte_size=len(w.data or b""),
-        width=w.result.width,
-        height=w.result.height,
-    )
-    if not current:
-        _set_job_item(session, w, "succeeded", "superseded")
-        return False
-    rows = _embedding_rows(item_id, model_version, w.result)
-    statement = pg_insert(Embedding).values(rows)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["item_id", "kind", "model_version"],
-            set_={
-                "dim": statement.excluded.dim,
-                "vector": statement.excluded.vector,
-                "box": statement.excluded.box,
-                "label": statement.excluded.label,
-                "score": statement.excluded.score,
-                "updated_at": func.now(),
-            },
-        )
-    )
-    # Vectors of an older model or image (a kind this photo no longer has) are replaced.
-    session.execute(
-        text(
-            "DELETE FROM embeddings WHERE item_id = :id"
-            " AND NOT (model_version = :mv AND kind = ANY(:kinds))"
-        ),
-        {"id": item_id, "mv": model_version, "kinds": [r["kind"] for r in rows]},
-    )
-    _set_job_item(session, w, "succeeded")
-    return True
-
-
-def fail_pending(
-    settings: Settings, job_id: uuid.UUID, job_item_ids: Sequence[int], message: str
-) -> None:
-    """Best effort after an unexpected error: the batch's items fail instead of staying pending
-    forever (a failed task is acknowledged, so nothing would ever pick them up again)."""
-    try:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    except Exception as exc:
+        log.exception("job dispatch failed", extra={"job_id": job_id})
         with session_scope(settings) as session:
-            if lock_job(session, job_id) is None:
-                return
-            session.execute(
-                text(
-                    "UPDATE job_items SET status = 'failed', reason = 'internal_error',"
-                    " error = :message, updated_at = now()"
-                    " WHERE job_id = :job AND id = ANY(:ids) AND status = 'pending'"
-                ),
-                {"job": job_id, "ids": list(job_item_ids), "message": message},
-            )
-            refresh_job(session, job_id)
-    except Exception:
-        log.exception("could not record the batch failure", extra={"job_id": str(job_id)})
-
-
-def get_pipeline_for(settings: Settings) -> Any:
-    from shared.ml.pipeline import get_pipeline
-
-    return get_pipeline(settings)
-
-
-def run_batch(
-    settings: Settings, job_id: uuid.UUID, job_item_ids: Sequence[int], pipeline: Any = None
-) -> BatchReport:
-    """Process one batch of a job's items; safe to run again (does only what is still pending)."""
-    report = BatchReport(job_id=str(job_id))
-    extra = {"job_id": str(job_id), "batch_size": len(job_item_ids)}
-    pipeline = pipeline or get_pipeline_for(settings)
-    model_version = pipeline.model_version
-    with session_scope(settings) as session:
-        status = session.execute(
-            text("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}
-        ).scalar_one_or_none()
-        if status is None or status in TERMINAL_JOB_STATUSES:
-            log.info("batch for a finished or unknown job", extra={**extra, "status": status})
-            return report
-        work = _load_work(session, job_id, job_item_ids, model_version)
-        mark_running(session, job_id)
-    log.info("batch started", extra={**extra, "pending": len(work)})
-    media = MediaStore(settings.media_root)
-    for w in work:
-        _get_bytes(settings, media, w)
-        w.skipped = (
-            w.reason is None
-            and w.item_status == "ready"
-            and w.stored_sha == w.item_sha
-            and w.has_current_vectors
-        )
-    _run_models(pipeline, [w for w in work if w.reason is None and not w.skipped])
-    with session_scope(settings) as session:
-        _commit(session, job_id, work, model_version, report)
-    request_rebuild(settings, reason=f"ingest batch of job {job_id}")
-    log.info(
-        "batch committed",
-        extra={
-            **extra,
-            "succeeded": report.succeeded,
-            "failed": report.failed,
-            "skipped": report.skipped,
-            "already_done": report.already_done,
-            "superseded": report.superseded,
-            "job_status": report.status,
-        },
-    )
-    return report
+            fail_job(session, uuid.UUID(job_id), "internal_error", f"dispatch failed: {exc}")
+        raise
+    return count
 
 
 @app.task(name=task_names.INGEST_BATCH, bind=True, max_retries=None)
 def process_batch(self: Any, job_id: str, job_item_ids: list[int]) -> dict[str, Any]:
     """``job_item_ids``: ids of ``job_items`` rows of ``job_id`` (not item ids)."""
     settings = get_settings()
-    with _timed(settings, task_names.INGEST_BATCH) as state:
-        try:
-            report = run_batch(settings, uuid.UUID(job_id), job_item_ids)
-        except TRANSIENT_ERRORS as exc:
-            state["outcome"] = "retry"
-            if self.request.retries >= settings.task_max_retries:
-                log.error("batch gave up after retries", extra={"job_id": job_id})
-                fail_pending(
-                    settings, uuid.UUID(job_id), job_item_ids, f"gave up after retries: {exc}"
-                )
-                raise
-            log.warning(
-                "transient error; batch will retry",
-                extra={"job_id": job_id, "error": f"{type(exc).__name__}: {exc}"},
-            )
-            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-        except Exception as exc:
-            log.exception("batch failed", extra={"job_id": job_id})
-            fail_pending(settings, uuid.UUID(job_id), job_item_ids, f"{type(exc).__name__}: {exc}")
+    try:
+        report = run_batch(settings, uuid.UUID(job_id), job_item_ids)
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= settings.task_max_retries:
+            log.error("batch gave up after retries", extra={"job_id": job_id})
+            fail_pending(settings, uuid.UUID(job_id), job_item_ids, f"gave up after retries: {exc}")
             raise
-        state["outcome"] = "success"
-        return {
-            "job_id": report.job_id,
-            "succeeded": report.succeeded,
-            "failed": report.failed,
-            "skipped": report.skipped,
-            "already_done": report.already_done,
-            "status": report.status,
-        }
+        log.warning(
+            "transient error; batch will retry",
+            extra={"job_id": job_id, "error": f"{type(exc).__name__}: {exc}"},
+        )
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    except Exception as exc:
+        log.exception("batch failed", extra={"job_id": job_id})
+        fail_pending(settings, uuid.UUID(job_id), job_item_ids, f"{type(exc).__name__}: {exc}")
+        raise
+    return {
+        "job_id": report.job_id,
+        "succeeded": report.succeeded,
+        "failed": report.failed,
+        "skipped": report.skipped,
+        "already_done": report.already_done,
+        "status": report.status,
+    }
