@@ -143,6 +143,10 @@ def test_invalid_requests_are_refused_whole(
         ([("a.jpg", b"1"), ("a.png", b"2")], {}, "duplicate_sku"),
         ([("a.jpg", b"1"), ("b.jpg", b"2")], {"sku": ["only-one"]}, "sku_count_mismatch"),
         ([("a.jpg", b"1")], {"sku": ["  "]}, "invalid_sku"),
+        ([("a.jpg", b"1")], {"sku": ["shirts/a"]}, "validation_error"),
+        ([("a.jpg", b"1")], {"sku": ["x" * 256]}, "validation_error"),
+        ([("tab\there.jpg", b"1")], {}, "invalid_sku"),
+        ([("x" * 256 + ".jpg", b"1")], {}, "invalid_sku"),
     ],
 )
 def test_inconsistent_multipart_fields_are_refused(
@@ -151,6 +155,22 @@ def test_inconsistent_multipart_fields_are_refused(
     response = upload(client, files, auth_headers, **form)
     assert response.status_code == 422
     assert response.get_json()["code"] == code
+    assert row_counts(db_session) == (0, 0, 0)
+    assert queue_lengths(broker_redis) == dict.fromkeys(QUEUES, 0)
+
+
+@pytest.mark.parametrize("sku", ["shirts/a", "tab\there", "x" * 256])
+def test_a_json_sku_that_could_not_be_addressed_is_refused(
+    client, auth_headers, db_session, broker_redis, sku
+):
+    response = client.post(
+        "/api/v1/jobs",
+        json={"items": [{"sku": sku, "url": "http://example.com/a.jpg"}]},
+        headers=auth_headers,
+    )
+    assert response.status_code == 422
+    assert response.get_json()["code"] == "validation_error"
+    assert "without '/'" in json.dumps(response.get_json()["details"])
     assert row_counts(db_session) == (0, 0, 0)
     assert queue_lengths(broker_redis) == dict.fromkeys(QUEUES, 0)
 

@@ -37,6 +37,7 @@ from web.api.schemas import (
     UploadDocSchema,
     UploadFilesSchema,
     UploadFormSchema,
+    sku_problem,
 )
 from web.auth import require_api_key
 from web.errors import ApiError
@@ -115,8 +116,9 @@ def _items_from_multipart() -> list[NewItem]:
                 f"file #{i + 1} ({upload.filename!r}) has no name to take a SKU from; "
                 "send a 'sku' field per file",
             )
-        if len(sku) > 255:
-            raise ApiError(422, "invalid_sku", f"the SKU {sku[:40]!r}... is over 255 characters")
+        problem = sku_problem(sku)
+        if problem:
+            raise ApiError(422, "invalid_sku", f"file #{i + 1} ({upload.filename!r}): {problem}")
         items.append(
             NewItem(sku=sku, attributes=attributes[i] if attributes else None, upload=upload)
         )

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 MAX_ITEMS_PER_JOB = 10_000
-SKU = validate.Length(min=1, max=255)
+# A SKU is a path segment of item URLs (/api/v1/items/<sku>), so it cannot hold '/'; control
+# characters would make it unprintable in logs and pages.
+SKU_PATTERN = re.compile(r"\A[^/\x00-\x1f\x7f]{1,255}\Z")
+SKU_RULE = "1 to 255 characters, without '/' or control characters"
+SKU = validate.Regexp(SKU_PATTERN, error=f"A SKU is {SKU_RULE}.")
+
+
+def sku_problem(sku: str) -> str | None:
+    """Why ``sku`` cannot be a SKU, or None when it can."""
+    return None if SKU_PATTERN.fullmatch(sku) else f"{sku[:40]!r} is not a SKU: {SKU_RULE}"
 
 
 class JsonObjectString(fields.Field):
