@@ -43,3 +43,22 @@ def test_openapi_document_is_served(client):
     doc = r.get_json()
     assert doc["info"]["title"]
     assert "/healthz" in doc["paths"]
+
+
+def test_readyz_says_when_vectors_are_whole_photo_only(client):
+    bundle = client.get("/readyz").get_json()["checks"]["model_bundle"]
+    assert bundle["ok"] is True
+    assert bundle["detector"] is False
+    assert bundle["mode"] == "full_only"
+
+
+def test_readyz_is_503_when_the_model_bundle_is_broken(settings, clean_db, tmp_path):
+    broken = tmp_path / "bundle"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json", encoding="utf-8")
+    app = create_app(settings.replace(model_dir=broken, embedder_weights=None))
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503
+    bundle = r.get_json()["checks"]["model_bundle"]
+    assert bundle["ok"] is False
+    assert "manifest.json" in bundle["error"]
