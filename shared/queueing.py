@@ -6,6 +6,8 @@ the workers import it and add their task modules.
 
 from __future__ import annotations
 
+import threading
+
 from celery import Celery
 from kombu import Queue
 
@@ -54,3 +56,21 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
         task_send_sent_event=True,
     )
     return app
+
+
+_senders: dict[str, Celery] = {}
+_senders_lock = threading.Lock()
+
+
+def task_sender(settings: Settings) -> Celery:
+    """A Celery client for ``send_task``, one per broker URL per process.
+
+    Building a Celery app (and its broker connection pool) per message is waste on paths that
+    send after every batch or delete; the worker's own app was configured at import time and may
+    point at another broker than these settings (tests), hence a client keyed by URL.
+    """
+    with _senders_lock:
+        sender = _senders.get(settings.redis_broker_url)
+        if sender is None:
+            sender = _senders[settings.redis_broker_url] = make_celery(settings)
+        return sender

@@ -6,7 +6,7 @@ import redis
 
 from shared import task_names
 from shared.config import Settings
-from shared.queueing import QUEUE_DEFAULT, make_celery
+from shared.queueing import QUEUE_DEFAULT, task_sender
 
 PENDING_KEY = "visrec:rebuild:pending"
 # Set by the first web process that finds the cache empty; cleared when a rebuild has published.
@@ -29,7 +29,7 @@ def request_rebuild(settings: Settings, *, reason: str) -> bool:
             return False
     finally:
         client.close()
-    make_celery(settings).send_task(
+    task_sender(settings).send_task(
         task_names.REBUILD_CACHE,
         kwargs={"reason": reason},
         queue=QUEUE_DEFAULT,

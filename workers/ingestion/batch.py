@@ -31,7 +31,7 @@ from shared.ingest_state import (
 )
 from shared.media import MediaStore
 from shared.models import Embedding, Item, JobItem
-from shared.queueing import QUEUE_INGEST, make_celery
+from shared.queueing import QUEUE_INGEST, task_sender
 from shared.search.scheduling import request_rebuild
 from shared.vectors import encode
 from workers.ingestion.errors import TRANSIENT_ERRORS, SourceError
@@ -41,20 +41,6 @@ from workers.ingestion.paths import read_import_path
 log = logging.getLogger(__name__)
 
 _REASON_MAX = 64
-
-
-# --------------------------------------------------------------------------- plumbing
-
-
-_senders: dict[str, Any] = {}
-
-
-def _sender(settings: Settings) -> Any:
-    # A client built from *these* settings: the module-level app was configured at import time.
-    sender = _senders.get(settings.redis_broker_url)
-    if sender is None:
-        sender = _senders[settings.redis_broker_url] = make_celery(settings)
-    return sender
 
 
 # --------------------------------------------------------------------------- start_job
@@ -77,7 +63,7 @@ def dispatch_job(settings: Settings, job_id: uuid.UUID) -> int:
         )
     size = max(1, settings.ingest_batch_size)
     batches = [pending[i : i + size] for i in range(0, len(pending), size)]
-    sender = _sender(settings)
+    sender = task_sender(settings)
     for batch in batches:
         sender.send_task(task_names.INGEST_BATCH, args=[str(job_id), batch], queue=QUEUE_INGEST)
     log.info(
