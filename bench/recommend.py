@@ -278,9 +278,9 @@ def _load(port: int, n: int, k: int, clients: int, seconds: float, seed: int) ->
 
 def bench_http(n: int, dim: int, k: int, clients: int, seconds: float, seed: int, args) -> dict:
     import redis
+    from shared.search.rebuild import rebuild_cache
 
     from shared.config import load_settings, settings_to_env
-    from shared.search.rebuild import rebuild_cache
     from tests.support import database
 
     url = database.create_database()

@@ -53,11 +53,18 @@ class Settings:
     # search after a restart does not spend its timeout waiting for a model build.
     preload_models: bool = True
 
-    # --- recommendations / cache ---
+    # --- recommendations / neighbour lists ---
     query_timeout_s: float = 10.0
-    rebuild_debounce_s: float = 2.0
-    cache_chunk_bytes: int = 64 * 1024 * 1024
+    # A burst of committed batches schedules one fold of the neighbour lists this long after
+    # the first (the lists stay exact meanwhile: readers add the changes a fold has not seen).
+    fold_debounce_s: float = 0.5
+    # How often a web process looks at the lists cache's generation pointer.
     cache_pointer_ttl_s: float = 0.5
+    # Folded change rows are kept this long, so a worker whose matrices are older than that
+    # reloads them instead of replaying the log.
+    list_change_retention_s: float = 3600.0
+    # Matrix products on the worker: rows of queries per block (bounded memory: block x N).
+    list_block_rows: int = 512
 
     # --- celery ---
     # Must exceed the slowest batch, or Redis redelivers a running task to a second worker.

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -152,3 +153,68 @@ class JobItem(TimestampMixin, Base):
     skipped: Mapped[bool] = mapped_column(default=False, server_default="false")
 
     job: Mapped[Job] = relationship(back_populates="items")
+
+
+class NeighbourList(Base):
+    """One item's nearest other items of one kind, kept exact by the workers (workers.search).
+
+    ``neighbour_ids`` holds little-endian int64 item ids and ``sq_distances`` little-endian
+    float64 squared Euclidean distances, nearest first, ties by item id (shared.search.lists is
+    the codec). ``complete`` is true when the list holds every other item of its kind.
+    """
+
+    __tablename__ = "neighbour_lists"
+    __table_args__ = (
+        CheckConstraint("octet_length(neighbour_ids) = octet_length(sq_distances)", name="lengths"),
+    )
+
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    # No foreign key: a fold writes from a snapshot in which the item may have just been
+    # deleted; the deletion is in the change log and the next fold removes the list.
+    item_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    neighbour_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    sq_distances: Mapped[bytes] = mapped_column(LargeBinary)
+    complete: Mapped[bool] = mapped_column(Boolean)
+    fold_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class ListFold(Base):
+    """One pass of list maintenance: the changes it folded into the neighbour lists."""
+
+    __tablename__ = "list_folds"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    changes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lists_written: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    seconds: Mapped[float | None] = mapped_column(Float)
+
+
+class ListChange(Base):
+    """An embedding inserted, rewritten or deleted since the lists last took it into account.
+
+    Written only by triggers on ``embeddings`` (migration 0002), so no code path can change a
+    vector without the lists hearing of it. ``fold_id`` is set by the fold that took it in; a
+    reader adds every change its copy of the lists has not seen (docs/architecture.md).
+    """
+
+    __tablename__ = "list_changes"
+    __table_args__ = (Index("ix_list_changes_fold_id", "fold_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))
+    item_id: Mapped[int] = mapped_column(BigInteger)
+    fold_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ListState(Base):
+    """Singleton: the newest fold whose change rows were purged (older syncs must reload)."""
+
+    __tablename__ = "list_state"
+    __table_args__ = (CheckConstraint("id = 1", name="singleton"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    purged_through: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

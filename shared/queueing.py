@@ -35,8 +35,10 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
         task_routes={
             task_names.INGEST_BATCH: {"queue": QUEUE_INGEST},
             task_names.START_JOB: {"queue": QUEUE_DEFAULT},
-            task_names.EMBED_QUERY: {"queue": QUEUE_QUERY},
-            task_names.REBUILD_CACHE: {"queue": QUEUE_DEFAULT},
+            task_names.SEARCH_PHOTO: {"queue": QUEUE_QUERY},
+            task_names.SEARCH_ITEM: {"queue": QUEUE_QUERY},
+            task_names.FOLD_LISTS: {"queue": QUEUE_DEFAULT},
+            task_names.RELOAD_LISTS_CACHE: {"queue": QUEUE_DEFAULT},
         },
         # A task is acknowledged only once done, and re-queued if its worker dies mid-batch:
         # every task is idempotent, so running twice is harmless; losing one is not.

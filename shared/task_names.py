@@ -2,5 +2,7 @@
 
 START_JOB = "workers.ingest.start_job"
 INGEST_BATCH = "workers.ingest.process_batch"
-EMBED_QUERY = "workers.query.embed_query"
-REBUILD_CACHE = "workers.cache.rebuild"
+SEARCH_PHOTO = "workers.query.search_photo"
+SEARCH_ITEM = "workers.query.search_item"
+FOLD_LISTS = "workers.lists.fold"
+RELOAD_LISTS_CACHE = "workers.lists.reload_cache"

@@ -18,7 +18,7 @@ from shared.queueing import make_celery
 # Keras picks its backend at first import: workers run it on torch (design.md), unless told.
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-TASK_MODULES = ["workers.tasks.ingest", "workers.tasks.query", "workers.tasks.cache"]
+TASK_MODULES = ["workers.tasks.ingest", "workers.tasks.query", "workers.tasks.lists"]
 
 app = make_celery(get_settings(), include=TASK_MODULES)
 

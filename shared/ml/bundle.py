@@ -269,12 +269,14 @@ def _build_bundle(
             detector_weights = root / detector.get("weights", DETECTOR_WEIGHTS)
             check_detector_config(detector_config)
             _check_weights_file(detector_weights, "detector weights")
-            manifest_test_size = _positive_int(where, "detector.test_size",
-                                               detector.get("test_size"))
+            manifest_test_size = _positive_int(
+                where, "detector.test_size", detector.get("test_size")
+            )
         embedder = manifest.get("embedder") or {}
         manifest_embedder = embedder.get("weights")
-        manifest_input_size = _positive_int(where, "embedder.input_size",
-                                            embedder.get("input_size"))
+        manifest_input_size = _positive_int(
+            where, "embedder.input_size", embedder.get("input_size")
+        )
         manifest_threshold = manifest.get("score_threshold")
 
     if embedder_override:
@@ -308,7 +310,8 @@ def _build_bundle(
         "bottom": list(bottom_ids),
         "input_size": input_size,
         "embedder": (
-            embedder_weights if embedder_weights in NAMED_EMBEDDER_WEIGHTS
+            embedder_weights
+            if embedder_weights in NAMED_EMBEDDER_WEIGHTS
             else file_sha256(Path(embedder_weights))
         ),
         "embedder_seed": RANDOM_EMBEDDER_SEED if embedder_weights == "random" else None,

@@ -199,7 +199,7 @@ class Detector:
 
         results: list[ImageDetections] = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+            chunk = images[start : start + self.batch_size]
             inputs = [self._inputs(image) for image in chunk]
             with torch.inference_mode():
                 outputs = self.model(inputs)
@@ -213,8 +213,13 @@ class Detector:
         labels = instances.pred_classes.numpy().astype(np.int64) + 1
         scores = instances.scores.numpy().astype(np.float32)
         best = best_per_group(
-            boxes, labels, scores, width, height,
+            boxes,
+            labels,
+            scores,
+            width,
+            height,
             score_threshold=self.score_threshold,
-            top_ids=self.top_ids, bottom_ids=self.bottom_ids,
+            top_ids=self.top_ids,
+            bottom_ids=self.bottom_ids,
         )
         return ImageDetections(width, height, boxes, labels, scores, best)

@@ -44,7 +44,9 @@ def import_keras(backend: str | None = None) -> Any:
     if backend and active != backend:
         log.warning(
             "keras was already imported with the %s backend; KERAS_BACKEND=%s is ignored",
-            active, backend, extra={"keras_backend": active},
+            active,
+            backend,
+            extra={"keras_backend": active},
         )
     return keras
 
@@ -92,8 +94,9 @@ def build_backbone(
             return resnet(include_top=False, weights=None, pooling="avg", input_shape=input_shape)
     if weights == "imagenet":
         try:
-            return resnet(include_top=False, weights="imagenet", pooling="avg",
-                          input_shape=input_shape)
+            return resnet(
+                include_top=False, weights="imagenet", pooling="avg", input_shape=input_shape
+            )
         except Exception as exc:
             raise BundleError(
                 f"embedder weights 'imagenet' could not be obtained (Keras downloads them; this "
@@ -144,8 +147,13 @@ class Embedder:
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, device: str = "cpu", **kwargs: Any) -> Embedder:
-        return cls(bundle.embedder_weights, bundle.input_size, device=device,
-                   seed=bundle.embedder_seed, **kwargs)
+        return cls(
+            bundle.embedder_weights,
+            bundle.input_size,
+            device=device,
+            seed=bundle.embedder_seed,
+            **kwargs,
+        )
 
     def _no_grad(self) -> contextlib.AbstractContextManager[Any]:
         if self.backend == "torch":
@@ -158,9 +166,9 @@ class Embedder:
         """``(n, 2048)`` float32 vectors for RGB ``uint8`` images of any size."""
         out = np.empty((len(images), EMBEDDING_DIM), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+            chunk = images[start : start + self.batch_size]
             batch = self._preprocess(letterbox_batch(chunk, self.input_size))
             with self._no_grad(), self.keras.device(self.device):
                 vectors = self.model.predict_on_batch(batch)
-            out[start:start + len(chunk)] = np.asarray(vectors, dtype=np.float32)
+            out[start : start + len(chunk)] = np.asarray(vectors, dtype=np.float32)
         return out

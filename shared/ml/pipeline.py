@@ -88,8 +88,11 @@ class Pipeline:
 
             device = resolve_device(getattr(self.settings, "device", "auto"))
             backend = getattr(self.settings, "keras_backend", None)
-            extra = {"model_version": self.model_version, "mode": self.bundle.mode,
-                     "device": device}
+            extra = {
+                "model_version": self.model_version,
+                "mode": self.bundle.mode,
+                "device": device,
+            }
             if self.bundle.has_detector:
                 detector = Detector.from_bundle(self.bundle, device)
             else:
@@ -128,7 +131,8 @@ class Pipeline:
         pictures: list[np.ndarray] = []
         owners: list[tuple[ImageResult, str]] = []
         detections = (
-            self._detector.detect(rgb_arrays) if self._detector is not None
+            self._detector.detect(rgb_arrays)
+            if self._detector is not None
             else [None] * len(rgb_arrays)
         )
         for array, result, found in zip(rgb_arrays, results, detections, strict=True):
@@ -140,8 +144,9 @@ class Pipeline:
                 best = found.best.get(kind)
                 if best is None:
                     continue
-                result.crops[kind] = Crop(kind, best.box, best.label,
-                                          category_name(best.label), best.score)
+                result.crops[kind] = Crop(
+                    kind, best.box, best.label, category_name(best.label), best.score
+                )
                 pictures.append(crop(array, best.box))
                 owners.append((result, kind))
         vectors = self._embedder.embed(pictures)
@@ -166,8 +171,11 @@ def get_pipeline(settings: Any = None) -> Pipeline:
 
         settings = get_settings()
     bundle = load_bundle(settings)
-    key = (bundle.model_version, str(getattr(settings, "device", "auto")),
-           str(getattr(settings, "keras_backend", "")))
+    key = (
+        bundle.model_version,
+        str(getattr(settings, "device", "auto")),
+        str(getattr(settings, "keras_backend", "")),
+    )
     with _pipelines_lock:
         pipeline = _pipelines.get(key)
         if pipeline is None:

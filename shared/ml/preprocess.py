@@ -29,7 +29,7 @@ def crop(rgb: np.ndarray, box: Sequence[float]) -> np.ndarray:
     height, width = rgb.shape[:2]
     x1, y1 = max(math.floor(box[0]), 0), max(math.floor(box[1]), 0)
     x2, y2 = min(math.ceil(box[2]), width), min(math.ceil(box[3]), height)
-    return rgb[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]
+    return rgb[y1 : max(y2, y1 + 1), x1 : max(x2, x1 + 1)]
 
 
 def letterbox(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -53,7 +53,7 @@ def letterbox(rgb: np.ndarray, size: int) -> np.ndarray:
     canvas = np.empty((size, size, 3), dtype=np.uint8)
     canvas[:] = np.round(IMAGENET_MEAN_RGB).astype(np.uint8)
     top, left = (size - new_h) // 2, (size - new_w) // 2
-    canvas[top:top + new_h, left:left + new_w] = rgb
+    canvas[top : top + new_h, left : left + new_w] = rgb
     return canvas
 
 

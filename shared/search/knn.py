@@ -88,8 +88,3 @@ def top_k(
         exact[start : start + rows.size] = exact_squared_distances(vectors[rows], q)
     order = np.lexsort((item_ids[candidates], exact))[:kk]
     return Neighbours(candidates[order].astype(np.int64), np.sqrt(exact[order]))
-
-
-def merge_ranked(distances: np.ndarray, item_ids: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` best entries of a merged candidate list, by (distance, item id)."""
-    return np.lexsort((item_ids, distances))[:k]

@@ -1,74 +1,55 @@
-"""Debounced cache rebuilds: a burst of writes schedules one rebuild, not one per write."""
+"""Asking the workers for list maintenance: debounced folds and a single-flight cache reload."""
 
 from __future__ import annotations
-
-import redis
 
 from shared import task_names
 from shared.config import Settings
 from shared.queueing import QUEUE_DEFAULT, task_sender
+from shared.redis_clients import redis_client
 
-PENDING_KEY = "visrec:rebuild:pending"
-# Set by the first web process that finds the cache empty; cleared when a rebuild has published.
-EMPTY_CACHE_KEY = "visrec:rebuild:cache-empty"
-EMPTY_CACHE_FLAG_TTL_S = 300
+FOLD_PENDING_KEY = "visrec:lists:fold-pending"
+RELOAD_PENDING_KEY = "visrec:lists:reload-pending"
+RELOAD_FLAG_TTL_S = 300
 
 
-def request_rebuild(settings: Settings, *, reason: str) -> bool:
-    """Schedule a cache rebuild ``rebuild_debounce_s`` from now unless one is already pending.
+def request_fold(settings: Settings, *, reason: str) -> bool:
+    """Schedule a fold ``fold_debounce_s`` from now unless one is already waiting.
 
-    Returns True when this call scheduled it. The rebuild task clears the pending flag when it
-    starts, so writes that land during a rebuild schedule the next one. The flag lives on the
-    broker (not the cache, which may be flushed at any time) and expires on its own, so a lost
-    task cannot block rebuilds forever.
+    Returns True when this call sent it. The fold task clears the flag when it starts, so
+    changes committed while it runs schedule the next one. The flag lives on the broker (the
+    cache may be flushed) and expires, so a lost task cannot block folds for good; the periodic
+    fold catches anything left over.
     """
-    client = redis.Redis.from_url(settings.redis_broker_url)
-    try:
-        delay_ms = max(1, int(settings.rebuild_debounce_s * 1000))
-        if not client.set(PENDING_KEY, reason, nx=True, px=delay_ms + 60_000):
-            return False
-    finally:
-        client.close()
+    client = redis_client(settings.redis_broker_url)
+    delay_ms = max(1, int(settings.fold_debounce_s * 1000))
+    if not client.set(FOLD_PENDING_KEY, reason, nx=True, px=delay_ms + 60_000):
+        return False
     task_sender(settings).send_task(
-        task_names.REBUILD_CACHE,
+        task_names.FOLD_LISTS,
         kwargs={"reason": reason},
         queue=QUEUE_DEFAULT,
-        countdown=settings.rebuild_debounce_s,
+        countdown=settings.fold_debounce_s,
     )
     return True
 
 
-def clear_pending(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_broker_url)
-    try:
-        client.delete(PENDING_KEY)
-    finally:
-        client.close()
+def clear_fold_pending(settings: Settings) -> None:
+    redis_client(settings.redis_broker_url).delete(FOLD_PENDING_KEY)
 
 
-def request_rebuild_for_empty_cache(settings: Settings) -> bool:
-    """Single flight for a lost cache: however many requests notice, one rebuild is asked for.
+def request_cache_reload(settings: Settings, *, reason: str) -> bool:
+    """Single flight for a cold cache: however many readers notice, one reload is asked for.
 
-    ``request_rebuild``'s pending flag is cleared when a rebuild *starts* (so writes during a
-    rebuild schedule the next one); requests that keep finding the cache empty while that rebuild
-    runs must not schedule more. This flag lasts until a rebuild has *published* (or expires, so
-    a lost task cannot block recovery forever). Returns True when this call asked.
+    The flag lasts until a reload has published (or expires). Returns True when this call asked.
     """
-    client = redis.Redis.from_url(settings.redis_broker_url)
-    try:
-        if not client.set(EMPTY_CACHE_KEY, "1", nx=True, ex=EMPTY_CACHE_FLAG_TTL_S):
-            return False
-    finally:
-        client.close()
-    request_rebuild(settings, reason="cache_empty")
+    client = redis_client(settings.redis_broker_url)
+    if not client.set(RELOAD_PENDING_KEY, reason, nx=True, ex=RELOAD_FLAG_TTL_S):
+        return False
+    task_sender(settings).send_task(
+        task_names.RELOAD_LISTS_CACHE, kwargs={"reason": reason}, queue=QUEUE_DEFAULT
+    )
     return True
 
 
-def clear_empty_cache_flag(settings: Settings, client: redis.Redis | None = None) -> None:
-    own = client is None
-    client = client or redis.Redis.from_url(settings.redis_broker_url)
-    try:
-        client.delete(EMPTY_CACHE_KEY)
-    finally:
-        if own:
-            client.close()
+def clear_reload_pending(settings: Settings) -> None:
+    redis_client(settings.redis_broker_url).delete(RELOAD_PENDING_KEY)

@@ -1,17 +1,22 @@
 """Every task, not only ingestion, shows up in /metrics with its duration and outcome."""
 
+import numpy as np
+
 from shared.metrics_store import read_task_durations
+from tests.recommendations.helpers import add_catalogue
 
 
-def test_a_cache_rebuild_is_timed_and_exposed_in_metrics(client, settings, broker_redis):
-    from workers.tasks.cache import rebuild
+def test_a_list_fold_is_timed_and_exposed_in_metrics(client, settings, db_session, broker_redis):
+    from workers.tasks.lists import fold_lists
 
-    assert rebuild.apply(kwargs={"reason": "test"}).successful()
+    add_catalogue(db_session, {"a": {"full": np.zeros(4, np.float32)}})
+    result = fold_lists.apply(kwargs={"reason": "test"})
+    assert result.successful() and result.result["changes"] == 1
     seen = {(h.task, h.outcome): h for h in read_task_durations(broker_redis)}
-    histogram = seen[("workers.cache.rebuild", "success")]
-    assert histogram.count == 1 and histogram.total >= 0
+    histogram = seen[("workers.lists.fold", "success")]
+    assert histogram.count == 1 and histogram.total > 0
     body = client.get("/metrics").get_data(as_text=True)
     assert (
-        'visrec_task_duration_seconds_count{outcome="success",task="workers.cache.rebuild"} 1.0'
+        'visrec_task_duration_seconds_count{outcome="success",task="workers.lists.fold"} 1.0'
         in body
     )

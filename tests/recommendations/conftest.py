@@ -1,24 +1,38 @@
-"""Fixtures for the recommendation tests: an in-process rebuild and a ready app."""
+"""Fixtures for the recommendation tests: folds run in this process, as a worker runs them."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from shared.config import Settings
 
 
+@pytest.fixture(autouse=True)
+def fresh_worker_index() -> Iterator[None]:
+    """This process plays the worker too: its matrices must not outlive a test's database."""
+    from workers.search.index import reset_index
+
+    reset_index()
+    yield
+    reset_index()
+
+
 @pytest.fixture
-def rebuild(settings: Settings) -> Callable[[], dict]:
-    """Run the cache-rebuild task in this process, as a worker would."""
-    from workers.tasks.cache import rebuild as task
+def fold(settings: Settings) -> Iterator[Callable[..., dict]]:
+    """Run the fold task in this process (a fresh worker's matrices for each test)."""
+    from workers.search.index import reset_index
+    from workers.tasks.lists import fold_lists
+
+    reset_index()
 
     def run(reason: str = "test") -> dict:
-        return task.run(reason=reason)
+        return fold_lists.run(reason=reason)
 
-    return run
+    yield run
+    reset_index()
 
 
 @pytest.fixture
@@ -27,11 +41,11 @@ def wait_for_generation() -> Callable:
         deadline = time.monotonic() + timeout
         while True:
             response = client.get(url)
-            if response.headers.get("X-Cache-Generation") == generation:
+            if response.headers.get("X-Lists-Generation") == generation:
                 return response
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"still on {response.headers.get('X-Cache-Generation')}, want {generation}"
+                    f"still on {response.headers.get('X-Lists-Generation')}, want {generation}"
                 )
             time.sleep(0.05)
 

@@ -75,3 +75,26 @@ def brute_force(
 def tie_heavy_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     """Small integers: many exact duplicates and equal distances."""
     return rng.integers(0, 3, size=(n, dim)).astype(np.float32)
+
+
+def expected(session: Session, sku: str, kind: str, k: int, version: str = VERSION) -> list:
+    """Brute force for one catalogue item's own vector of ``kind``."""
+    rows = stored_vectors(session, kind, version)
+    mine = [r for r in rows if r[1] == sku]
+    assert mine, f"{sku} has no {kind}"
+    return brute_force(rows, mine[0][2], k, exclude_item_id=mine[0][0])
+
+
+def replace_vector(
+    session: Session, sku: str, kind: str, vector: np.ndarray, version: str = VERSION
+) -> None:
+    """A re-photographed item: its row keeps its id, the bytes change (as the upsert does)."""
+    item_id = session.scalars(select(Item.id).where(Item.sku == sku)).one()
+    row = session.scalars(
+        select(Embedding).where(
+            Embedding.item_id == item_id, Embedding.kind == kind, Embedding.model_version == version
+        )
+    ).one()
+    row.vector = encode(vector)
+    row.dim = int(vector.shape[0])
+    session.commit()

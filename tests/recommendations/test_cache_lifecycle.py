@@ -7,10 +7,10 @@ import threading
 import time
 
 import numpy as np
+from shared.search.rebuild import rebuild_count
 
 from shared import task_names
 from shared.search import matrix_cache
-from shared.search.rebuild import rebuild_count
 from tests.recommendations.helpers import add_catalogue, brute_force, stored_vectors
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.search import matrix_cache
+from shared.search import lists_cache
 from shared.vectors import decode
 from tests.recommendations.helpers import (
     VERSION,
@@ -52,10 +52,10 @@ def _assert_exact(body: dict, db_session, sku: str, kinds, k: int) -> None:
         assert [h["distance"] for h in got] == pytest.approx([d for _, d in want], rel=1e-9)
 
 
-def test_results_equal_brute_force_for_every_kind(client, db_session, rebuild) -> None:
+def test_results_equal_brute_force_for_every_kind(client, db_session, fold) -> None:
     rng = np.random.default_rng(1)
     add_catalogue(db_session, _catalogue(rng, 60, 6))
-    rebuild()
+    fold()
     for sku in ("sku-001", "sku-007", "sku-058"):
         for k in (1, 4, 10, 100):
             response = client.get(f"/api/v1/items/{sku}/recommendations?k={k}")
@@ -67,9 +67,9 @@ def test_results_equal_brute_force_for_every_kind(client, db_session, rebuild) -
             assert body["missing"] == {}
 
 
-def test_a_kind_the_item_lacks_is_an_empty_list_with_a_reason(client, db_session, rebuild):
+def test_a_kind_the_item_lacks_is_an_empty_list_with_a_reason(client, db_session, fold):
     add_catalogue(db_session, _catalogue(np.random.default_rng(2), 20, 4))
-    rebuild()
+    fold()
     body = client.get("/api/v1/items/sku-015/recommendations?kinds=top,bottom,full").json
     assert body["results"]["top"] == [] and body["results"]["bottom"] == []
     assert body["missing"]["bottom"] == "no bottom garment was detected in this item's photo"
@@ -79,11 +79,11 @@ def test_a_kind_the_item_lacks_is_an_empty_list_with_a_reason(client, db_session
     assert list(only["results"]) == ["bottom"] and len(only["results"]["bottom"]) == 3
 
 
-def test_image_urls_point_at_the_media_route(app, client, db_session, rebuild):
+def test_image_urls_point_at_the_media_route(app, client, db_session, fold):
     key = "ab" * 32
     add_item(db_session, "a", {"full": np.zeros(4, np.float32)})
     add_item(db_session, "b", {"full": np.ones(4, np.float32)}, media_key=key)
-    rebuild()
+    fold()
     hit = client.get("/api/v1/items/a/recommendations?kinds=full").json["results"]["full"][0]
     assert hit == {"sku": "b", "distance": 2.0, "image_url": f"/media/{key}"}
     app.config["SETTINGS"] = app.config["SETTINGS"].replace(public_base_url="https://shop.example/")
@@ -92,37 +92,36 @@ def test_image_urls_point_at_the_media_route(app, client, db_session, rebuild):
 
 
 @pytest.mark.parametrize("query", ["k=0", "k=101", "k=abc", "kinds=top,shoes", "k=-3"])
-def test_bad_parameters_are_422(client, db_session, rebuild, query: str) -> None:
+def test_bad_parameters_are_422(client, db_session, fold, query: str) -> None:
     add_item(db_session, "a", {"full": np.zeros(4, np.float32)})
-    rebuild()
+    fold()
     response = client.get(f"/api/v1/items/a/recommendations?{query}")
     assert response.status_code == 422
     assert response.json["code"] == "validation_error"
 
 
-def test_unknown_sku_is_404_and_unembedded_item_is_409(client, db_session, rebuild) -> None:
+def test_unknown_sku_is_404_and_unembedded_item_is_409(client, db_session, fold) -> None:
     from shared.models import Item
 
     add_item(db_session, "a", {"full": np.zeros(4, np.float32)})
     db_session.add(Item(sku="pending-one", status="pending"))
     db_session.commit()
-    rebuild()
+    fold()
     missing = client.get("/api/v1/items/nope/recommendations")
     assert missing.status_code == 404 and missing.json["code"] == "item_not_found"
     pending = client.get("/api/v1/items/pending-one/recommendations")
     assert pending.status_code == 409 and pending.json["code"] == "item_not_embedded"
 
 
-def test_new_items_are_recommended_before_and_after_the_rebuild(
-    client, db_session, rebuild, wait_for_generation
+def test_new_items_are_recommended_before_and_after_the_fold(
+    client, db_session, fold, wait_for_generation
 ) -> None:
     rng = np.random.default_rng(3)
     add_catalogue(db_session, _catalogue(rng, 30, 4))
-    first = rebuild()["generation"]
+    fold()
     url = "/api/v1/items/sku-001/recommendations?k=5"
-    assert client.get(url).headers["X-Cache-Generation"] == first
     top_of_1 = decode(next(v for _, s, v in stored_vectors(db_session, "top") if s == "sku-001"))
-    # A twin of sku-001's top and full lands: it must come first at once, not after a rebuild.
+    # A twin of sku-001's top lands: it comes first at once, before any fold.
     add_item(db_session, "twin", {"top": top_of_1.copy(), "full": np.full(4, 9, np.float32)})
     body = client.get(url).json
     assert body["results"]["top"][0] == {
@@ -131,33 +130,41 @@ def test_new_items_are_recommended_before_and_after_the_rebuild(
         "image_url": body["results"]["top"][0]["image_url"],
     }
     _assert_exact(body, db_session, "sku-001", KINDS, 5)
-    # The new item is itself searchable before the rebuild.
+    report = fold()
+    assert report["changes"] == 2 and report["cache"] == "applied"
+    body = client.get(url).json
+    assert body["results"]["top"][0]["sku"] == "twin"
+    _assert_exact(body, db_session, "sku-001", KINDS, 5)
+    # The new item's own lists now exist: answered by a lookup too.
     new_item = client.get("/api/v1/items/twin/recommendations?k=5&kinds=top,full")
     assert new_item.status_code == 200
     _assert_exact(new_item.json, db_session, "twin", ("top", "full"), 5)
-    second = rebuild()["generation"]
-    body = wait_for_generation(client, url, second).json
-    assert body["results"]["top"][0]["sku"] == "twin"
-    _assert_exact(body, db_session, "sku-001", KINDS, 5)
 
 
-def test_deleted_items_disappear_at_once_and_after_the_rebuild(
-    client, db_session, cache_redis, rebuild, wait_for_generation
+def test_deleted_items_disappear_at_once_and_after_the_fold(
+    client, db_session, cache_redis, fold
 ) -> None:
     rng = np.random.default_rng(4)
     add_catalogue(db_session, _catalogue(rng, 40, 4))
-    first = rebuild()["generation"]
+    fold()
     url = "/api/v1/items/sku-002/recommendations?k=8"
     before = client.get(url).json
     doomed = {h["sku"] for h in before["results"]["full"][:4]}
+    doomed_ids = {r[0] for r in stored_vectors(db_session, "full") if r[1] in doomed}
     for sku in doomed:
         delete_item(db_session, sku)
     after = client.get(url).json
     assert doomed.isdisjoint(h["sku"] for kind in KINDS for h in after["results"][kind])
     _assert_exact(after, db_session, "sku-002", KINDS, 8)
     assert len(after["results"]["full"]) == 8
-    second = rebuild()["generation"]
-    body = wait_for_generation(client, url, second).json
+    report = fold()
+    assert report["lists_removed"] >= 4
+    body = client.get(url).json
     _assert_exact(body, db_session, "sku-002", KINDS, 8)
-    # The old generation's keys are gone from the cache, not left to eat memory.
-    assert not list(cache_redis.scan_iter(match=f"{matrix_cache.PREFIX}gen:{first}:*"))
+    # The deleted items' own lists are gone from the cache, not left to eat memory.
+    generation = lists_cache.read_pointer(cache_redis)
+    keys = [
+        k.decode() for k in cache_redis.scan_iter(match=lists_cache.generation_pattern(generation))
+    ]
+    owners = {int(key.rsplit(":", 1)[1]) for key in keys if ":l:" in key}
+    assert owners and not owners & doomed_ids

@@ -13,7 +13,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = ("embeddings", "job_items", "jobs", "items")
+TABLES = (
+    "embeddings",
+    "job_items",
+    "jobs",
+    "items",
+    "neighbour_lists",
+    "list_changes",
+    "list_folds",
+)
 
 
 def admin_url() -> str:

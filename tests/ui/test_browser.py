@@ -2,7 +2,7 @@
 search by an uploaded photo (embedded by a real Celery worker) -> screenshot.
 
 Headless Debian Chromium driven by selenium. Items, vectors and media are written straight into
-the test database; the recommendation cache is built by the same rebuild task the workers run.
+the test database; the neighbour lists are computed by the same fold task the workers run.
 """
 
 from __future__ import annotations
@@ -106,9 +106,9 @@ def catalogue(
                 )
     db_session.commit()
 
-    from workers.tasks.cache import rebuild
+    from workers.tasks.lists import fold_lists
 
-    rebuild("browser test")
+    fold_lists("browser test")
     return {"query_photo": str(photos / "SKU00009.jpg")}
 
 

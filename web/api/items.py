@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from shared.ml.categories import category_name
 from shared.models import Embedding, Item
-from shared.search.scheduling import request_rebuild
+from shared.search.scheduling import request_fold
 from web.api.media import media_url
 from web.api.schemas import ItemSchema
 from web.auth import require_api_key
@@ -95,6 +95,6 @@ class ItemBySku(MethodView):
         session.commit()
         log.info("item deleted", extra={"sku": sku})
         try:
-            request_rebuild(settings(), reason=f"item {sku} deleted")
-        except Exception:  # the delete stands; the next rebuild drops the item's vectors
-            log.exception("could not schedule a cache rebuild", extra={"sku": sku})
+            request_fold(settings(), reason=f"item {sku} deleted")
+        except Exception:  # the delete stands and answers already skip it; a later fold tidies
+            log.exception("could not schedule a fold of the neighbour lists", extra={"sku": sku})

@@ -17,12 +17,12 @@ from shared.ml.categories import VECTOR_KINDS
 
 
 def item_recommendations(sku: str, k: int) -> dict[str, Any]:
-    from web.api import recommendations
+    from web.services import recommendations
 
     return recommendations.recommend_for_item(sku, k=k, kinds=VECTOR_KINDS)
 
 
 def photo_recommendations(upload: FileStorage, k: int) -> dict[str, Any]:
-    from web.api import recommendations
+    from web.services import recommendations
 
     return recommendations.recommend_for_upload(upload, k=k, kinds=VECTOR_KINDS)

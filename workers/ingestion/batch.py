@@ -32,7 +32,7 @@ from shared.ingest_state import (
 from shared.media import MediaStore
 from shared.models import Embedding, Item, JobItem
 from shared.queueing import QUEUE_INGEST, task_sender
-from shared.search.scheduling import request_rebuild
+from shared.search.scheduling import request_fold
 from shared.vectors import encode
 from workers.ingestion.errors import TRANSIENT_ERRORS, SourceError
 from workers.ingestion.fetch import FetchPolicy, fetch_url
@@ -440,7 +440,7 @@ def run_batch(
     _run_models(pipeline, [w for w in work if w.reason is None and not w.skipped])
     with session_scope(settings) as session:
         _commit(session, job_id, work, model_version, report)
-    request_rebuild(settings, reason=f"ingest batch of job {job_id}")
+    request_fold(settings, reason=f"ingest batch of job {job_id}")
     log.info(
         "batch committed",
         extra={

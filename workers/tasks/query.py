@@ -1,32 +1,35 @@
-"""Embed one uploaded photo for ``POST /api/v1/recommendations`` (queue ``query``).
+"""Searches the web tier waits for (queue ``query``): an uploaded photo, or an item whose own
+neighbour list is not ready yet. Both answer from this worker's matrices, so the web tier never
+holds vectors.
 
-The web tier waits for the answer, so the result is JSON-safe: each vector as base64 of its
-little-endian float32 bytes, the crops that were cut, and the model version that made them
-(catalogue vectors of another version are never compared with it).
+Results are JSON-safe: per kind, ``[item_id, distance]`` pairs nearest first; the web tier adds
+SKUs and image URLs. Problems with the photo are data (``{"error": {...}}``), not failures.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Any
 
 from shared import task_names
 from shared.config import get_settings
 from shared.media import MediaStore
-from shared.vectors import encode
 from workers.celery_app import app
+from workers.search.queries import search_item as search_item_now
+from workers.search.queries import search_vectors
 
 log = logging.getLogger(__name__)
 
 
-def encode_vector(vector: Any) -> str:
-    return base64.b64encode(encode(vector)).decode("ascii")
+def _ranked(results: dict[str, list[tuple[int, float]]]) -> dict[str, list[list[float]]]:
+    return {
+        kind: [[item_id, distance] for item_id, distance in hits] for kind, hits in results.items()
+    }
 
 
-@app.task(name=task_names.EMBED_QUERY)
-def embed_query(media_key: str) -> dict[str, Any]:
-    """Crop and embed the photo stored under ``media_key``; errors about the photo are data."""
+@app.task(name=task_names.SEARCH_PHOTO)
+def search_photo(media_key: str, kinds: list[str], k: int) -> dict[str, Any]:
+    """Crop and embed the photo stored under ``media_key``, then search the catalogue with it."""
     from shared.ml.pipeline import get_pipeline  # frameworks load in the worker, on first use
 
     settings = get_settings()
@@ -47,8 +50,10 @@ def embed_query(media_key: str) -> dict[str, Any]:
         }
         for kind, crop in result.crops.items()
     }
+    queries = {kind: vector for kind, vector in result.vectors.items() if kind in kinds}
+    found = search_vectors(settings, pipeline.model_version, queries, k)
     log.info(
-        "query embedded",
+        "photo searched",
         extra={
             "media_key": media_key,
             "kinds": sorted(result.vectors),
@@ -57,8 +62,18 @@ def embed_query(media_key: str) -> dict[str, Any]:
     )
     return {
         "model_version": pipeline.model_version,
-        "vectors": {kind: encode_vector(v) for kind, v in result.vectors.items()},
+        "kinds": sorted(result.vectors),
+        "results": _ranked(found),
         "crops": crops,
         "width": result.width,
         "height": result.height,
     }
+
+
+@app.task(name=task_names.SEARCH_ITEM)
+def search_item(item_id: int, version: str, kinds: list[str], k: int) -> dict[str, Any]:
+    """The exact neighbours of an item from its vectors now (its list is being folded)."""
+    found = search_item_now(get_settings(), item_id, version, kinds, k)
+    if found is None:
+        return {"error": {"reason": "item_gone", "message": "The item was deleted."}}
+    return {"results": _ranked(found)}

@@ -1,0 +1,40 @@
+"""Redis clients, one pooled client per URL per process, always with short socket timeouts.
+
+A request thread must never wait on Redis's default (no) timeout: a paused or unreachable
+cache turns into a fast RedisError that callers handle (the read path then asks PostgreSQL).
+After a fork, a child must not reuse its parent's sockets: ``reset_clients`` forgets them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import redis
+
+SOCKET_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 1.0
+
+_clients: dict[tuple[int, str], redis.Redis] = {}
+_lock = threading.Lock()
+
+
+def redis_client(url: str) -> redis.Redis:
+    key = (os.getpid(), url)
+    client = _clients.get(key)
+    if client is None:
+        with _lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = redis.Redis.from_url(
+                    url,
+                    socket_timeout=SOCKET_TIMEOUT_S,
+                    socket_connect_timeout=CONNECT_TIMEOUT_S,
+                    health_check_interval=30,
+                )
+    return client
+
+
+def reset_clients() -> None:
+    with _lock:
+        _clients.clear()

@@ -1,0 +1,133 @@
+"""The neighbour lists in the Redis cache: generations, one pointer, one key per list.
+
+Layout (all under ``visrec:lists:``), one generation ``G``:
+
+- ``gen:G:l:<version>:<kind>:<item id>``: one item's list (shared.search.lists codec);
+- ``gen:G:applied``: the id of the last fold whose changes these lists include;
+- ``gen:G:meta``: JSON (when and why the generation was made, how many lists);
+- ``current``: the pointer, the name of the live generation.
+
+A reader fetches an item's lists *and* ``applied`` with one MGET, and a fold writes its lists and
+the new ``applied`` in one MULTI/EXEC, so a reader always knows exactly which changes the lists
+it holds include; it adds the rest from PostgreSQL (shared.search.reader). A whole generation is
+written only when the cache is cold, flushed or behind (workers.search.cache_writer); then the
+pointer switches with one SET and the old generation is UNLINKed. The cache may be flushed or
+evicted at any time: a missing key only sends that read to PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared.search.lists import NeighbourList, from_bytes
+
+PREFIX = "visrec:lists:"
+POINTER_KEY = PREFIX + "current"
+
+
+def _gen(generation: str) -> str:
+    return f"{PREFIX}gen:{generation}:"
+
+
+def applied_key(generation: str) -> str:
+    return _gen(generation) + "applied"
+
+
+def meta_key(generation: str) -> str:
+    return _gen(generation) + "meta"
+
+
+def list_key(generation: str, version: str, kind: str, item_id: int) -> str:
+    return f"{_gen(generation)}l:{version}:{kind}:{item_id}"
+
+
+def generation_pattern(generation: str) -> str:
+    return _gen(generation) + "*"
+
+
+@dataclass(frozen=True)
+class CachedLists:
+    """One item's lists as one generation holds them, and the fold they include."""
+
+    applied: int
+    lists: dict[str, NeighbourList | None]  # None: no such key (never written, or evicted)
+
+
+def read_pointer(client: redis.Redis) -> str | None:
+    value = client.get(POINTER_KEY)
+    return value.decode() if value is not None else None
+
+
+def read_applied(client: redis.Redis, generation: str) -> int | None:
+    value = client.get(applied_key(generation))
+    return int(value) if value is not None else None
+
+
+def read_item_lists(
+    client: redis.Redis, generation: str, version: str, item_id: int, kinds: Sequence[str]
+) -> CachedLists | None:
+    """One round trip; None when the generation is gone (flushed or replaced meanwhile)."""
+    keys = [applied_key(generation)] + [list_key(generation, version, k, item_id) for k in kinds]
+    values = client.mget(keys)
+    if values[0] is None:
+        return None
+    lists = {
+        kind: (from_bytes(value) if value is not None else None)
+        for kind, value in zip(kinds, values[1:], strict=True)
+    }
+    return CachedLists(int(values[0]), lists)
+
+
+@dataclass(frozen=True)
+class ListUpdate:
+    version: str
+    kind: str
+    item_id: int
+    value: NeighbourList | None  # None: the list is gone (item deleted, or lost this kind)
+
+
+def apply_fold(
+    client: redis.Redis, generation: str, fold_id: int, updates: Iterable[ListUpdate]
+) -> None:
+    """Write one fold's lists and its id atomically (readers see all of it or none)."""
+    with client.pipeline(transaction=True) as pipe:
+        for update in updates:
+            key = list_key(generation, update.version, update.kind, update.item_id)
+            if update.value is None:
+                pipe.delete(key)
+            else:
+                pipe.set(key, update.value.to_bytes())
+        pipe.set(applied_key(generation), str(fold_id))
+        pipe.execute()
+
+
+def write_meta(client: redis.Redis, generation: str, meta: dict[str, Any]) -> None:
+    client.set(meta_key(generation), json.dumps(meta))
+
+
+def publish(client: redis.Redis, generation: str) -> str | None:
+    """Make ``generation`` live and UNLINK every other; returns the previous name."""
+    previous = client.set(POINTER_KEY, generation, get=True)
+    remove_other_generations(client, keep=generation)
+    return previous.decode() if isinstance(previous, bytes) else previous
+
+
+def remove_other_generations(client: redis.Redis, keep: str) -> int:
+    """UNLINK every generation but ``keep``, leftovers of interrupted reloads included."""
+    removed = 0
+    batch: list[bytes] = []
+    keep_prefix = _gen(keep).encode()
+    for key in client.scan_iter(match=f"{PREFIX}gen:*", count=5000):
+        if not key.startswith(keep_prefix):
+            batch.append(key)
+        if len(batch) >= 1000:
+            removed += client.unlink(*batch)
+            batch = []
+    if batch:
+        removed += client.unlink(*batch)
+    return removed

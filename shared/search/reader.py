@@ -1,0 +1,210 @@
+"""The product-page read: an item's neighbour lists, corrected by the changes they miss.
+
+No vector matrix is involved. Per request: one indexed query for the item, one MGET of its lists
+and the fold they include (the Redis cache), one indexed query for the changes since that fold
+(normally none), one for the result's SKUs. Each list is a prefix of the exact order of every
+other item as of its fold; the answer is made exact against PostgreSQL *now* by:
+
+- dropping every listed item that changed since (deleted, re-photographed, lost the kind): the
+  rest of the list is still an exact prefix of the order over the unchanged items;
+- adding every changed item that still has a vector, at its exact distance to this item
+  (computed here from the two vectors; a handful of rows);
+- giving up (``None``: a worker searches its matrices instead) when this item itself changed
+  since its list was made, when it has no list yet, or when dropping left fewer than k entries
+  in a list that did not hold every item.
+
+When the cache has no generation or lacks a key, the lists and the changes come from
+PostgreSQL in one statement (one snapshot), with the same rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from shared.search import lists_cache
+from shared.search.knn import exact_squared_distances
+from shared.search.lists import NeighbourList, from_columns
+from shared.vectors import decode
+
+log = logging.getLogger(__name__)
+
+# fold_id > this never holds: the PostgreSQL path wants only the changes no fold took in yet.
+_NO_FOLD = 2**62
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """An item as the read path needs it: which model version and kinds it has vectors for."""
+
+    id: int
+    sku: str
+    status: str
+    error: str | None
+    version: str | None
+    kinds: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    item_id: int
+    distance: float
+
+
+@dataclass(frozen=True)
+class Label:
+    sku: str
+    media_key: str | None
+
+
+def find_item(session: Session, sku: str) -> ItemRef | None:
+    rows = session.execute(
+        text(
+            "SELECT i.id, i.status, i.error, e.model_version, e.kind, e.id AS embedding_id"
+            " FROM items i LEFT JOIN embeddings e ON e.item_id = i.id WHERE i.sku = :sku"
+        ),
+        {"sku": sku},
+    ).all()
+    if not rows:
+        return None
+    first = rows[0]
+    embedded = [r for r in rows if r.kind is not None]
+    # An item has one model version at a time (a new one replaces the old vectors); while a
+    # re-ingest is half-way, the newest row decides.
+    version = max(embedded, key=lambda r: r.embedding_id).model_version if embedded else None
+    kinds = frozenset(r.kind for r in embedded if r.model_version == version)
+    return ItemRef(first.id, sku, first.status, first.error, version, kinds)
+
+
+@dataclass
+class _Changes:
+    """Per kind: changed item id -> its vector now (None: it has none any more)."""
+
+    vectors: dict[str, dict[int, np.ndarray | None]]
+    own: dict[str, np.ndarray]
+    lists: dict[str, NeighbourList]
+
+
+_CHANGES_SQL = text(
+    """
+    WITH ch AS (
+        SELECT DISTINCT item_id, kind FROM list_changes
+         WHERE model_version = :version AND kind = ANY(:kinds)
+           AND (fold_id IS NULL OR fold_id > :applied)
+    )
+    SELECT 'list' AS part, kind, NULL::bigint AS item_id, neighbour_ids AS a,
+           sq_distances AS b, complete
+      FROM neighbour_lists
+     WHERE :with_lists AND model_version = :version AND item_id = :item_id
+       AND kind = ANY(:kinds)
+    UNION ALL
+    SELECT 'change', ch.kind, ch.item_id, e.vector, NULL, NULL
+      FROM ch LEFT JOIN embeddings e
+        ON e.item_id = ch.item_id AND e.model_version = :version AND e.kind = ch.kind
+    UNION ALL
+    SELECT 'own', e.kind, e.item_id, e.vector, NULL, NULL
+      FROM embeddings e
+     WHERE e.item_id = :item_id AND e.model_version = :version AND e.kind = ANY(:kinds)
+       AND EXISTS (SELECT 1 FROM ch)
+    """
+)
+
+
+def _read_changes(
+    session: Session, item: ItemRef, kinds: Sequence[str], applied: int, with_lists: bool
+) -> _Changes:
+    rows = session.execute(
+        _CHANGES_SQL,
+        {
+            "version": item.version,
+            "kinds": list(kinds),
+            "applied": applied,
+            "with_lists": with_lists,
+            "item_id": item.id,
+        },
+    ).all()
+    out = _Changes({kind: {} for kind in kinds}, {}, {})
+    for part, kind, item_id, a, b, complete in rows:
+        if part == "list":
+            out.lists[kind] = from_columns(a, b, complete)
+        elif part == "change":
+            out.vectors[kind][int(item_id)] = decode(a) if a is not None else None
+        else:
+            out.own[kind] = decode(a)
+    return out
+
+
+def _answer(
+    item: ItemRef,
+    listed: NeighbourList | None,
+    changed: dict[int, np.ndarray | None],
+    own: np.ndarray | None,
+    k: int,
+) -> list[Neighbour] | None:
+    if item.id in changed or listed is None:
+        return None
+    ids, d2 = listed.ids, listed.sq_distances
+    if changed:
+        keep = ~np.isin(ids, np.fromiter(changed, dtype=np.int64, count=len(changed)))
+        ids, d2 = ids[keep], d2[keep]
+    if ids.size < k and not listed.complete:
+        return None  # too many of its neighbours changed: only a full search can tell
+    fresh = [(i, v) for i, v in changed.items() if v is not None]
+    if fresh:
+        if own is None:
+            return None  # its own vector went away between two reads: let a worker decide
+        block = np.stack([v for _, v in fresh])
+        fresh_d2 = exact_squared_distances(block, own)
+        ids = np.concatenate([ids, np.array([i for i, _ in fresh], dtype=np.int64)])
+        d2 = np.concatenate([d2, fresh_d2])
+    order = np.lexsort((ids, d2))[:k]
+    return [
+        Neighbour(int(i), float(np.sqrt(x))) for i, x in zip(ids[order], d2[order], strict=True)
+    ]
+
+
+def item_neighbours(
+    session: Session,
+    cache: redis.Redis | None,
+    generation: str | None,
+    item: ItemRef,
+    kinds: Sequence[str],
+    k: int,
+) -> dict[str, list[Neighbour] | None]:
+    """The k nearest other items per kind the item has; None where a worker must search."""
+    kinds = [kind for kind in kinds if kind in item.kinds]
+    if not kinds or item.version is None:
+        return {}
+    cached: lists_cache.CachedLists | None = None
+    if cache is not None and generation is not None:
+        try:
+            cached = lists_cache.read_item_lists(cache, generation, item.version, item.id, kinds)
+        except redis.RedisError as exc:
+            log.warning("lists cache unreadable; reading PostgreSQL", extra={"error": str(exc)})
+    if cached is not None and all(cached.lists[kind] is not None for kind in kinds):
+        changes = _read_changes(session, item, kinds, cached.applied, with_lists=False)
+        lists = {kind: cached.lists[kind] for kind in kinds}
+    else:
+        changes = _read_changes(session, item, kinds, _NO_FOLD, with_lists=True)
+        lists = {kind: changes.lists.get(kind) for kind in kinds}
+    return {
+        kind: _answer(item, lists[kind], changes.vectors[kind], changes.own.get(kind), k)
+        for kind in kinds
+    }
+
+
+def labels(session: Session, item_ids: Sequence[int]) -> dict[int, Label]:
+    """SKU and image of each item still in the catalogue."""
+    if not item_ids:
+        return {}
+    rows = session.execute(
+        text("SELECT id, sku, media_key FROM items WHERE id = ANY(:ids)"),
+        {"ids": list(set(item_ids))},
+    ).all()
+    return {int(r.id): Label(r.sku, r.media_key) for r in rows}

@@ -1,0 +1,200 @@
+"""You may also like: an item's neighbours (a lookup) and a photo's (searched by a worker).
+
+Web processes hold no vectors. An item's answer comes from its neighbour lists, corrected
+against PostgreSQL (shared.search.reader); where the lists cannot answer exactly (the item
+itself changed seconds ago, or too many of its neighbours did), a ``query`` worker searches its
+matrices. An uploaded photo is embedded and searched by a ``query`` worker. Both paths return
+``{"results": {kind: [{"sku", "distance", "image_url"}]}, "missing": {kind: reason}, ...}``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flask import Flask, current_app
+from werkzeug.datastructures import FileStorage
+
+from shared import task_names
+from shared.images import ImageRejected, probe
+from shared.media import MediaStore
+from shared.queueing import QUEUE_QUERY
+from shared.search import reader
+from shared.search.reader import ItemRef, Neighbour
+from web.errors import ApiError
+from web.lists_pointer import ListsPointer
+from web.resources import celery_client, db, settings
+
+RETRY_AFTER_S = "2"
+ITEM_MISSING = {
+    "top": "no top garment was detected in this item's photo",
+    "bottom": "no bottom garment was detected in this item's photo",
+    "full": "this item has no whole-photo vector",
+}
+PHOTO_MISSING = {
+    "top": "no top garment was detected in the uploaded photo",
+    "bottom": "no bottom garment was detected in the uploaded photo",
+    "full": "the uploaded photo has no whole-photo vector",
+}
+
+
+def unavailable(code: str, message: str) -> ApiError:
+    return ApiError(503, code, message, headers={"Retry-After": RETRY_AFTER_S})
+
+
+def lists_pointer(app: Flask | None = None) -> ListsPointer:
+    app = app or current_app
+    pointer = app.extensions.get("visrec_lists_pointer")
+    if pointer is None or pointer.settings is not app.config["SETTINGS"]:
+        pointer = app.extensions["visrec_lists_pointer"] = ListsPointer(app.config["SETTINGS"])
+    return pointer
+
+
+def image_url(media_key: str | None) -> str | None:
+    if not media_key:
+        return None
+    base = (settings().public_base_url or "").rstrip("/")
+    return f"{base}/media/{media_key}"
+
+
+def _ask_worker(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Run a ``query`` task and wait for its answer; 503 when no worker answers in time."""
+    timeout = settings().query_timeout_s
+    # expires: a worker that only gets to it after we gave up skips it instead of wasting time.
+    result = celery_client().send_task(task, kwargs=kwargs, queue=QUEUE_QUERY, expires=timeout)
+    # Polling the result key (thread-safe) rather than result.get(), whose Redis pub/sub
+    # consumer must not be shared between the threads of one web process.
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    try:
+        while not result.ready():
+            if time.monotonic() >= deadline:
+                raise unavailable("query_timeout", f"No worker answered within {timeout:g} s.")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        if not result.successful():
+            raise unavailable("query_failed", "The search failed on the worker; retry later.")
+        return result.result
+    finally:
+        result.forget()
+
+
+def _documents(
+    found: Mapping[str, Sequence[Neighbour]],
+) -> dict[str, list[dict[str, Any]]]:
+    labels = reader.labels(db(), [n.item_id for hits in found.values() for n in hits])
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind, hits in found.items():
+        # An item deleted between the search and this read is simply left out.
+        out[kind] = [
+            {
+                "sku": labels[n.item_id].sku,
+                "distance": n.distance,
+                "image_url": image_url(labels[n.item_id].media_key),
+            }
+            for n in hits
+            if n.item_id in labels
+        ]
+    return out
+
+
+def _from_worker(payload: Mapping[str, Sequence[Sequence[float]]]) -> dict[str, list[Neighbour]]:
+    return {
+        kind: [Neighbour(int(item_id), float(distance)) for item_id, distance in hits]
+        for kind, hits in payload.items()
+    }
+
+
+def _not_embedded(item: ItemRef) -> ApiError:
+    detail = {"status": item.status}
+    if item.status == "failed":
+        return ApiError(
+            409, "item_not_embedded", f"Item {item.sku!r} failed ingestion: {item.error}", detail
+        )
+    return ApiError(
+        409,
+        "item_not_embedded",
+        f"Item {item.sku!r} has no vectors yet (status {item.status}); retry once ingestion is"
+        " done.",
+        detail,
+    )
+
+
+def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> dict[str, Any]:
+    session = db()
+    item = reader.find_item(session, sku)
+    if item is None:
+        raise ApiError(404, "item_not_found", f"No item with SKU {sku!r}.")
+    if item.version is None:
+        raise _not_embedded(item)
+    pointer = lists_pointer()
+    generation = pointer.generation()
+    found = reader.item_neighbours(session, pointer.client(), generation, item, kinds, k)
+    waiting = [kind for kind, hits in found.items() if hits is None]
+    answered: dict[str, list[Neighbour]] = {
+        kind: hits for kind, hits in found.items() if hits is not None
+    }
+    if waiting:
+        answer = _ask_worker(
+            task_names.SEARCH_ITEM,
+            {"item_id": item.id, "version": item.version, "kinds": waiting, "k": k},
+        )
+        if "error" in answer:
+            raise ApiError(404, "item_not_found", f"No item with SKU {sku!r}.")
+        answered.update(_from_worker(answer["results"]))
+    documents = _documents(answered)
+    results = {kind: documents.get(kind, []) for kind in kinds}
+    missing = {kind: ITEM_MISSING[kind] for kind in kinds if kind not in item.kinds}
+    return {
+        "sku": sku,
+        "model_version": item.version,
+        "results": results,
+        "missing": missing,
+    }
+
+
+def _read_upload(upload: FileStorage | None) -> bytes:
+    limit = settings().max_upload_bytes
+    if upload is None:
+        raise ApiError(422, "image_required", "Send the photo as the multipart file 'image'.")
+    data = upload.stream.read(limit + 1)
+    if not data:
+        raise ApiError(422, "image_rejected", "The uploaded file is empty.", {"reason": "empty"})
+    if len(data) > limit:
+        raise ApiError(
+            422,
+            "image_rejected",
+            f"The photo is larger than {limit} bytes.",
+            {"reason": "too_large"},
+        )
+    try:
+        probe(data, settings().max_image_pixels)
+    except ImageRejected as exc:
+        raise ApiError(422, "image_rejected", exc.message, {"reason": exc.reason}) from exc
+    return data
+
+
+def recommend_for_upload(
+    upload: FileStorage | None, k: int, kinds: Sequence[str]
+) -> dict[str, Any]:
+    data = _read_upload(upload)
+    stored = MediaStore(settings().media_root).put_bytes(data)
+    answer = _ask_worker(
+        task_names.SEARCH_PHOTO, {"media_key": stored.key, "kinds": list(kinds), "k": k}
+    )
+    if "error" in answer:
+        error = answer["error"]
+        raise ApiError(422, "image_rejected", error["message"], {"reason": error["reason"]})
+    documents = _documents(_from_worker(answer["results"]))
+    present = set(answer.get("kinds", []))
+    return {
+        "model_version": answer["model_version"],
+        "query": {
+            "media_key": stored.key,
+            "image_url": image_url(stored.key),
+            "crops": answer.get("crops", {}),
+        },
+        "results": {kind: documents.get(kind, []) for kind in kinds},
+        "missing": {kind: PHOTO_MISSING[kind] for kind in kinds if kind not in present},
+    }

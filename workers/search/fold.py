@@ -1,0 +1,455 @@
+"""Folding the change log into the neighbour lists, exactly, in one pass over each matrix.
+
+One fold at a time across every worker (a PostgreSQL advisory lock), so concurrent batches
+never lose each other's updates. Inside one REPEATABLE READ snapshot a fold:
+
+1. takes every change no fold took in yet (``list_changes.fold_id IS NULL``) and brings the
+   matrices of the kinds they touch up to that snapshot (workers.search.index);
+2. strips every changed item out of every list it was in (a list minus some items is still an
+   exact prefix of the order over the rest);
+3. puts each changed item that still has a vector into every list it now belongs to: one matrix
+   product of the changed vectors against the matrix (O(N x changes x d)), float32 estimates
+   screened against each list's last distance with the proven error margin, exact float64
+   distances for the pairs that pass;
+4. recomputes from scratch the lists of changed items, and of items whose list lost more than
+   its slack (workers.search.kernels.nearest_rows): with no lists at all this *is* the full
+   computation, blocked;
+5. writes the lists it changed and marks the changes with its id, then commits.
+
+After the commit it updates the Redis cache in one MULTI (lists + the fold id), or reloads a
+whole generation when the cache is cold or behind (workers.search.cache_writer), and purges
+change rows older than the retention that the cache no longer needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from shared.config import Settings
+from shared.search import lists_cache
+from shared.search.knn import _EPS32, exact_squared_distances
+from shared.search.lists import K_MAX, LIST_WIDTH, NeighbourList, from_columns
+from shared.search.loader import libpq_url
+from workers.search import cache_writer
+from workers.search.index import KindMatrix, VectorIndex, get_index
+from workers.search.kernels import nearest_rows
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key shared by every fold and cache reload ("visr").
+FOLD_LOCK = 0x76697372
+
+
+@dataclass
+class FoldReport:
+    fold_id: int | None = None
+    changes: int = 0
+    lists_written: int = 0
+    lists_removed: int = 0
+    recomputed: int = 0
+    seconds: float = 0.0
+    compute_seconds: float = 0.0
+    cache: str = "unchanged"  # applied | reloaded | unavailable | unchanged
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "fold_id": self.fold_id,
+            "changes": self.changes,
+            "lists_written": self.lists_written,
+            "lists_removed": self.lists_removed,
+            "recomputed": self.recomputed,
+            "seconds": round(self.seconds, 3),
+            "compute_seconds": round(self.compute_seconds, 3),
+            "cache": self.cache,
+            "kinds": self.kinds,
+        }
+
+
+class advisory_lock:
+    """The fold lock, held on its own autocommit connection until released."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> psycopg.Connection[Any]:
+        self.conn.execute("SELECT pg_advisory_lock(%s)", (FOLD_LOCK,))
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", (FOLD_LOCK,))
+        except psycopg.Error:
+            log.warning("could not release the fold lock; it goes with the connection")
+
+
+def connect(settings: Settings) -> psycopg.Connection[Any]:
+    return psycopg.connect(libpq_url(settings.database_url), autocommit=True)
+
+
+# --------------------------------------------------------------------------- lists in memory
+
+
+def load_lists(conn: psycopg.Connection[Any], matrix: KindMatrix) -> None:
+    """The lists PostgreSQL holds for this matrix's rows, in the current snapshot."""
+    matrix.list_ids[: matrix.n] = -1
+    matrix.list_d2[: matrix.n] = np.inf
+    matrix.list_len[: matrix.n] = 0
+    matrix.list_complete[: matrix.n] = False
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT item_id, neighbour_ids, sq_distances, complete FROM neighbour_lists"
+            " WHERE model_version = %s AND kind = %s",
+            (matrix.version, matrix.kind),
+        )
+        for item_id, ids, d2, complete in cur:
+            row = matrix.row_of.get(int(item_id))
+            if row is None:
+                continue
+            stored = from_columns(ids, d2, complete)
+            count = min(len(stored), LIST_WIDTH)
+            matrix.list_ids[row, :count] = stored.ids[:count]
+            matrix.list_d2[row, :count] = stored.sq_distances[:count]
+            matrix.list_len[row] = count
+            matrix.list_complete[row] = stored.complete
+    matrix.lists_loaded = True
+
+
+def _row_list(matrix: KindMatrix, row: int) -> NeighbourList:
+    count = int(matrix.list_len[row])
+    return NeighbourList(
+        matrix.list_ids[row, :count].copy(),
+        matrix.list_d2[row, :count].copy(),
+        bool(matrix.list_complete[row]),
+    )
+
+
+def _set_row(matrix: KindMatrix, row: int, ids: np.ndarray, d2: np.ndarray, complete: bool) -> None:
+    order = np.lexsort((ids, d2))
+    if order.size > LIST_WIDTH:
+        order = order[:LIST_WIDTH]
+        complete = False
+    count = order.size
+    matrix.list_ids[row] = -1
+    matrix.list_d2[row] = np.inf
+    matrix.list_ids[row, :count] = ids[order]
+    matrix.list_d2[row, :count] = d2[order]
+    matrix.list_len[row] = count
+    matrix.list_complete[row] = complete
+
+
+# --------------------------------------------------------------------------- one kind
+
+
+@dataclass
+class _KindFold:
+    written: set[int]  # rows whose list changed
+    removed: list[int]  # item ids whose list is gone
+    recomputed: int
+
+
+def _strip(matrix: KindMatrix, changed: np.ndarray) -> set[int]:
+    """Remove every changed item from every list; returns the rows that lost an entry."""
+    n = matrix.n
+    if n == 0 or changed.size == 0:
+        return set()
+    lists = matrix.list_ids[:n]
+    top = int(max(int(changed.max()), int(lists.max(initial=-1)))) + 2
+    flag = np.zeros(top, dtype=bool)
+    flag[changed + 1] = True
+    hit = flag[lists + 1]  # -1 (empty slots) maps to flag[0], always False
+    rows = np.flatnonzero(hit.any(axis=1))
+    for row in rows.tolist():
+        count = int(matrix.list_len[row])
+        keep = ~hit[row, :count]
+        ids = matrix.list_ids[row, :count][keep]
+        d2 = matrix.list_d2[row, :count][keep]
+        _set_row(matrix, row, ids, d2, bool(matrix.list_complete[row]))
+    return set(rows.tolist())
+
+
+def _insert(matrix: KindMatrix, new_rows: np.ndarray, skip: np.ndarray) -> set[int]:
+    """Put the items of ``new_rows`` into every other list they belong to."""
+    n = matrix.n
+    if new_rows.size == 0 or n < 2:
+        return set()
+    x = matrix.live_vectors
+    norms = matrix.live_norms
+    ids = matrix.live_ids
+    queries = x[new_rows]
+    q_sq = np.einsum("ij,ij->i", queries.astype(np.float64), queries.astype(np.float64))
+    approx = x @ queries.T  # (n, b) float32: the one pass over the matrix
+    approx *= -2.0
+    approx += norms[:, None]
+    approx += q_sq.astype(np.float32)[None, :]
+    lens = matrix.list_len[:n]
+    complete = matrix.list_complete[:n]
+    last = np.where(lens > 0, matrix.list_d2[np.arange(n), np.maximum(lens - 1, 0)], -np.inf)
+    threshold = np.where(complete, np.inf, last)
+    margin = 4.0 * x.shape[1] * _EPS32 * (float(norms.max()) + q_sq)  # per new item
+    screen = approx <= (threshold[:, None] + margin[None, :].astype(np.float32))
+    screen[new_rows, np.arange(new_rows.size)] = False  # not its own neighbour
+    screen[skip] = False  # rows recomputed from scratch anyway
+    additions: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for c in range(new_rows.size):
+        rows = np.flatnonzero(screen[:, c])
+        if rows.size == 0:
+            continue
+        exact = exact_squared_distances(x[rows], queries[c])
+        cid = int(ids[new_rows[c]])
+        for row, d2 in zip(rows.tolist(), exact.tolist(), strict=True):
+            if complete[row]:
+                additions[row].append((cid, d2))
+                continue
+            count = int(lens[row])
+            tail = (float(matrix.list_d2[row, count - 1]), int(matrix.list_ids[row, count - 1]))
+            # Past the list's last entry, unseen items may come first: the prefix stays as is.
+            if (d2, cid) < tail:
+                additions[row].append((cid, d2))
+    for row, extra in additions.items():
+        count = int(lens[row])
+        new_ids = np.array([i for i, _ in extra], dtype=np.int64)
+        new_d2 = np.array([d for _, d in extra], dtype=np.float64)
+        _set_row(
+            matrix,
+            row,
+            np.concatenate([matrix.list_ids[row, :count], new_ids]),
+            np.concatenate([matrix.list_d2[row, :count], new_d2]),
+            bool(complete[row]),
+        )
+    return set(additions)
+
+
+def _recompute(matrix: KindMatrix, rows: np.ndarray, settings: Settings, device: str) -> None:
+    if rows.size == 0:
+        return
+    ranked = nearest_rows(
+        matrix.live_vectors,
+        matrix.live_norms,
+        matrix.live_ids,
+        matrix.live_vectors[rows],
+        LIST_WIDTH,
+        self_rows=rows,
+        block_rows=settings.list_block_rows,
+        device=device,
+    )
+    ids = matrix.live_ids
+    others = matrix.n - 1
+    for offset, row in enumerate(rows.tolist()):
+        count = int(ranked.counts[offset])
+        found = ranked.rows[offset, :count]
+        matrix.list_ids[row] = -1
+        matrix.list_d2[row] = np.inf
+        matrix.list_ids[row, :count] = ids[found]
+        matrix.list_d2[row, :count] = ranked.sq_distances[offset, :count]
+        matrix.list_len[row] = count
+        matrix.list_complete[row] = count == others
+
+
+def fold_kind(
+    matrix: KindMatrix, changed_ids: np.ndarray, settings: Settings, device: str = "numpy"
+) -> _KindFold:
+    """Steps 2-4 of the module docstring for one (version, kind); lists change in place."""
+    n = matrix.n
+    removed = [int(i) for i in changed_ids.tolist() if int(i) not in matrix.row_of]
+    new_rows = np.array(
+        sorted(matrix.row_of[int(i)] for i in changed_ids.tolist() if int(i) in matrix.row_of),
+        dtype=np.int64,
+    )
+    written = _strip(matrix, changed_ids)
+    lens = matrix.list_len[:n]
+    short = (lens < min(K_MAX, max(n - 1, 0))) & ~matrix.list_complete[:n]
+    recompute = np.union1d(new_rows, np.flatnonzero(short)).astype(np.int64)
+    written |= _insert(matrix, new_rows, recompute)
+    _recompute(matrix, recompute, settings, device)
+    written |= set(recompute.tolist())
+    # A truncated list that now holds every other item (the catalogue shrank) is complete.
+    whole = np.flatnonzero((matrix.list_len[:n] == n - 1) & ~matrix.list_complete[:n])
+    matrix.list_complete[whole] = True
+    written |= set(whole.tolist())
+    return _KindFold(written, removed, int(recompute.size))
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _write_lists(
+    conn: psycopg.Connection[Any],
+    fold_id: int,
+    rows: list[tuple[str, str, int, NeighbourList]],
+    removed: list[tuple[str, str, int]],
+) -> None:
+    if rows:
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS fold_lists (model_version text, kind text,"
+            " item_id bigint, neighbour_ids bytea, sq_distances bytea, complete boolean)"
+            " ON COMMIT DELETE ROWS"
+        )
+        with conn.cursor() as cur, cur.copy("COPY fold_lists FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["text", "text", "int8", "bytea", "bytea", "bool"])
+            for version, kind, item_id, value in rows:
+                copy.write_row(
+                    (
+                        version,
+                        kind,
+                        item_id,
+                        value.id_bytes(),
+                        value.distance_bytes(),
+                        value.complete,
+                    )
+                )
+        conn.execute(
+            "INSERT INTO neighbour_lists AS t (model_version, kind, item_id, neighbour_ids,"
+            " sq_distances, complete, fold_id)"
+            " SELECT model_version, kind, item_id, neighbour_ids, sq_distances, complete, %s"
+            " FROM fold_lists"
+            " ON CONFLICT (model_version, kind, item_id) DO UPDATE SET"
+            " neighbour_ids = excluded.neighbour_ids, sq_distances = excluded.sq_distances,"
+            " complete = excluded.complete, fold_id = excluded.fold_id",
+            (fold_id,),
+        )
+    by_kind: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for version, kind, item_id in removed:
+        by_kind[version, kind].append(item_id)
+    for (version, kind), item_ids in by_kind.items():
+        conn.execute(
+            "DELETE FROM neighbour_lists WHERE model_version = %s AND kind = %s"
+            " AND item_id = ANY(%s)",
+            (version, kind, item_ids),
+        )
+
+
+def purge_changes(conn: psycopg.Connection[Any], settings: Settings, keep_from: int | None) -> int:
+    """Delete change rows folded longer ago than the retention and not needed by the cache.
+
+    ``keep_from``: the fold the live cache generation includes (its readers still need every
+    change after it); None when the cache could not be read, then nothing is purged.
+    """
+    if keep_from is None:
+        return 0
+    horizon = conn.execute(
+        "SELECT coalesce(max(id), 0) FROM list_folds"
+        " WHERE created_at < now() - make_interval(secs => %s) AND id <= %s",
+        (settings.list_change_retention_s, keep_from),
+    ).fetchone()[0]
+    if not horizon:
+        return 0
+    with conn.transaction():
+        deleted = conn.execute("DELETE FROM list_changes WHERE fold_id <= %s", (horizon,)).rowcount
+        conn.execute(
+            "UPDATE list_state SET purged_through = greatest(purged_through, %s) WHERE id = 1",
+            (horizon,),
+        )
+    return int(deleted or 0)
+
+
+# --------------------------------------------------------------------------- the fold
+
+
+def fold(
+    settings: Settings,
+    *,
+    index: VectorIndex | None = None,
+    device: str = "numpy",
+    reason: str = "",
+) -> FoldReport:
+    """Fold every pending change; safe to call any time, from any number of workers."""
+    index = index or get_index()
+    report = FoldReport()
+    started = time.perf_counter()
+    with connect(settings) as conn, advisory_lock(conn), index.lock:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        try:
+            prev_fold = int(
+                conn.execute("SELECT coalesce(max(id), 0) FROM list_folds").fetchone()[0]
+            )
+            pending = conn.execute(
+                "SELECT DISTINCT model_version, kind, item_id FROM list_changes"
+                " WHERE fold_id IS NULL"
+            ).fetchall()
+            updates: list[lists_cache.ListUpdate] = []
+            if not pending:
+                conn.execute("ROLLBACK")
+            else:
+                updates = _fold_locked(conn, settings, index, device, prev_fold, pending, report)
+                conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            index.invalidate_lists()
+            raise
+        if report.fold_id is not None:
+            for matrix in index.matrices.values():
+                if matrix.synced_fold >= prev_fold:
+                    matrix.synced_fold = report.fold_id
+            index.lists_fold = report.fold_id
+        # Still under the lock: no other fold or reload can slip between PostgreSQL and Redis.
+        report.cache = cache_writer.after_fold(conn, settings, report.fold_id, prev_fold, updates)
+        purge_changes(conn, settings, cache_writer.live_applied(settings))
+    report.seconds = time.perf_counter() - started
+    if report.fold_id is not None:
+        log.info("neighbour lists folded", extra={"reason": reason, **report.as_dict()})
+    return report
+
+
+def _fold_locked(
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    index: VectorIndex,
+    device: str,
+    prev_fold: int,
+    pending: list[tuple[str, str, int]],
+    report: FoldReport,
+) -> list[lists_cache.ListUpdate]:
+    fold_id = int(
+        conn.execute(
+            "INSERT INTO list_folds (changes) VALUES (%s) RETURNING id", (len(pending),)
+        ).fetchone()[0]
+    )
+    report.fold_id = fold_id
+    report.changes = len(pending)
+    if index.lists_fold != prev_fold:
+        # Another process folded since (or this one never did): our lists are not PostgreSQL's.
+        index.invalidate_lists()
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for version, kind, item_id in pending:
+        groups[version, kind].append(int(item_id))
+    rows: list[tuple[str, str, int, NeighbourList]] = []
+    removed: list[tuple[str, str, int]] = []
+    updates: list[lists_cache.ListUpdate] = []
+    compute = 0.0
+    for (version, kind), item_ids in sorted(groups.items()):
+        matrix = index.sync(conn, version, kind)
+        if not matrix.lists_loaded:
+            load_lists(conn, matrix)
+        began = time.perf_counter()
+        result = fold_kind(
+            matrix, np.array(sorted(set(item_ids)), dtype=np.int64), settings, device
+        )
+        compute += time.perf_counter() - began
+        report.recomputed += result.recomputed
+        report.kinds[f"{version[:12]}/{kind}"] = len(result.written)
+        for row in sorted(result.written):
+            value = _row_list(matrix, row)
+            item_id = int(matrix.item_ids[row])
+            rows.append((version, kind, item_id, value))
+            updates.append(lists_cache.ListUpdate(version, kind, item_id, value))
+        for item_id in result.removed:
+            removed.append((version, kind, item_id))
+            updates.append(lists_cache.ListUpdate(version, kind, item_id, None))
+    _write_lists(conn, fold_id, rows, removed)
+    conn.execute("UPDATE list_changes SET fold_id = %s WHERE fold_id IS NULL", (fold_id,))
+    report.lists_written = len(rows)
+    report.lists_removed = len(removed)
+    report.compute_seconds = compute
+    conn.execute(
+        "UPDATE list_folds SET lists_written = %s, seconds = %s WHERE id = %s",
+        (len(rows), compute, fold_id),
+    )
+    return updates

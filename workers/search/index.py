@@ -1,0 +1,240 @@
+"""A worker's matrices: every vector of each (model version, kind), kept in step with PostgreSQL.
+
+The first use of a (version, kind) streams its vectors out of PostgreSQL (binary COPY, in item
+id order). After that the matrix follows the change log (``list_changes``, filled by triggers on
+``embeddings``): a sync re-reads the vectors of every item changed since the last fold it saw,
+plus the changes no fold has taken in yet, inside one REPEATABLE READ snapshot, and patches rows
+in place. After a sync the matrix equals what PostgreSQL holds in that snapshot. A matrix older
+than the log's retention (``list_state.purged_through``) is reloaded whole.
+
+Rows are not kept in id order (a deleted row is filled by the last one), so ties are always
+broken by ``item_ids``, never by row number. Neighbour lists ride along row by row for the fold
+(workers.search.fold).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+from tqdm import tqdm
+
+from shared.search.knn import squared_norms
+from shared.search.lists import LIST_WIDTH
+from shared.search.loader import stream_vectors
+from shared.vectors import DTYPE
+
+log = logging.getLogger(__name__)
+
+_GROWTH = 1.25
+
+
+@dataclass
+class KindMatrix:
+    """One (version, kind): vectors by row, the row of each item, and the rows' lists."""
+
+    version: str
+    kind: str
+    dim: int = 0
+    n: int = 0
+    vectors: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
+    sq_norms: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    item_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    row_of: dict[int, int] = field(default_factory=dict)
+    # The newest fold whose changes this matrix includes (rows may be newer still).
+    synced_fold: int = 0
+    # Neighbour lists per row (loaded by the fold); list_ids are item ids, -1 past list_len.
+    lists_loaded: bool = False
+    list_ids: np.ndarray = field(default_factory=lambda: np.empty((0, LIST_WIDTH), np.int64))
+    list_d2: np.ndarray = field(default_factory=lambda: np.empty((0, LIST_WIDTH), np.float64))
+    list_len: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    list_complete: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
+
+    @property
+    def live_vectors(self) -> np.ndarray:
+        return self.vectors[: self.n]
+
+    @property
+    def live_norms(self) -> np.ndarray:
+        return self.sq_norms[: self.n]
+
+    @property
+    def live_ids(self) -> np.ndarray:
+        return self.item_ids[: self.n]
+
+    def _reserve(self, rows: int) -> None:
+        if rows <= self.vectors.shape[0]:
+            return
+        cap = max(rows, int(self.vectors.shape[0] * _GROWTH) + 16)
+
+        def grown(array: np.ndarray, shape: tuple[int, ...], fill: Any) -> np.ndarray:
+            out = np.full(shape, fill, dtype=array.dtype)
+            out[: self.n] = array[: self.n]
+            return out
+
+        self.vectors = grown(self.vectors, (cap, self.dim), 0.0)
+        self.sq_norms = grown(self.sq_norms, (cap,), 0.0)
+        self.item_ids = grown(self.item_ids, (cap,), -1)
+        self.list_ids = grown(self.list_ids, (cap, LIST_WIDTH), -1)
+        self.list_d2 = grown(self.list_d2, (cap, LIST_WIDTH), np.inf)
+        self.list_len = grown(self.list_len, (cap,), 0)
+        self.list_complete = grown(self.list_complete, (cap,), False)
+
+    def put(self, item_id: int, vector: np.ndarray) -> int:
+        """Insert or overwrite an item's vector; returns its row. Its list is emptied."""
+        if self.dim == 0:
+            self.dim = int(vector.shape[0])
+            self.vectors = np.empty((0, self.dim), np.float32)
+        elif vector.shape[0] != self.dim:
+            raise ValueError(
+                f"{self.version}/{self.kind}: item {item_id} has {vector.shape[0]} values,"
+                f" the others {self.dim}"
+            )
+        row = self.row_of.get(item_id)
+        if row is None:
+            self._reserve(self.n + 1)
+            row = self.n
+            self.n += 1
+            self.row_of[item_id] = row
+            self.item_ids[row] = item_id
+        self.vectors[row] = vector
+        self.sq_norms[row] = squared_norms(vector[None, :].astype(np.float32))[0]
+        self.list_ids[row] = -1
+        self.list_d2[row] = np.inf
+        self.list_len[row] = 0
+        self.list_complete[row] = False
+        return row
+
+    def remove(self, item_id: int) -> bool:
+        """Drop an item's row (the last row moves into the hole, list and all)."""
+        row = self.row_of.pop(item_id, None)
+        if row is None:
+            return False
+        last = self.n - 1
+        if row != last:
+            moved = int(self.item_ids[last])
+            for array in (
+                self.vectors,
+                self.sq_norms,
+                self.item_ids,
+                self.list_ids,
+                self.list_d2,
+                self.list_len,
+                self.list_complete,
+            ):
+                array[row] = array[last]
+            self.row_of[moved] = row
+        self.item_ids[last] = -1
+        self.n = last
+        return True
+
+    def bulk_load(self, item_ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.dim = int(vectors.shape[1]) if vectors.size else self.dim
+        self.n = 0
+        self.vectors = np.empty((0, self.dim), np.float32)
+        self.sq_norms = np.empty(0, np.float32)
+        self.item_ids = np.empty(0, np.int64)
+        self.list_ids = np.empty((0, LIST_WIDTH), np.int64)
+        self.list_d2 = np.empty((0, LIST_WIDTH), np.float64)
+        self.list_len = np.empty(0, np.int64)
+        self.list_complete = np.empty(0, bool)
+        self._reserve(len(item_ids))
+        self.n = len(item_ids)
+        self.vectors[: self.n] = vectors
+        self.sq_norms[: self.n] = squared_norms(vectors) if self.n else 0
+        self.item_ids[: self.n] = item_ids
+        self.row_of = {int(i): r for r, i in enumerate(item_ids.tolist())}
+        self.lists_loaded = False
+
+
+def _load_matrix(
+    conn: psycopg.Connection[Any], version: str, kind: str
+) -> tuple[np.ndarray, np.ndarray]:
+    ids: list[int] = []
+    chunks: list[bytes] = []
+    rows = tqdm(
+        stream_vectors(conn, version, kind),
+        desc=f"load {version[:12]}/{kind}",
+        unit="row",
+        disable=None,
+        mininterval=2,
+    )
+    for row in rows:
+        ids.append(row.item_id)
+        chunks.append(row.vector)
+    if not ids:
+        return np.empty(0, np.int64), np.empty((0, 0), np.float32)
+    flat = np.frombuffer(b"".join(chunks), dtype=DTYPE).astype(np.float32)
+    return np.asarray(ids, dtype=np.int64), flat.reshape(len(ids), -1)
+
+
+class VectorIndex:
+    """Every (version, kind) matrix this worker process has needed so far."""
+
+    def __init__(self) -> None:
+        self.matrices: dict[tuple[str, str], KindMatrix] = {}
+        # The newest fold this process's lists include; another process folding moves it.
+        self.lists_fold: int | None = None
+        self.lock = threading.RLock()
+
+    def invalidate_lists(self) -> None:
+        for matrix in self.matrices.values():
+            matrix.lists_loaded = False
+        self.lists_fold = None
+
+    def sync(self, conn: psycopg.Connection[Any], version: str, kind: str) -> KindMatrix:
+        """Bring one matrix up to the snapshot of ``conn``'s open REPEATABLE READ transaction."""
+        newest_fold, purged = conn.execute(
+            "SELECT coalesce((SELECT max(id) FROM list_folds), 0),"
+            " (SELECT purged_through FROM list_state WHERE id = 1)"
+        ).fetchone()
+        matrix = self.matrices.get((version, kind))
+        if matrix is None or matrix.synced_fold < (purged or 0):
+            matrix = KindMatrix(version, kind)
+            ids, vectors = _load_matrix(conn, version, kind)
+            matrix.bulk_load(ids, vectors)
+            matrix.synced_fold = int(newest_fold)
+            self.matrices[(version, kind)] = matrix
+            log.info(
+                "matrix loaded",
+                extra={"model_version": version, "kind": kind, "rows": matrix.n},
+            )
+            return matrix
+        changed = conn.execute(
+            "SELECT c.item_id, e.vector FROM"
+            " (SELECT DISTINCT item_id FROM list_changes WHERE model_version = %(v)s"
+            "  AND kind = %(k)s AND (fold_id IS NULL OR fold_id > %(f)s)) c"
+            " LEFT JOIN embeddings e"
+            " ON e.item_id = c.item_id AND e.model_version = %(v)s AND e.kind = %(k)s",
+            {"v": version, "k": kind, "f": matrix.synced_fold},
+        ).fetchall()
+        for item_id, vector in changed:
+            if vector is None:
+                matrix.remove(int(item_id))
+            else:
+                matrix.put(int(item_id), np.frombuffer(vector, dtype=DTYPE).astype(np.float32))
+        matrix.synced_fold = int(newest_fold)
+        return matrix
+
+
+_index: VectorIndex | None = None
+_index_lock = threading.Lock()
+
+
+def get_index() -> VectorIndex:
+    """This process's index (made on first use, after any fork)."""
+    global _index
+    with _index_lock:
+        if _index is None:
+            _index = VectorIndex()
+        return _index
+
+
+def reset_index() -> None:
+    global _index
+    with _index_lock:
+        _index = None

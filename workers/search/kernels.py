@@ -1,0 +1,136 @@
+"""Exact nearest rows for many queries at once: blocked matrix products, then a float64 re-rank.
+
+For a block of query rows the float32 estimates ``||x||^2 - 2 x.q + ||q||^2`` of every
+distance come from one matrix product (BLAS on CPU, torch on CUDA). Float32 rounding can reorder
+near-equal distances, so the estimates only *select*: every row whose estimate lies within a
+proven error margin of the block row's w-th estimate (shared.search.knn's bound). The selected
+pairs get their exact float64 distances from the vectors themselves, with the same function the
+web tier uses for the changes it adds, and are ordered by (distance, item id). The result
+therefore equals a float64 brute force over the same vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shared.search.knn import _EPS32, exact_squared_distances
+
+
+@dataclass(frozen=True)
+class RankedRows:
+    """Per query: the nearest rows of the matrix (``-1`` padded), exact squared distances."""
+
+    rows: np.ndarray  # (m, w) int64, -1 past ``counts``
+    sq_distances: np.ndarray  # (m, w) float64, inf past ``counts``
+    counts: np.ndarray  # (m,) int64
+
+
+def _margins(max_sq_norm: float, q_sq: np.ndarray, dim: int) -> np.ndarray:
+    # Two float32 estimates are compared, each off by at most 2*dim*eps*(||x||^2 + ||q||^2).
+    return 4.0 * dim * _EPS32 * (max_sq_norm + q_sq) + 1e-30
+
+
+def _blocks(m: int, rows: int) -> Iterator[slice]:
+    for start in range(0, m, max(1, rows)):
+        yield slice(start, min(m, start + max(1, rows)))
+
+
+class _Estimator:
+    """float32 distance estimates of a query block against the whole matrix."""
+
+    def __init__(self, vectors: np.ndarray, sq_norms: np.ndarray, device: str) -> None:
+        self.device = device
+        self.torch: Any = None
+        if device != "numpy":
+            import torch
+
+            self.torch = torch
+            self.x = torch.from_numpy(np.ascontiguousarray(vectors)).to(device)
+            self.norms = torch.from_numpy(np.ascontiguousarray(sq_norms)).to(device)
+        else:
+            self.x = vectors
+            self.norms = sq_norms
+
+    def candidates(
+        self,
+        queries: np.ndarray,
+        q_sq: np.ndarray,
+        self_rows: np.ndarray,
+        width: int,
+        margin: np.ndarray,
+    ) -> list[np.ndarray]:
+        """Per query, the rows that could rank within ``width`` (self rows excluded)."""
+        b = queries.shape[0]
+        n = self.x.shape[0]
+        kk = min(width, n - (self_rows >= 0).astype(np.int64).max(initial=0))
+        if kk <= 0:
+            return [np.empty(0, np.int64) for _ in range(b)]
+        if self.torch is None:
+            approx = queries @ self.x.T
+            approx *= -2.0
+            approx += self.norms[None, :]
+            approx += q_sq.astype(np.float32)[:, None]
+            own = np.flatnonzero(self_rows >= 0)
+            approx[own, self_rows[own]] = np.inf
+            kth = np.partition(approx, kk - 1, axis=1)[:, kk - 1]
+            limit = kth + margin.astype(np.float32)
+            mask = approx <= limit[:, None]
+        else:
+            torch = self.torch
+            q = torch.from_numpy(np.ascontiguousarray(queries)).to(self.device)
+            approx = torch.addmm(self.norms.unsqueeze(0), q, self.x.T, alpha=-2.0)
+            approx += torch.from_numpy(q_sq.astype(np.float32)).to(self.device).unsqueeze(1)
+            own = np.flatnonzero(self_rows >= 0)
+            if own.size:
+                approx[torch.from_numpy(own), torch.from_numpy(self_rows[own])] = float("inf")
+            kth = torch.kthvalue(approx, kk, dim=1).values
+            limit = kth + torch.from_numpy(margin.astype(np.float32)).to(self.device)
+            mask = (approx <= limit.unsqueeze(1)).cpu().numpy()
+        return [np.flatnonzero(row) for row in mask]
+
+
+def nearest_rows(
+    vectors: np.ndarray,
+    sq_norms: np.ndarray,
+    item_ids: np.ndarray,
+    queries: np.ndarray,
+    width: int,
+    self_rows: np.ndarray | None = None,
+    *,
+    block_rows: int = 512,
+    device: str = "numpy",
+) -> RankedRows:
+    """The ``width`` nearest rows of ``vectors`` to each query, ties by ``item_ids``.
+
+    ``vectors`` (n, d) float32 with ``sq_norms`` its squared row norms; ``queries`` (m, d);
+    ``self_rows[i] >= 0`` excludes that row from query i's answer (an item is not its own
+    neighbour). ``device``: "numpy" (BLAS on this CPU) or a torch device ("cuda", "cpu").
+    """
+    m = queries.shape[0]
+    rows_out = np.full((m, width), -1, dtype=np.int64)
+    d2_out = np.full((m, width), np.inf, dtype=np.float64)
+    counts = np.zeros(m, dtype=np.int64)
+    n = vectors.shape[0]
+    if m == 0 or n == 0 or width <= 0:
+        return RankedRows(rows_out, d2_out, counts)
+    own = np.full(m, -1, dtype=np.int64) if self_rows is None else np.asarray(self_rows, np.int64)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    q_sq = np.einsum("ij,ij->i", queries.astype(np.float64), queries.astype(np.float64))
+    margins = _margins(float(sq_norms.max()), q_sq, vectors.shape[1])
+    estimator = _Estimator(vectors, sq_norms, device)
+    for block in _blocks(m, block_rows):
+        found = estimator.candidates(queries[block], q_sq[block], own[block], width, margins[block])
+        for offset, cand in enumerate(found):
+            i = block.start + offset
+            if cand.size == 0:
+                continue
+            exact = exact_squared_distances(vectors[cand], queries[i])
+            order = np.lexsort((item_ids[cand], exact))[:width]
+            counts[i] = order.size
+            rows_out[i, : order.size] = cand[order]
+            d2_out[i, : order.size] = exact[order]
+    return RankedRows(rows_out, d2_out, counts)

@@ -1,0 +1,46 @@
+"""Neighbour-list maintenance tasks (queue ``default``): the debounced fold and cache reloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared import task_names
+from shared.config import get_settings
+from shared.search.scheduling import clear_fold_pending, clear_reload_pending
+from workers.celery_app import app
+from workers.ingestion.errors import TRANSIENT_ERRORS
+from workers.search import cache_writer
+from workers.search.device import list_device
+from workers.search.fold import advisory_lock, connect, fold
+
+
+@app.task(
+    name=task_names.FOLD_LISTS,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=None,
+)
+def fold_lists(reason: str = "") -> dict[str, Any]:
+    """Fold every pending embedding change into the neighbour lists (exact; idempotent)."""
+    settings = get_settings()
+    # Cleared first: changes committed while this runs must schedule the next fold.
+    clear_fold_pending(settings)
+    return fold(settings, device=list_device(settings), reason=reason).as_dict()
+
+
+@app.task(
+    name=task_names.RELOAD_LISTS_CACHE,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=None,
+)
+def reload_cache(reason: str = "") -> dict[str, Any]:
+    """Copy the lists from PostgreSQL into a fresh cache generation (the cache was lost)."""
+    settings = get_settings()
+    try:
+        with connect(settings) as conn, advisory_lock(conn):
+            return cache_writer.reload(conn, settings, reason=reason)
+    finally:
+        clear_reload_pending(settings)
