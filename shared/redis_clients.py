@@ -15,12 +15,13 @@ import redis
 SOCKET_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 1.0
 
-_clients: dict[tuple[int, str], redis.Redis] = {}
+_clients: dict[tuple[int, str, float], redis.Redis] = {}
 _lock = threading.Lock()
 
 
-def redis_client(url: str) -> redis.Redis:
-    key = (os.getpid(), url)
+def redis_client(url: str, timeout_s: float = SOCKET_TIMEOUT_S) -> redis.Redis:
+    """The pooled client for ``url``; ``timeout_s`` bounds every socket read and write."""
+    key = (os.getpid(), url, timeout_s)
     client = _clients.get(key)
     if client is None:
         with _lock:
@@ -28,8 +29,8 @@ def redis_client(url: str) -> redis.Redis:
             if client is None:
                 client = _clients[key] = redis.Redis.from_url(
                     url,
-                    socket_timeout=SOCKET_TIMEOUT_S,
-                    socket_connect_timeout=CONNECT_TIMEOUT_S,
+                    socket_timeout=timeout_s,
+                    socket_connect_timeout=min(CONNECT_TIMEOUT_S, timeout_s),
                     health_check_interval=30,
                 )
     return client

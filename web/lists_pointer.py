@@ -2,7 +2,10 @@
 ``cache_pointer_ttl_s`` at most. That is all a web process keeps: no vectors, no lists.
 
 A missing pointer (cache flushed, or never filled) sends reads to PostgreSQL and asks once, for
-every process together, for a reload from PostgreSQL (shared.search.scheduling).
+every process together, for a reload from PostgreSQL (shared.search.scheduling). A cache that
+does not answer within ``CACHE_TIMEOUT_S`` (down, paused, overloaded) is left alone for
+``CACHE_BACKOFF_S``: requests meanwhile read PostgreSQL without touching the network to Redis,
+so at most one request per process and back-off pays the timeout.
 """
 
 from __future__ import annotations
@@ -19,19 +22,31 @@ from shared.search import lists_cache, scheduling
 
 log = logging.getLogger(__name__)
 
+CACHE_TIMEOUT_S = 0.5
+CACHE_BACKOFF_S = 5.0
+
 
 class ListsPointer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._generation: str | None = None
         self._checked_at = float("-inf")
+        self._down_until = float("-inf")
         self._lock = threading.Lock()
 
     def client(self) -> redis.Redis:
-        return redis_client(self.settings.redis_cache_url)
+        return redis_client(self.settings.redis_cache_url, CACHE_TIMEOUT_S)
+
+    def cache_failed(self, exc: Exception) -> None:
+        """A read timed out or failed: stop asking Redis for a while."""
+        self._down_until = time.monotonic() + CACHE_BACKOFF_S
+        self._generation = None
+        log.warning("lists cache unavailable; reading PostgreSQL", extra={"error": str(exc)})
 
     def generation(self) -> str | None:
         now = time.monotonic()
+        if now < self._down_until:
+            return None
         if now - self._checked_at < self.settings.cache_pointer_ttl_s:
             return self._generation
         with self._lock:

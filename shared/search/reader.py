@@ -20,7 +20,7 @@ PostgreSQL in one statement (one snapshot), with the same rules.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,6 +176,7 @@ def item_neighbours(
     item: ItemRef,
     kinds: Sequence[str],
     k: int,
+    on_cache_error: Callable[[Exception], None] | None = None,
 ) -> dict[str, list[Neighbour] | None]:
     """The k nearest other items per kind the item has; None where a worker must search."""
     kinds = [kind for kind in kinds if kind in item.kinds]
@@ -186,7 +187,10 @@ def item_neighbours(
         try:
             cached = lists_cache.read_item_lists(cache, generation, item.version, item.id, kinds)
         except redis.RedisError as exc:
-            log.warning("lists cache unreadable; reading PostgreSQL", extra={"error": str(exc)})
+            if on_cache_error is not None:
+                on_cache_error(exc)
+            else:
+                log.warning("lists cache unreadable; reading PostgreSQL", extra={"error": str(exc)})
     if cached is not None and all(cached.lists[kind] is not None for kind in kinds):
         changes = _read_changes(session, item, kinds, cached.applied, with_lists=False)
         lists = {kind: cached.lists[kind] for kind in kinds}

@@ -10,8 +10,9 @@ import pytest
 def test_bundle(tmp_path_factory: pytest.TempPathFactory):
     from tests.support.bundles import make_test_bundle
 
-    return make_test_bundle(tmp_path_factory.mktemp("bundle"), detector=True,
-                            input_size=64, test_size=128, seed=0)
+    return make_test_bundle(
+        tmp_path_factory.mktemp("bundle"), detector=True, input_size=64, test_size=128, seed=0
+    )
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 HDF5 = b"\x89HDF\r\n\x1a\n" + b"\0" * 64
 
 
-def fake_bundle(root: Path, *, categories=None, num_classes=13, detector=True,
-                embedder: str | None = "embedder/backbone.weights.h5") -> Path:
+def fake_bundle(
+    root: Path,
+    *,
+    categories=None,
+    num_classes=13,
+    detector=True,
+    embedder: str | None = "embedder/backbone.weights.h5",
+) -> Path:
     """A bundle with the right layout whose weight files are stand-ins (validation only)."""
     (root / "embedder").mkdir(parents=True, exist_ok=True)
     (root / "embedder" / "backbone.weights.h5").write_bytes(HDF5)
@@ -38,12 +44,19 @@ def fake_bundle(root: Path, *, categories=None, num_classes=13, detector=True,
     }
     if detector:
         (root / "detector").mkdir(exist_ok=True)
-        config = {"MODEL": {"META_ARCHITECTURE": "GeneralizedRCNN",
-                            "ROI_HEADS": {"NUM_CLASSES": num_classes}}}
+        config = {
+            "MODEL": {
+                "META_ARCHITECTURE": "GeneralizedRCNN",
+                "ROI_HEADS": {"NUM_CLASSES": num_classes},
+            }
+        }
         (root / "detector" / "config.yaml").write_text(yaml.safe_dump(config))
         (root / "detector" / "model_final.pth").write_bytes(b"stand-in weights")
-        manifest["detector"] = {"config": "detector/config.yaml",
-                                "weights": "detector/model_final.pth", "test_size": 256}
+        manifest["detector"] = {
+            "config": "detector/config.yaml",
+            "weights": "detector/model_final.pth",
+            "test_size": 256,
+        }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
 
@@ -71,11 +84,16 @@ def test_model_version_changes_with_files_and_settings(tmp_path: Path) -> None:
 
 
 def test_settings_override_the_manifest(tmp_path: Path) -> None:
-    bundle = load_bundle(ml_settings(fake_bundle(tmp_path), score_threshold=0.8,
-                                     detector_test_size=320, embedder_input_size=128,
-                                     embedder_weights="random"))
-    assert (bundle.score_threshold, bundle.detector_test_size, bundle.input_size) == (
-        0.8, 320, 128)
+    bundle = load_bundle(
+        ml_settings(
+            fake_bundle(tmp_path),
+            score_threshold=0.8,
+            detector_test_size=320,
+            embedder_input_size=128,
+            embedder_weights="random",
+        )
+    )
+    assert (bundle.score_threshold, bundle.detector_test_size, bundle.input_size) == (0.8, 320, 128)
     assert bundle.embedder_weights == "random"
 
 
@@ -86,10 +104,11 @@ def test_settings_override_the_manifest(tmp_path: Path) -> None:
         (lambda r: (r / "manifest.json").write_text("{not json"), "not valid JSON"),
         (lambda r: (r / "detector" / "model_final.pth").unlink(), "model_final.pth is missing"),
         (lambda r: (r / "detector" / "config.yaml").unlink(), "config.yaml is missing"),
-        (lambda r: (r / "embedder" / "backbone.weights.h5").unlink(),
-         "backbone.weights.h5 is missing"),
-        (lambda r: (r / "embedder" / "backbone.weights.h5").write_bytes(b"garbage"),
-         "not an HDF5"),
+        (
+            lambda r: (r / "embedder" / "backbone.weights.h5").unlink(),
+            "backbone.weights.h5 is missing",
+        ),
+        (lambda r: (r / "embedder" / "backbone.weights.h5").write_bytes(b"garbage"), "not an HDF5"),
         (lambda r: (r / "detector" / "config.yaml").write_text("_BASE_: x.yaml\n"), "_BASE_"),
     ],
 )
@@ -128,16 +147,23 @@ def test_no_model_dir_means_whole_photo_only_and_needs_embedder_weights(tmp_path
 def test_a_bundle_without_detector_is_reported_as_full_only(tmp_path: Path) -> None:
     status = inspect_bundle(ml_settings(fake_bundle(tmp_path, detector=False))).as_dict()
     assert status == {
-        "ok": True, "model_dir": str(tmp_path), "model_version": status["model_version"],
-        "detector": False, "mode": "full_only",
-        "embedder_weights": str(tmp_path / "embedder" / "backbone.weights.h5"), "error": None,
+        "ok": True,
+        "model_dir": str(tmp_path),
+        "model_version": status["model_version"],
+        "detector": False,
+        "mode": "full_only",
+        "embedder_weights": str(tmp_path / "embedder" / "backbone.weights.h5"),
+        "error": None,
     }
 
 
 def test_the_bundle_module_stays_import_light() -> None:
-    code = ("import sys, shared.ml.bundle, shared.ml.pipeline; "
-            "print(sorted(m for m in ('torch', 'keras', 'tensorflow', 'detectron2', 'cv2') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True)
+    code = (
+        "import sys, shared.ml.bundle, shared.ml.pipeline; "
+        "print(sorted(m for m in ('torch', 'keras', 'tensorflow', 'detectron2', 'cv2') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "[]"

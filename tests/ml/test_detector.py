@@ -18,8 +18,14 @@ def detector(test_bundle):
     from shared.ml.detector import Detector
 
     # Threshold 0 so the random model's low-confidence boxes reach the grouping code.
-    return Detector(test_bundle.detector_config, test_bundle.detector_weights,
-                    score_threshold=0.0, test_size=128, device="cpu", batch_size=4)
+    return Detector(
+        test_bundle.detector_config,
+        test_bundle.detector_weights,
+        score_threshold=0.0,
+        test_size=128,
+        device="cpu",
+        batch_size=4,
+    )
 
 
 def test_detections_come_back_per_image_in_image_coordinates(detector, catalogue_photos) -> None:
@@ -33,8 +39,9 @@ def test_detections_come_back_per_image_in_image_coordinates(detector, catalogue
         assert set(found.labels.tolist()) <= set(range(1, 14))
         for kind, ids in (("top", TOP_IDS), ("bottom", BOTTOM_IDS)):
             best = found.best.get(kind)
-            group_scores = [s for s, lab in zip(found.scores, found.labels, strict=True)
-                            if lab in ids]
+            group_scores = [
+                s for s, lab in zip(found.scores, found.labels, strict=True) if lab in ids
+            ]
             if not group_scores:
                 assert best is None
                 continue
@@ -111,9 +118,14 @@ def test_write_bundle_flattens_base_configs_and_keeps_only_model_state(
 
     from shared.ml.bundle import write_bundle
 
-    bundle = write_bundle(tmp_path / "out", detector_config=config, detector_weights=checkpoint,
-                          embedder_weights=test_bundle.embedder_weights, input_size=96,
-                          provenance={"iterations": 99})
+    bundle = write_bundle(
+        tmp_path / "out",
+        detector_config=config,
+        detector_weights=checkpoint,
+        embedder_weights=test_bundle.embedder_weights,
+        input_size=96,
+        provenance={"iterations": 99},
+    )
     written = yaml.safe_load(bundle.detector_config.read_text())
     assert "_BASE_" not in written and written["MODEL"]["ROI_HEADS"]["NUM_CLASSES"] == 13
     assert set(torch.load(bundle.detector_weights, weights_only=True)) == {"model"}
@@ -121,5 +133,9 @@ def test_write_bundle_flattens_base_configs_and_keeps_only_model_state(
 
     config.write_text(yaml.safe_dump({"_BASE_": base}))
     with pytest.raises(BundleError, match="NUM_CLASSES is 80"):
-        write_bundle(tmp_path / "bad", detector_config=config, detector_weights=checkpoint,
-                     embedder_weights="random")
+        write_bundle(
+            tmp_path / "bad",
+            detector_config=config,
+            detector_weights=checkpoint,
+            embedder_weights="random",
+        )

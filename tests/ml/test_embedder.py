@@ -22,8 +22,7 @@ SIZE = 64
 def embedder(test_bundle):
     from shared.ml.embedder import Embedder
 
-    return Embedder(test_bundle.embedder_weights, SIZE, device="cpu", backend="torch",
-                    batch_size=4)
+    return Embedder(test_bundle.embedder_weights, SIZE, device="cpu", backend="torch", batch_size=4)
 
 
 def test_vectors_are_2048_float32_and_repeatable(embedder, catalogue_photos) -> None:
@@ -81,27 +80,36 @@ np.save(args["own_vectors_out"],
 """
 
 
-def test_weights_move_between_keras_backends(embedder, test_bundle, catalogue_photos,
-                                             tmp_path: Path) -> None:
+def test_weights_move_between_keras_backends(
+    embedder, test_bundle, catalogue_photos, tmp_path: Path
+) -> None:
     from shared.ml.embedder import Embedder
 
     photos = np.stack(catalogue_photos[:3])
     np.save(tmp_path / "photos.npy", photos)
     args = {
-        "photos": str(tmp_path / "photos.npy"), "weights": test_bundle.embedder_weights,
-        "size": SIZE, "vectors_out": str(tmp_path / "tf_vectors.npy"),
+        "photos": str(tmp_path / "photos.npy"),
+        "weights": test_bundle.embedder_weights,
+        "size": SIZE,
+        "vectors_out": str(tmp_path / "tf_vectors.npy"),
         "weights_out": str(tmp_path / "tf_saved.weights.h5"),
         "own_vectors_out": str(tmp_path / "tf_own_vectors.npy"),
     }
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", _OTHER_BACKEND, json.dumps(args)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, "-c", _OTHER_BACKEND, json.dumps(args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     # Saved under torch (the bundle), loaded under tensorflow.
-    np.testing.assert_allclose(np.load(tmp_path / "tf_vectors.npy"), embedder.embed(photos),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "tf_vectors.npy"), embedder.embed(photos), rtol=1e-4, atol=1e-4
+    )
     # Saved under tensorflow, loaded under torch.
     here = Embedder(args["weights_out"], SIZE, backend="torch").embed(photos)
-    np.testing.assert_allclose(here, np.load(tmp_path / "tf_own_vectors.npy"),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(here, np.load(tmp_path / "tf_own_vectors.npy"), rtol=1e-4, atol=1e-4)

@@ -43,8 +43,9 @@ def test_the_higher_scoring_top_wins_even_when_listed_second() -> None:
 
 
 def test_detections_below_the_threshold_are_ignored() -> None:
-    best = best_per_group([(0, 0, 50, 50), (0, 100, 50, 200)], [2, 7], [0.5, 0.56], W, H,
-                          score_threshold=0.55)
+    best = best_per_group(
+        [(0, 0, 50, 50), (0, 100, 50, 200)], [2, 7], [0.5, 0.56], W, H, score_threshold=0.55
+    )
     assert set(best) == {"bottom"}
 
 

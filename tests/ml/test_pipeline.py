@@ -18,8 +18,12 @@ def pipeline(test_bundle) -> Pipeline:
 
 
 def test_an_undecodable_photo_fails_alone(pipeline, catalogue_photos) -> None:
-    payloads = [jpeg_bytes(catalogue_photos[0]), b"this is not an image", b"",
-                jpeg_bytes(catalogue_photos[1])]
+    payloads = [
+        jpeg_bytes(catalogue_photos[0]),
+        b"this is not an image",
+        b"",
+        jpeg_bytes(catalogue_photos[1]),
+    ]
     results = pipeline.process(payloads)
     assert len(results) == 4
     bad, empty = results[1], results[2]
@@ -50,13 +54,13 @@ def test_a_batch_gives_the_same_vectors_as_one_by_one(pipeline, catalogue_photos
         (alone,) = pipeline.process_arrays([photo])
         assert alone.vectors.keys() == together.vectors.keys()
         for kind in alone.vectors:
-            np.testing.assert_allclose(together.vectors[kind], alone.vectors[kind],
-                                       rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(
+                together.vectors[kind], alone.vectors[kind], rtol=1e-4, atol=1e-4
+            )
 
 
 def test_without_a_detector_only_whole_photo_vectors(catalogue_photos) -> None:
-    full_only = get_pipeline(ml_settings(None, embedder_weights="random",
-                                         embedder_input_size=64))
+    full_only = get_pipeline(ml_settings(None, embedder_weights="random", embedder_input_size=64))
     assert not full_only.has_detector
     (result,) = full_only.process([jpeg_bytes(catalogue_photos[0])])
     assert set(result.vectors) == {"full"} and result.crops == {}

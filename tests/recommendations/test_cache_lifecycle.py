@@ -1,4 +1,5 @@
-"""The Redis generations: chunking, atomic switch, a lost cache, several web processes."""
+"""The lists cache: read back exactly, lost and reloaded from PostgreSQL (never recomputed),
+paused without stalling requests, shared by several web processes."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import threading
 import time
 
 import numpy as np
-from shared.search.rebuild import rebuild_count
+from sqlalchemy import func, select
 
 from shared import task_names
-from shared.search import matrix_cache
-from tests.recommendations.helpers import add_catalogue, brute_force, stored_vectors
+from shared.models import ListFold, NeighbourList
+from shared.search import lists_cache
+from shared.search.lists import from_bytes, from_columns
+from tests.recommendations.helpers import add_catalogue, expected
+
+KINDS = ("top", "bottom", "full")
 
 
 def _catalogue(n: int, dim: int, seed: int = 0) -> dict:
@@ -22,58 +27,69 @@ def _catalogue(n: int, dim: int, seed: int = 0) -> dict:
     }
 
 
-def _rebuild_messages(broker_redis) -> list[dict]:
-    """Rebuild tasks waiting on the broker's ``default`` queue (Celery's Redis transport)."""
+def _reload_messages(broker_redis) -> list[dict]:
+    """Reload tasks waiting on the broker's ``default`` queue (Celery's Redis transport)."""
     out = []
     for raw in broker_redis.lrange("default", 0, -1):
         message = json.loads(raw)
-        if message.get("headers", {}).get("task") == task_names.REBUILD_CACHE:
+        if message.get("headers", {}).get("task") == task_names.RELOAD_LISTS_CACHE:
             out.append(message)
     return out
 
 
-def test_matrices_are_chunked_and_read_back_exactly(settings, db_session, cache_redis):
-    from shared.search.rebuild import rebuild_cache
-
-    add_catalogue(db_session, _catalogue(50, 32))
-    small = settings.replace(cache_chunk_bytes=7 * 32 * 4)  # 7 rows per chunk
-    result = rebuild_cache(small, reason="test")
-    meta = matrix_cache.read_meta(cache_redis, result.generation)
-    info = meta["versions"][result.current_version]["top"]
-    assert info["rows"] == 50 and info["chunks"] == 8 and info["chunk_rows"] == 7
-    for key in meta["keys"]:
-        assert cache_redis.strlen(key) <= small.cache_chunk_bytes or not key.count(":vec:")
-    loaded = matrix_cache.load_generation(cache_redis, result.generation)
-    matrix = loaded.matrix(result.current_version, "top")
-    rows = sorted(stored_vectors(db_session, "top"))
-    np.testing.assert_array_equal(matrix.vectors, np.stack([r[2] for r in rows]))
-    assert matrix.skus == [r[1] for r in rows]
-    assert matrix.item_ids.tolist() == [r[0] for r in rows]
+def _folds(db_session) -> int:
+    db_session.rollback()
+    return db_session.scalar(select(func.count()).select_from(ListFold))
 
 
-def test_empty_cache_without_a_copy_is_503_then_one_rebuild(client, db_session, broker_redis):
-    add_catalogue(db_session, _catalogue(10, 8))
-    responses = [client.get("/api/v1/items/s001/recommendations") for _ in range(5)]
-    for response in responses:
-        assert response.status_code == 503
-        assert response.json["code"] == "cache_unavailable"
-        assert int(response.headers["Retry-After"]) > 0
-        time.sleep(0.15)  # past the pointer TTL: every request looks again
-    assert len(_rebuild_messages(broker_redis)) == 1
+def test_lists_in_the_cache_equal_the_lists_in_postgresql(db_session, cache_redis, fold):
+    add_catalogue(db_session, _catalogue(50, 16))
+    report = fold()
+    assert report["changes"] == 150 and report["cache"] == "reloaded"
+    generation = lists_cache.read_pointer(cache_redis)
+    assert lists_cache.read_applied(cache_redis, generation) == report["fold_id"]
+    rows = db_session.scalars(select(NeighbourList)).all()
+    assert len(rows) == 150
+    for row in rows:
+        key = lists_cache.list_key(generation, row.model_version, row.kind, row.item_id)
+        cached = from_bytes(cache_redis.get(key))
+        stored = from_columns(row.neighbour_ids, row.sq_distances, row.complete)
+        np.testing.assert_array_equal(cached.ids, stored.ids)
+        np.testing.assert_array_equal(cached.sq_distances, stored.sq_distances)
+        assert cached.complete and len(cached) == 49
 
 
-def test_flushing_the_cache_while_requests_run(
-    app, db_session, cache_redis, broker_redis, rebuild, wait_for_generation
+def test_a_cold_cache_answers_from_postgresql_and_asks_for_one_reload(
+    client, db_session, cache_redis, broker_redis, fold
 ):
+    add_catalogue(db_session, _catalogue(30, 8))
+    fold()
+    cache_redis.flushdb()
+    for sku in ("s001", "s002", "s003", "s004", "s005"):
+        response = client.get(f"/api/v1/items/{sku}/recommendations?k=5")
+        assert response.status_code == 200
+        for kind in KINDS:
+            want = [s for s, _ in expected(db_session, sku, kind, 5)]
+            assert [h["sku"] for h in response.json["results"][kind]] == want
+        assert "X-Lists-Generation" not in response.headers
+        time.sleep(0.15)  # past the pointer TTL: every request looks again
+    assert len(_reload_messages(broker_redis)) == 1
+
+
+def test_flushing_the_cache_under_load_reloads_without_recomputing(
+    app, db_session, cache_redis, broker_redis, fold, wait_for_generation
+):
+    from workers.tasks.lists import reload_cache
+
     add_catalogue(db_session, _catalogue(80, 16, seed=5))
-    first = rebuild()["generation"]
+    fold()
+    folds_before = _folds(db_session)
     skus = ["s003", "s040", "s079"]
-    expected = {}
-    for sku in skus:
-        for kind in ("top", "bottom", "full"):
-            rows = stored_vectors(db_session, kind)
-            mine = next(r for r in rows if r[1] == sku)
-            expected[sku, kind] = [s for s, _ in brute_force(rows, mine[2], 10, mine[0])]
+    want = {
+        (sku, kind): [s for s, _ in expected(db_session, sku, kind, 10)]
+        for sku in skus
+        for kind in KINDS
+    }
     errors: list[str] = []
     answered = [0]
     stop = threading.Event()
@@ -86,12 +102,10 @@ def test_flushing_the_cache_while_requests_run(
                 errors.append(f"{response.status_code} {response.json}")
                 continue
             for kind, hits in response.json["results"].items():
-                if [h["sku"] for h in hits] != expected[sku, kind]:
+                if [h["sku"] for h in hits] != want[sku, kind]:
                     errors.append(f"wrong answer for {sku}/{kind}")
             answered[0] += 1
 
-    client = app.test_client()
-    wait_for_generation(client, "/api/v1/items/s003/recommendations", first)
     threads = [threading.Thread(target=hammer, args=(s,)) for s in skus]
     for t in threads:
         t.start()
@@ -99,40 +113,66 @@ def test_flushing_the_cache_while_requests_run(
         time.sleep(0.3)
         cache_redis.flushdb()
         deadline = time.monotonic() + 10
-        while not _rebuild_messages(broker_redis) and time.monotonic() < deadline:
+        while not _reload_messages(broker_redis) and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(1.0)  # requests keep noticing the empty cache: still only one request
-        messages = _rebuild_messages(broker_redis)
-        assert len(messages) == 1
-        # The worker's part, in this process: run the one queued rebuild.
-        second = rebuild(reason="cache_empty")["generation"]
-        wait_for_generation(client, "/api/v1/items/s003/recommendations", second)
+        time.sleep(1.0)  # requests keep finding the cache empty: still only one request
+        assert len(_reload_messages(broker_redis)) == 1
+        served_cold = answered[0]
+        # The worker's part, in this process: run the one queued reload.
+        result = reload_cache.run(reason="cache empty")
+        wait_for_generation(
+            app.test_client(), "/api/v1/items/s003/recommendations", result["generation"]
+        )
         time.sleep(0.5)
     finally:
         stop.set()
         for t in threads:
             t.join()
     assert errors == []
-    assert answered[0] > 10
-    assert rebuild_count(app.config["SETTINGS"]) == 2  # the first build and one after the flush
-    assert len(_rebuild_messages(broker_redis)) == 1  # nothing more was asked for meanwhile
+    assert answered[0] > served_cold > 0
+    assert result["lists"] == 240
+    assert _folds(db_session) == folds_before  # copied from PostgreSQL, not recomputed
+    assert len(_reload_messages(broker_redis)) == 1  # nothing more was asked for meanwhile
 
 
-def test_two_web_processes_see_the_same_generation(
-    settings, db_session, cache_redis, broker_redis, rebuild, wait_for_generation
+def test_a_paused_cache_does_not_stall_requests(client, db_session, cache_redis, fold):
+    add_catalogue(db_session, _catalogue(20, 8))
+    fold()
+    url = "/api/v1/items/s001/recommendations?k=3"
+    assert client.get(url).headers.get("X-Lists-Generation")
+    want = client.get(url).json
+    pause_s = 6.0
+    cache_redis.execute_command("CLIENT", "PAUSE", str(int(pause_s * 1000)), "ALL")
+    paused_at = time.monotonic()
+    slowest = 0.0
+    for _ in range(20):
+        began = time.monotonic()
+        response = client.get(url)
+        slowest = max(slowest, time.monotonic() - began)
+        assert response.status_code == 200 and response.json == want
+    elapsed = time.monotonic() - paused_at
+    time.sleep(max(0.0, pause_s - elapsed) + 0.2)  # let the pause end before teardown
+    # Every answer came while Redis was paused: one request paid the cache's short timeout,
+    # the rest skipped the cache altogether (no request waited on a long socket timeout).
+    assert elapsed < pause_s
+    assert slowest < 2.0
+
+
+def test_two_web_apps_see_the_same_generation(
+    settings, db_session, cache_redis, broker_redis, fold, wait_for_generation
 ):
     from web import create_app
 
-    apps = [create_app(settings), create_app(settings)]
-    clients = [a.test_client() for a in apps]
+    clients = [create_app(settings).test_client(), create_app(settings).test_client()]
     add_catalogue(db_session, _catalogue(20, 8))
-    first = rebuild()["generation"]
+    first = fold()
+    generation = lists_cache.read_pointer(cache_redis)
     url = "/api/v1/items/s001/recommendations?k=3"
-    bodies = [wait_for_generation(c, url, first).json for c in clients]
+    bodies = [wait_for_generation(c, url, generation).json for c in clients]
     assert bodies[0] == bodies[1]
     add_catalogue(db_session, {"z-new": {"full": np.zeros(8, np.float32)}})
-    second = rebuild()["generation"]
-    assert second != first
-    bodies = [wait_for_generation(c, url, second).json for c in clients]
+    second = fold()
+    assert second["fold_id"] > first["fold_id"] and second["cache"] == "applied"
+    assert lists_cache.read_applied(cache_redis, generation) == second["fold_id"]
+    bodies = [c.get(url).json for c in clients]
     assert bodies[0] == bodies[1]
-    assert matrix_cache.read_pointer(cache_redis) == second

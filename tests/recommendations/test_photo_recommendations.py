@@ -1,4 +1,4 @@
-"""POST /api/v1/recommendations: a photo embedded by a real worker, answered exactly."""
+"""POST /api/v1/recommendations: a photo embedded and searched by a real worker, exactly."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ def _photo(seed: int = 0) -> bytes:
     return out.getvalue()
 
 
-def test_not_an_image_is_422_with_a_reason(client, db_session, rebuild) -> None:
+def test_not_an_image_is_422_with_a_reason(client, db_session, fold) -> None:
     add_item(db_session, "a", {"full": np.zeros(4, np.float32)})
-    rebuild()
+    fold()
     response = client.post(
         "/api/v1/recommendations",
         data={"image": (io.BytesIO(b"certainly not a photo"), "x.jpg")},
@@ -45,9 +45,9 @@ def test_not_an_image_is_422_with_a_reason(client, db_session, rebuild) -> None:
     assert bad_k.status_code == 422 and bad_k.json["code"] == "validation_error"
 
 
-def test_no_worker_answers_503_with_retry_after(app, client, db_session, rebuild) -> None:
+def test_no_worker_answers_503_with_retry_after(app, client, db_session, fold) -> None:
     add_item(db_session, "a", {"full": np.zeros(4, np.float32)})
-    rebuild()
+    fold()
     app.config["SETTINGS"] = app.config["SETTINGS"].replace(query_timeout_s=0.5)
     response = client.post(
         "/api/v1/recommendations",
@@ -62,7 +62,7 @@ def test_no_worker_answers_503_with_retry_after(app, client, db_session, rebuild
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_uploaded_photo_is_answered_exactly_by_a_real_worker(
-    settings, app, client, db_session, rebuild, worker_log
+    settings, app, client, db_session, fold, worker_log
 ) -> None:
     settings = settings.replace(model_dir=None, embedder_weights="random", embedder_input_size=64)
     app.config["SETTINGS"] = settings
@@ -74,9 +74,14 @@ def test_uploaded_photo_is_answered_exactly_by_a_real_worker(
         # The worker's own vector for this photo, through the task the endpoint uses.
         answer = (
             make_celery(settings)
-            .send_task(task_names.EMBED_QUERY, kwargs={"media_key": key}, queue=QUEUE_QUERY)
+            .send_task(
+                task_names.SEARCH_PHOTO,
+                kwargs={"media_key": key, "kinds": ["full"], "k": 5},
+                queue=QUEUE_QUERY,
+            )
             .get(timeout=300)
         )
+        assert answer["results"] == {"full": []}  # nothing in the catalogue yet
         version = answer["model_version"]
         query = np.frombuffer(base64.b64decode(answer["vectors"]["full"]), dtype="<f4")
         rng = np.random.default_rng(2)
@@ -87,7 +92,7 @@ def test_uploaded_photo_is_answered_exactly_by_a_real_worker(
         }
         catalogue["twin"] = {"full": query.copy()}
         add_catalogue(db_session, catalogue, version=version)
-        rebuild()
+        # No fold needed: the worker searches its matrices, brought up to PostgreSQL first.
         response = client.post(
             "/api/v1/recommendations",
             data={"image": (io.BytesIO(photo), "p.png"), "k": "5", "kinds": "full,top"},

@@ -112,10 +112,18 @@ def make_test_bundle(
         kwargs: dict[str, Any] = {}
         if detector:
             cfg = detector_cfg(test_size)
-            kwargs = {"detector_config": cfg, "detector_weights": random_detector_state(cfg, seed),
-                      "detector_test_size": test_size}
-        write_bundle(cached, embedder_weights=embedder, input_size=input_size,
-                     provenance={"kind": "random test bundle", "seed": seed}, **kwargs)
+            kwargs = {
+                "detector_config": cfg,
+                "detector_weights": random_detector_state(cfg, seed),
+                "detector_test_size": test_size,
+            }
+        write_bundle(
+            cached,
+            embedder_weights=embedder,
+            input_size=input_size,
+            provenance={"kind": "random test bundle", "seed": seed},
+            **kwargs,
+        )
         shutil.rmtree(work, ignore_errors=True)
         _made[key] = cached
     target.mkdir(parents=True, exist_ok=True)

@@ -27,13 +27,18 @@ def test_embedder_then_detector_then_embedder_keeps_the_other_part(tmp_path: Pat
 
     bundle_dir = tmp_path / "bundle"
     first = fake_keras_weights(tmp_path / "a.weights.h5", 1.0)
-    update_bundle(bundle_dir, embedder_weights=first, input_size=96,
-                  provenance={"embedder": {"run": 1}})
+    update_bundle(
+        bundle_dir, embedder_weights=first, input_size=96, provenance={"embedder": {"run": 1}}
+    )
 
     cfg = build_config(preset="tiny-gn")
-    update_bundle(bundle_dir, detector_config=inference_config(cfg),
-                  detector_weights=build_model(cfg), score_threshold=0.3,
-                  provenance={"detector": {"run": 2}})
+    update_bundle(
+        bundle_dir,
+        detector_config=inference_config(cfg),
+        detector_weights=build_model(cfg),
+        score_threshold=0.3,
+        provenance={"detector": {"run": 2}},
+    )
     bundle = load_bundle(load_settings({"model_dir": bundle_dir}, environ={}))
     assert bundle.has_detector and bundle.input_size == 96 and bundle.score_threshold == 0.3
     assert file_sha256(Path(bundle.embedder_weights)) == file_sha256(first)

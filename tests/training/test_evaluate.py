@@ -30,8 +30,9 @@ def test_recall_at_k_matches_a_brute_force_count() -> None:
     query_ids = [f"id{i % 13}" for i in range(25)]
     got = recall_at_k(queries, query_ids, gallery, gallery_ids, ks=(1, 3, 5, 20), chunk=7)
     for k in (1, 3, 5, 20):
-        assert got[k] == pytest.approx(brute_force_recall(queries, query_ids, gallery,
-                                                          gallery_ids, k))
+        assert got[k] == pytest.approx(
+            brute_force_recall(queries, query_ids, gallery, gallery_ids, k)
+        )
     assert got[1] <= got[3] <= got[5] <= got[20]
 
 
@@ -42,8 +43,9 @@ def test_recall_is_perfect_when_each_query_sits_on_its_gallery_photo() -> None:
     assert recall_at_k(gallery[::-1] + 0.01, ids, gallery, ids, ks=(1,)) == {1: 0.2}
 
 
-def test_missing_partition_file_is_a_clear_error(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_partition_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["--bundle", str(tmp_path), "--data", str(tmp_path)]) == 2
     assert str(tmp_path / "Eval" / "list_eval_partition.txt") in capsys.readouterr().err
 
@@ -51,7 +53,8 @@ def test_missing_partition_file_is_a_clear_error(tmp_path: Path,
 @pytest.mark.slow
 @pytest.mark.ml
 def test_evaluate_random_weights_bundle_reports_the_brute_force_recall(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from shared.ml.bundle import write_bundle
     from shared.ml.embedder import import_keras
     from shared.ml.pipeline import get_pipeline
@@ -83,6 +86,7 @@ def test_evaluate_random_weights_bundle_reports_the_brute_force_recall(
 
     q, g = vectors(queries), vectors(gallery)
     for k in (1, 2, 5):
-        expected = brute_force_recall(q, [i.item_id for i in queries], g,
-                                      [i.item_id for i in gallery], k)
+        expected = brute_force_recall(
+            q, [i.item_id for i in queries], g, [i.item_id for i in gallery], k
+        )
         assert recall[f"recall@{k}"] == pytest.approx(expected)

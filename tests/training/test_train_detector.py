@@ -43,7 +43,8 @@ def write_single_garment_set(out: Path, count: int, size: int, seed: int) -> dic
                 "style": 0,
                 "segmentation": [list(flat) for flat in garment.polygons],
                 "landmarks": synthetic.outline_landmarks(
-                    garment.polygons, LANDMARK_COUNTS[category - 1], rng),
+                    garment.polygons, LANDMARK_COUNTS[category - 1], rng
+                ),
             },
         }
         (out / "annos" / f"{stem}.json").write_text(json.dumps(annotation), encoding="utf-8")
@@ -78,7 +79,8 @@ def test_tiny_gn_preset_is_a_groupnorm_resnet18_with_the_articles_head_settings(
 
 @pytest.mark.ml
 def test_cli_rejects_missing_inputs_and_bad_opts_naming_the_problem(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from training.train_detector import main
 
     missing = tmp_path / "nope.json"
@@ -90,38 +92,76 @@ def test_cli_rejects_missing_inputs_and_bad_opts_naming_the_problem(
     assert main(["--train-json", str(coco), "--train-images", str(tmp_path / "imgs")]) == 2
     assert str(tmp_path / "imgs") in capsys.readouterr().err
 
-    assert main(["--train-json", str(coco), "--train-images", str(tmp_path),
-                 "--opts", "SOLVER.NO_SUCH_KEY", "1"]) == 2
+    assert (
+        main(
+            [
+                "--train-json",
+                str(coco),
+                "--train-images",
+                str(tmp_path),
+                "--opts",
+                "SOLVER.NO_SUCH_KEY",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "SOLVER.NO_SUCH_KEY" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 @pytest.mark.ml
 def test_cli_trains_a_few_iterations_with_validation_and_writes_a_loadable_bundle(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     import torch
 
     from shared.ml.bundle import load_bundle
     from training.train_detector import main
 
     synthetic.write_deepfashion2(tmp_path / "df2", 6, size=128, seed=3)
-    convert(tmp_path / "df2" / "annos", tmp_path / "df2" / "image", tmp_path / "train.json",
-            progress=False)
+    convert(
+        tmp_path / "df2" / "annos",
+        tmp_path / "df2" / "image",
+        tmp_path / "train.json",
+        progress=False,
+    )
     bundle_dir = tmp_path / "bundle"
-    code = main([
-        "--train-json", str(tmp_path / "train.json"),
-        "--train-images", str(tmp_path / "df2" / "image"),
-        "--val-json", str(tmp_path / "train.json"),
-        "--val-images", str(tmp_path / "df2" / "image"),
-        "--preset", "tiny-gn", "--output", str(tmp_path / "out"),
-        "--bundle", str(bundle_dir), "--zip", "--embedder-weights", "random",
-        "--opts", "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2",
-        "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MIN_SIZE_TEST", "96",
-    ])
+    code = main(
+        [
+            "--train-json",
+            str(tmp_path / "train.json"),
+            "--train-images",
+            str(tmp_path / "df2" / "image"),
+            "--val-json",
+            str(tmp_path / "train.json"),
+            "--val-images",
+            str(tmp_path / "df2" / "image"),
+            "--preset",
+            "tiny-gn",
+            "--output",
+            str(tmp_path / "out"),
+            "--bundle",
+            str(bundle_dir),
+            "--zip",
+            "--embedder-weights",
+            "random",
+            "--opts",
+            "SOLVER.MAX_ITER",
+            "3",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "INPUT.MIN_SIZE_TRAIN",
+            "(96,)",
+            "INPUT.MIN_SIZE_TEST",
+            "96",
+        ]
+    )
     assert code == 0
     # The validation set was evaluated (pure-Python COCOeval) at the end of training.
-    metrics = [json.loads(line) for line in
-               (tmp_path / "out" / "metrics.json").read_text().splitlines()]
+    metrics = [
+        json.loads(line) for line in (tmp_path / "out" / "metrics.json").read_text().splitlines()
+    ]
     assert any("bbox/AP" in m for m in metrics)
 
     bundle = load_bundle(load_settings({"model_dir": bundle_dir}, environ={}))
@@ -132,13 +172,15 @@ def test_cli_trains_a_few_iterations_with_validation_and_writes_a_loadable_bundl
     assert any(key.startswith("backbone.bottom_up") for key in state["model"])
     with zipfile.ZipFile(tmp_path / "bundle.zip") as archive:
         assert {"manifest.json", "detector/config.yaml", "detector/model_final.pth"} <= set(
-            archive.namelist())
+            archive.namelist()
+        )
 
 
 @pytest.mark.slow
 @pytest.mark.ml
 def test_tiny_detector_trained_from_scratch_finds_the_planted_garments_through_the_worker_path(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """The key test: train, bundle, load with the worker's pipeline, find unseen garments.
 
     Class-agnostic: a planted garment counts as found when the pipeline's top or bottom crop
@@ -150,21 +192,44 @@ def test_tiny_detector_trained_from_scratch_finds_the_planted_garments_through_t
 
     size = 128
     write_single_garment_set(tmp_path / "train", 64, size, seed=0)
-    convert(tmp_path / "train" / "annos", tmp_path / "train" / "image",
-            tmp_path / "train.json", progress=False)
+    convert(
+        tmp_path / "train" / "annos",
+        tmp_path / "train" / "image",
+        tmp_path / "train.json",
+        progress=False,
+    )
     bundle_dir = train_detector(
-        tmp_path / "train.json", tmp_path / "train" / "image",
-        output_dir=tmp_path / "out", bundle_dir=tmp_path / "bundle", preset="tiny-gn",
-        embedder_weights="random", score_threshold=0.1,
-        opts=["SOLVER.MAX_ITER", "100", "SOLVER.STEPS", "(80,)",
-              "INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MIN_SIZE_TEST", str(size)],
+        tmp_path / "train.json",
+        tmp_path / "train" / "image",
+        output_dir=tmp_path / "out",
+        bundle_dir=tmp_path / "bundle",
+        preset="tiny-gn",
+        embedder_weights="random",
+        score_threshold=0.1,
+        opts=[
+            "SOLVER.MAX_ITER",
+            "100",
+            "SOLVER.STEPS",
+            "(80,)",
+            "INPUT.MIN_SIZE_TRAIN",
+            f"({size},)",
+            "INPUT.MIN_SIZE_TEST",
+            str(size),
+        ],
     )
 
     unseen = write_single_garment_set(tmp_path / "test", 12, size, seed=1)
     photos = [(tmp_path / "test" / "image" / f"{stem}.jpg").read_bytes() for stem in unseen]
-    settings = load_settings({"model_dir": bundle_dir, "embedder_weights": "random",
-                              "device": "cpu", "keras_backend": "torch",
-                              "embedder_input_size": 64}, environ={})
+    settings = load_settings(
+        {
+            "model_dir": bundle_dir,
+            "embedder_weights": "random",
+            "device": "cpu",
+            "keras_backend": "torch",
+            "embedder_input_size": 64,
+        },
+        environ={},
+    )
     results = get_pipeline(settings).process(photos)
 
     found = 0
@@ -173,4 +238,3 @@ def test_tiny_detector_trained_from_scratch_finds_the_planted_garments_through_t
         overlaps = [iou(crop.box, truth) for crop in result.crops.values()]
         found += max(overlaps, default=0.0) > 0.5
     assert found >= 0.75 * len(unseen), f"found {found} of {len(unseen)} planted garments"
-

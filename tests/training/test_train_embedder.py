@@ -33,8 +33,9 @@ def keras_torch():
 
 
 def fresh_resnet(keras, weights_file: Path | None = None):
-    model = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg",
-                                        input_shape=(SIZE, SIZE, 3))
+    model = keras.applications.ResNet50(
+        include_top=False, weights=None, pooling="avg", input_shape=(SIZE, SIZE, 3)
+    )
     if weights_file is not None:
         model.load_weights(str(weights_file))
     return model
@@ -59,8 +60,8 @@ def first_image(root: Path) -> str:
 
 @pytest.mark.parametrize("problem", ["no_partition", "unknown_label", "bad_bbox", "no_image"])
 def test_malformed_dataset_stops_with_an_error_naming_the_file(
-        deepfashion: Path, tmp_path: Path, problem: str,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    deepfashion: Path, tmp_path: Path, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     name = first_image(deepfashion)
     if problem == "no_partition":
         culprit = deepfashion / "Eval" / "list_eval_partition.txt"
@@ -74,8 +75,9 @@ def test_malformed_dataset_stops_with_an_error_naming_the_file(
     else:
         culprit = deepfashion / name
         culprit.unlink()
-    code = main(["--data", str(deepfashion), "--output", str(tmp_path / "out"),
-                 "--weights", "random"])
+    code = main(
+        ["--data", str(deepfashion), "--output", str(tmp_path / "out"), "--weights", "random"]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert str(culprit) in err
@@ -109,16 +111,25 @@ def test_one_short_epoch_lowers_the_loss_on_a_fixed_batch(deepfashion: Path) -> 
 @pytest.mark.slow
 @pytest.mark.ml
 def test_training_writes_backbone_weights_that_load_into_resnet50_and_a_bundle(
-        deepfashion: Path, tmp_path: Path) -> None:
+    deepfashion: Path, tmp_path: Path
+) -> None:
     keras = keras_torch()
     from shared.ml.bundle import load_bundle
     from shared.ml.embedder import Embedder
     from training.train_embedder import train_embedder
 
     out, bundle_dir = tmp_path / "out", tmp_path / "bundle"
-    result = train_embedder(deepfashion, out, weights="random", epochs=1, batch_size=4,
-                            input_size=SIZE, learning_rate=1e-3, bundle_dir=bundle_dir,
-                            verbose=0)
+    result = train_embedder(
+        deepfashion,
+        out,
+        weights="random",
+        epochs=1,
+        batch_size=4,
+        input_size=SIZE,
+        learning_rate=1e-3,
+        bundle_dir=bundle_dir,
+        verbose=0,
+    )
     assert result.epochs_run == (1,)
     assert {"loss", "val_loss", "img_accuracy", "val_bbox_mae"} <= set(result.history)
 
@@ -145,8 +156,7 @@ def test_resume_continues_at_the_next_epoch(deepfashion: Path, tmp_path: Path) -
     from training.train_embedder import train_embedder
 
     out = tmp_path / "out"
-    kwargs = {"weights": "random", "batch_size": 8, "input_size": SIZE, "limit": 8,
-              "verbose": 0}
+    kwargs = {"weights": "random", "batch_size": 8, "input_size": SIZE, "limit": 8, "verbose": 0}
     first = train_embedder(deepfashion, out, epochs=1, **kwargs)
     assert first.epochs_run == (1,)
     assert json.loads((out / "checkpoint.json").read_text())["epochs_done"] == 1
@@ -163,14 +173,35 @@ def test_resume_continues_at_the_next_epoch(deepfashion: Path, tmp_path: Path) -
 @pytest.mark.slow
 @pytest.mark.ml
 def test_cli_trains_under_the_tensorflow_backend_and_the_weights_load_under_torch(
-        deepfashion: Path, tmp_path: Path) -> None:
+    deepfashion: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     completed = subprocess.run(
-        [sys.executable, "-m", "training.train_embedder", "--data", str(deepfashion),
-         "--output", str(out), "--weights", "random", "--epochs", "1", "--batch-size", "4",
-         "--input-size", str(SIZE), "--limit", "8"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "training.train_embedder",
+            "--data",
+            str(deepfashion),
+            "--output",
+            str(out),
+            "--weights",
+            "random",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--input-size",
+            str(SIZE),
+            "--limit",
+            "8",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "val_loss" in completed.stdout  # Keras's own progress bar, with validation

@@ -130,7 +130,9 @@ def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> dict[str, Any]
         raise _not_embedded(item)
     pointer = lists_pointer()
     generation = pointer.generation()
-    found = reader.item_neighbours(session, pointer.client(), generation, item, kinds, k)
+    found = reader.item_neighbours(
+        session, pointer.client(), generation, item, kinds, k, on_cache_error=pointer.cache_failed
+    )
     waiting = [kind for kind, hits in found.items() if hits is None]
     answered: dict[str, list[Neighbour]] = {
         kind: hits for kind, hits in found.items() if hits is not None

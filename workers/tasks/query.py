@@ -8,12 +8,14 @@ SKUs and image URLs. Problems with the photo are data (``{"error": {...}}``), no
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
 from shared import task_names
 from shared.config import get_settings
 from shared.media import MediaStore
+from shared.vectors import encode
 from workers.celery_app import app
 from workers.search.queries import search_item as search_item_now
 from workers.search.queries import search_vectors
@@ -64,6 +66,10 @@ def search_photo(media_key: str, kinds: list[str], k: int) -> dict[str, Any]:
         "model_version": pipeline.model_version,
         "kinds": sorted(result.vectors),
         "results": _ranked(found),
+        # What was searched with (little-endian float32, base64): lets a caller check the answer.
+        "vectors": {
+            kind: base64.b64encode(encode(v)).decode("ascii") for kind, v in queries.items()
+        },
         "crops": crops,
         "width": result.width,
         "height": result.height,
