@@ -44,15 +44,21 @@ def _random_bundle(out_dir: Path, depth: int, test_size: int, input_size: int) -
 
     cfg = detector_cfg(test_size, depth=depth)
     weights = random_embedder_weights(out_dir / "backbone.weights.h5", 0, input_size)
-    write_bundle(out_dir / "bundle", detector_config=cfg,
-                 detector_weights=random_detector_state(cfg, 0), embedder_weights=weights,
-                 input_size=input_size, detector_test_size=test_size,
-                 provenance={"kind": "random bench bundle", "depth": depth})
+    write_bundle(
+        out_dir / "bundle",
+        detector_config=cfg,
+        detector_weights=random_detector_state(cfg, 0),
+        embedder_weights=weights,
+        input_size=input_size,
+        detector_test_size=test_size,
+        provenance={"kind": "random bench bundle", "depth": depth},
+    )
     return out_dir / "bundle"
 
 
-def article_way(paths: list[Path], bundle: Any, threshold: float,
-                device: str) -> tuple[float, dict]:
+def article_way(
+    paths: list[Path], bundle: Any, threshold: float, device: str
+) -> tuple[float, dict]:
     """seed-article.md's crop_images + embed loop, kept as written apart from the weights."""
     import cv2
     import torch
@@ -89,7 +95,7 @@ def article_way(paths: list[Path], bundle: Any, threshold: float,
         crops, names = [], []
         for box, cls in zip(instances.pred_boxes, instances.pred_classes, strict=True):
             v = [int(k) for k in box]
-            crops.append(im[v[1]:v[3], v[0]:v[2], :])
+            crops.append(im[v[1] : v[3], v[0] : v[2], :])
             names.append(CATEGORY_NAMES[int(cls)])
         top = [c for c, n in zip(crops, names, strict=True) if n in top_names and c.size]
         bottom = [c for c, n in zip(crops, names, strict=True) if n in bottom_names and c.size]
@@ -117,14 +123,14 @@ def batched_way(pipeline: Any, payloads: list[bytes], batch_size: int) -> tuple[
                 return fn(*args, **kwargs)
             finally:
                 split[key] += time.perf_counter() - t0
+
         return wrapper
 
     detector.detect, embedder.embed = timed(detect, "detect_s"), timed(embed, "embed_s")
     try:
         start = time.perf_counter()
-        for i in tqdm(range(0, len(payloads), batch_size), desc=f"batch {batch_size}",
-                      leave=False):
-            results = pipeline.process(payloads[i:i + batch_size])
+        for i in tqdm(range(0, len(payloads), batch_size), desc=f"batch {batch_size}", leave=False):
+            results = pipeline.process(payloads[i : i + batch_size])
             assert all(r.error is None for r in results)
             split["crops"] += sum(len(r.crops) for r in results)
         return time.perf_counter() - start, split
@@ -133,19 +139,31 @@ def batched_way(pipeline: Any, payloads: list[bytes], batch_size: int) -> tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--images", type=int, default=32, help="photos to run (default 32)")
-    parser.add_argument("--size", type=int, default=800,
-                        help="photo side in px (default 800, a catalogue photo)")
+    parser.add_argument(
+        "--size", type=int, default=800, help="photo side in px (default 800, a catalogue photo)"
+    )
     parser.add_argument("--bundle", type=Path, help="a model bundle (default: random GN R50)")
     parser.add_argument("--depth", type=int, default=50, help="random bundle ResNet depth")
-    parser.add_argument("--test-size", type=int, default=800,
-                        help="detector test size, both ways (default 800, Detectron2's)")
+    parser.add_argument(
+        "--test-size",
+        type=int,
+        default=800,
+        help="detector test size, both ways (default 800, Detectron2's)",
+    )
     parser.add_argument("--input-size", type=int, default=224, help="embedder input size")
-    parser.add_argument("--score-threshold", type=float, default=0.05,
-                        help="both ways (default 0.05: a random detector scores low, and crops "
-                             "must exist for the comparison to mean anything)")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.05,
+        help="both ways (default 0.05: a random detector scores low, and crops "
+        "must exist for the comparison to mean anything)",
+    )
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     args = parser.parse_args(argv)
@@ -160,12 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         work = Path(tmp)
         paths = _photos(args.images, args.size, work / "photos")
-        bundle_dir = args.bundle or _random_bundle(work, args.depth, args.test_size,
-                                                   args.input_size)
-        settings = load_settings({"model_dir": bundle_dir, "device": args.device,
-                                  "score_threshold": args.score_threshold,
-                                  "detector_test_size": args.test_size,
-                                  "embedder_input_size": args.input_size})
+        bundle_dir = args.bundle or _random_bundle(
+            work, args.depth, args.test_size, args.input_size
+        )
+        settings = load_settings(
+            {
+                "model_dir": bundle_dir,
+                "device": args.device,
+                "score_threshold": args.score_threshold,
+                "detector_test_size": args.test_size,
+                "embedder_input_size": args.input_size,
+            }
+        )
         pipeline = get_pipeline(settings)
         t0 = time.perf_counter()
         pipeline.load()
@@ -177,14 +201,16 @@ def main(argv: list[str] | None = None) -> int:
         # Half the article's photos before the batched runs and half after: on a shared
         # machine the load drifts, and this way both sides see the same drift.
         half = len(paths) // 2
-        first_s, first_split = article_way(paths[:half], pipeline.bundle,
-                                           args.score_threshold, device)
+        first_s, first_split = article_way(
+            paths[:half], pipeline.bundle, args.score_threshold, device
+        )
         rows: list[tuple[str, float, dict]] = []
         for bs in batch_sizes:
             seconds, split = batched_way(pipeline, payloads, bs)
             rows.append((f"batched, batch {bs}", seconds, split))
-        second_s, second_split = article_way(paths[half:], pipeline.bundle,
-                                             args.score_threshold, device)
+        second_s, second_split = article_way(
+            paths[half:], pipeline.bundle, args.score_threshold, device
+        )
         article_s = first_s + second_s
         article_split = {k: first_split[k] + second_split[k] for k in first_split}
         rows.append(("article (predictor per image)", article_s, article_split))
@@ -193,18 +219,26 @@ def main(argv: list[str] | None = None) -> int:
             split.pop("crops")
 
     n = len(paths)
-    print(f"\n{n} photos {args.size}px, detector test size {args.test_size}, embedder "
-          f"{args.input_size}px, threshold {args.score_threshold}, {crops} crops, "
-          f"{resolve_device(args.device)}, torch threads {torch.get_num_threads()}, "
-          f"model load once {load_s:.1f}s, forward passes of {pipeline.detector.batch_size} "
-          f"(detector) and {pipeline.embedder.batch_size} (embedder) pictures")
+    print(
+        f"\n{n} photos {args.size}px, detector test size {args.test_size}, embedder "
+        f"{args.input_size}px, threshold {args.score_threshold}, {crops} crops, "
+        f"{resolve_device(args.device)}, torch threads {torch.get_num_threads()}, "
+        f"model load once {load_s:.1f}s, forward passes of {pipeline.detector.batch_size} "
+        f"(detector) and {pipeline.embedder.batch_size} (embedder) pictures"
+    )
     print(f"{'way':32} {'images/s':>9} {'s/image':>8} {'build':>7} {'detect':>7} {'embed':>7}")
     for name, seconds, split in rows:
-        print(f"{name:32} {n / seconds:9.2f} {seconds / n:8.3f} "
-              f"{split.get('build_s', 0.0) / n:7.3f} {split['detect_s'] / n:7.3f} "
-              f"{split['embed_s'] / n:7.3f}")
-    result: dict[str, Any] = {"images": n, "photo_size": args.size, "test_size": args.test_size,
-                              "input_size": args.input_size}
+        print(
+            f"{name:32} {n / seconds:9.2f} {seconds / n:8.3f} "
+            f"{split.get('build_s', 0.0) / n:7.3f} {split['detect_s'] / n:7.3f} "
+            f"{split['embed_s'] / n:7.3f}"
+        )
+    result: dict[str, Any] = {
+        "images": n,
+        "photo_size": args.size,
+        "test_size": args.test_size,
+        "input_size": args.input_size,
+    }
     for (_name, seconds, split), bs in zip(rows, batch_sizes, strict=False):
         result[f"images_per_s_batch{bs}"] = round(n / seconds, 3)
         result[f"batch{bs}_detect_s_per_image"] = round(split["detect_s"] / n, 4)

@@ -1,21 +1,31 @@
-"""Benchmark: "you may also like" at N catalogue items, against the article's loop, in one run.
+"""Benchmark: "you may also like" from neighbour lists, against the scan path, in one run.
 
-    python -m bench.recommend --sizes 10000,100000 [--http-sizes 10000] [--http-seconds 20]
+    python -m bench.recommend [--n-http 100000] [--n-big 1000000] [--n-build 20000]
 
-Per N (random 2048-d float32 vectors for top, bottom and full, generated in memory):
+Phases (each can be skipped with --skip NAME; all numbers from this one run):
 
-1. the article's ``similar_k`` (dicts of vectors, a Python loop calling a Euclidean distance per
-   item, a sorted dict), reimplemented faithfully, for top and bottom; at large N only a sample
-   of queries is timed (it is slow: the table says how many);
-2. this project's in-process search (shared.search.knn.top_k) for the same queries;
-3. the memory floor: matrix bytes / read bandwidth measured now on a buffer of the same size
-   (best of 5 of a plain reduction over a uint64 view), per kind, against one query's time;
-4. for the sizes in ``--http-sizes``: a throw-away PostgreSQL database populated by COPY, the
-   cache rebuilt, gunicorn on 127.0.0.1, and 32 client threads for ``--http-seconds``: p50/p99
-   latency of ``GET /api/v1/items/<sku>/recommendations`` and errors counted.
+- ``build``: the full computation of the lists at ``--n-build`` items x 3 kinds (a fold with
+  every item pending: blocked products + exact re-rank), against the matrix-product floor
+  measured now on the same shapes (2 N^2 d flops per kind at the best sgemm rate this machine
+  reaches, numpy/OpenBLAS or torch);
+- ``latency``: a real Celery worker holding those lists; a batch of new items commits and asks
+  for a fold, as ingestion does: seconds until every list a new item belongs to holds it;
+- ``http``: ``--n-http`` items (random 2048-d vectors, 3 kinds) in a throw-away database;
+  32 clients x ``--http-seconds`` of ``GET /api/v1/items/<sku>/recommendations?k=10`` through
+  gunicorn (2 processes x 8 threads) on the list path, then on the scan path of before
+  (bench.scan_baseline: every web process holds the matrices and scans them); req/s, p50, p99,
+  errors and each web process's RSS. The lists here are *generated* (right shape and distance
+  scale, not exact): an exact computation at this size takes tens of minutes on this CPU (see
+  ``build``), and the read path's cost does not depend on which ids a list holds;
+- ``fold``: a batch of 64 new items folded into the lists at ``--n-http`` items by a warm
+  worker (matrices and lists in memory), PostgreSQL and Redis writes included;
+- ``big``: the list read path over HTTP at ``--n-big`` items, lists generated straight into
+  Redis (the read path only; vectors are stored 1-d since reads never touch them).
+- ``article`` (only with ``--article-sizes``): the article's ``similar_k`` loop against the
+  in-process exact search, as measured since the first version.
 
-Prints a table, ratios against the article's loop, and a JSON object as the last line. Not a
-test: numbers depend on the machine and on what else runs on it.
+Prints a table, then one JSON object as the last line. Not a test: numbers depend on the
+machine and on what else runs on it.
 """
 
 from __future__ import annotations
@@ -31,7 +41,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -176,23 +189,92 @@ def bench_in_process(n: int, dim: int, k: int, queries: int, loop_queries: int, 
     }
 
 
-# --- 4. over HTTP ----------------------------------------------------------------------------
+# --- the stack: a throw-away database and Redis databases --------------------------------------
+
+VERSION = "bench-model"
 
 
-def _populate(database_url: str, n: int, dim: int, seed: int, version: str) -> None:
+@contextmanager
+def bench_stack(args: argparse.Namespace) -> Iterator[Any]:
+    import redis
+
+    from shared.config import load_settings
+    from tests.support import database
+
+    url = database.create_database()
+    tmp = Path(tempfile.mkdtemp(prefix="visrec-bench-"))
+    host = args.redis_url.rstrip("/")
+    settings = load_settings(
+        {
+            "database_url": url,
+            "redis_broker_url": f"{host}/{args.broker_db}",
+            "redis_cache_url": f"{host}/{args.cache_db}",
+            "media_root": tmp / "media",
+            "log_json": False,
+            "log_level": "WARNING",
+            "device": "cpu",
+            "fold_debounce_s": 0.0,
+        },
+        environ={},
+    )
+    scratch = [
+        redis.Redis.from_url(settings.redis_cache_url),
+        redis.Redis.from_url(settings.redis_broker_url),
+    ]
+    for client in scratch:
+        client.flushdb()
+    try:
+        database.upgrade_head(url)
+        yield settings
+    finally:
+        for client in scratch:
+            client.flushdb()
+            client.close()
+        database.drop_database(url)
+
+
+def _connect(settings: Any) -> Any:
     import psycopg
 
     from shared.search.loader import libpq_url
 
-    vecs = _vectors(n, dim, seed)
-    with psycopg.connect(libpq_url(database_url)) as conn:
+    return psycopg.connect(libpq_url(settings.database_url))
+
+
+def populate(
+    settings: Any,
+    n: int,
+    dim: int,
+    seed: int,
+    *,
+    log_changes: bool,
+    prefix: str = "sku-",
+    vectors: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """n items with a vector per kind, by binary COPY; returns their ids (in sku order).
+
+    ``log_changes=False`` loads with the change-log triggers off (the lists are then written
+    directly); True is what ingestion does: every row becomes a pending change.
+    """
+    rng = np.random.default_rng(seed)
+    with _connect(settings) as conn:
+        if not log_changes:
+            conn.execute("ALTER TABLE embeddings DISABLE TRIGGER USER")
         with (
             conn.cursor() as cur,
             cur.copy("COPY items (sku, media_key, status) FROM STDIN") as copy,
         ):
             for i in range(n):
-                copy.write_row((f"sku-{i:07d}", f"{i:064x}", "ready"))
-        ids = [r[0] for r in conn.execute("SELECT id FROM items ORDER BY sku").fetchall()]
+                copy.write_row((f"{prefix}{i:07d}", f"{i:064x}", "ready"))
+        ids = np.array(
+            [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM items WHERE sku LIKE %s ORDER BY sku", (prefix + "%",)
+                ).fetchall()
+            ],
+            dtype=np.int64,
+        )
         with (
             conn.cursor() as cur,
             cur.copy(
@@ -202,12 +284,104 @@ def _populate(database_url: str, n: int, dim: int, seed: int, version: str) -> N
         ):
             copy.set_types(["int8", "text", "text", "int4", "bytea"])
             for kind in KINDS:
-                for i in tqdm(range(n), desc=f"populate {kind}", unit="row", mininterval=2):
-                    copy.write_row((ids[i], kind, version, dim, vecs[kind][i].tobytes()))
+                for start in tqdm(
+                    range(0, n, 10_000), desc=f"populate {kind}", unit="10k", mininterval=2
+                ):
+                    stop = min(n, start + 10_000)
+                    if vectors is not None:
+                        block = vectors[kind][start:stop]
+                    else:
+                        block = rng.standard_normal((stop - start, dim), dtype=np.float32)
+                    for offset in range(stop - start):
+                        copy.write_row(
+                            (int(ids[start + offset]), kind, VERSION, dim, block[offset].tobytes())
+                        )
+        if not log_changes:
+            conn.execute("ALTER TABLE embeddings ENABLE TRIGGER USER")
         conn.commit()
-        conn.execute("ANALYZE items")
-        conn.execute("ANALYZE embeddings")
+        conn.execute("ANALYZE")
         conn.commit()
+    return ids
+
+
+def generated_lists(ids: np.ndarray, dim: int, seed: int, width: int) -> Iterator[tuple[int, Any]]:
+    """Lists of the right shape and distance scale for iid N(0, I) vectors (not exact).
+
+    For such vectors ||q - x||^2 has mean ||q||^2 + d and spread sqrt(4||q||^2 + 2d) over x; a
+    list's last entry sits at the quantile width/N of that spread (Gaussian tail), so a fold
+    screens new items against thresholds like real ones.
+    """
+    from statistics import NormalDist
+
+    from shared.search.lists import NeighbourList
+
+    rng = np.random.default_rng(seed)
+    n = ids.size
+    z = NormalDist().inv_cdf(min(0.5, width / max(n, 1)))
+    for i in range(n):
+        q_sq = float(dim) + rng.standard_normal() * np.sqrt(2 * dim)
+        spread = np.sqrt(4 * q_sq + 2 * dim)
+        last = q_sq + dim + z * spread
+        d2 = np.sort(last - rng.random(width) * spread)
+        picks = rng.integers(0, n - 1, size=width)
+        picks[picks >= i] += 1
+        yield int(ids[i]), NeighbourList(ids[picks], d2, False)
+
+
+def write_generated_lists(
+    settings: Any, ids: np.ndarray, dim: int, seed: int, *, to_postgres: bool
+) -> str:
+    """Lists for every item and kind, as fold 1; into PostgreSQL and/or a Redis generation."""
+    from shared.redis_clients import redis_client
+    from shared.search import lists_cache
+    from shared.search.lists import LIST_WIDTH
+
+    cache = redis_client(settings.redis_cache_url, 30.0)
+    generation = f"bench-{int(time.time())}"
+    with _connect(settings) as conn:
+        fold_id = conn.execute(
+            "INSERT INTO list_folds (changes) VALUES (0) RETURNING id"
+        ).fetchone()[0]
+        conn.execute("UPDATE list_changes SET fold_id = %s WHERE fold_id IS NULL", (fold_id,))
+        for k_index, kind in enumerate(KINDS):
+            pipe = cache.pipeline(transaction=False)
+            rows = generated_lists(ids, dim, seed + k_index, LIST_WIDTH)
+            with (
+                conn.cursor() as cur,
+                cur.copy(
+                    "COPY neighbour_lists (model_version, kind, item_id, neighbour_ids, sq_distances,"
+                    " complete, fold_id) FROM STDIN (FORMAT BINARY)"
+                ) as copy,
+            ):
+                copy.set_types(["text", "text", "int8", "bytea", "bytea", "bool", "int8"])
+                for count, (item_id, value) in enumerate(
+                    tqdm(rows, total=ids.size, desc=f"lists {kind}", unit="list", mininterval=2)
+                ):
+                    if to_postgres:
+                        copy.write_row(
+                            (
+                                VERSION,
+                                kind,
+                                item_id,
+                                value.id_bytes(),
+                                value.distance_bytes(),
+                                False,
+                                fold_id,
+                            )
+                        )
+                    pipe.set(
+                        lists_cache.list_key(generation, VERSION, kind, item_id), value.to_bytes()
+                    )
+                    if count % 2000 == 1999:
+                        pipe.execute()
+            pipe.execute()
+        conn.commit()
+    cache.set(lists_cache.applied_key(generation), str(fold_id))
+    lists_cache.publish(cache, generation)
+    return generation
+
+
+# --- over HTTP ---------------------------------------------------------------------------------
 
 
 def _free_port() -> int:
@@ -220,7 +394,7 @@ def _wait_http(port: int, path: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             conn.request("GET", path)
             response = conn.getresponse()
             response.read()
@@ -232,16 +406,16 @@ def _wait_http(port: int, path: str, timeout: float) -> None:
     raise RuntimeError(f"web server not answering 200 on {path} after {timeout}s")
 
 
-def _load(port: int, n: int, k: int, clients: int, seconds: float, seed: int) -> dict:
+def _load(port: int, n: int, k: int, clients: int, seconds: float, seed: int, prefix: str) -> dict:
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     stop_at = time.monotonic() + seconds
 
     def client(idx: int) -> None:
         rng = np.random.default_rng(seed + idx)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         while time.monotonic() < stop_at:
-            path = f"/api/v1/items/sku-{int(rng.integers(n)):07d}/recommendations?k={k}"
+            path = f"/api/v1/items/{prefix}{int(rng.integers(n)):07d}/recommendations?k={k}"
             started = time.perf_counter()
             try:
                 conn.request("GET", path)
@@ -251,7 +425,7 @@ def _load(port: int, n: int, k: int, clients: int, seconds: float, seed: int) ->
             except OSError:
                 ok = False
                 conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             elapsed = time.perf_counter() - started
             if ok:
                 latencies[idx].append(elapsed)
@@ -266,7 +440,7 @@ def _load(port: int, n: int, k: int, clients: int, seconds: float, seed: int) ->
         t.join()
     done = sorted(x for per in latencies for x in per)
     if not done:
-        return {"requests": 0, "errors": sum(errors)}
+        return {"requests": 0, "errors": sum(errors), "rps": 0.0, "p50_ms": None, "p99_ms": None}
     return {
         "requests": len(done),
         "errors": sum(errors),
@@ -276,134 +450,329 @@ def _load(port: int, n: int, k: int, clients: int, seconds: float, seed: int) ->
     }
 
 
-def bench_http(n: int, dim: int, k: int, clients: int, seconds: float, seed: int, args) -> dict:
-    import redis
-    from shared.search.rebuild import rebuild_cache
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
-    from shared.config import load_settings, settings_to_env
-    from tests.support import database
 
-    url = database.create_database()
-    tmp = Path(tempfile.mkdtemp(prefix="visrec-bench-"))
-    redis_host = args.redis_url.rstrip("/")
-    settings = load_settings(
-        {
-            "database_url": url,
-            "redis_broker_url": f"{redis_host}/{args.broker_db}",
-            "redis_cache_url": f"{redis_host}/{args.cache_db}",
-            "media_root": tmp / "media",
-            "log_json": False,
-            "log_level": "WARNING",
-        },
-        environ={},
-    )
-    scratch = [
-        redis.Redis.from_url(settings.redis_cache_url),
-        redis.Redis.from_url(settings.redis_broker_url),
-    ]
-    for client in scratch:
-        client.flushdb()
-    server = None
+def _children(pid: int) -> list[int]:
     try:
-        database.upgrade_head(url)
-        started = time.perf_counter()
-        _populate(url, n, dim, seed, "bench-model")
-        populate_s = time.perf_counter() - started
-        rebuilt = rebuild_cache(settings, reason="bench")
-        port = _free_port()
-        env = {**os.environ, **settings_to_env(settings), "PYTHONPATH": str(ROOT)}
-        # Concurrent requests parallelise across threads; a multi-threaded BLAS per request
-        # would only oversubscribe the cores (recommended for the Procfile's web process too).
-        env.setdefault("OPENBLAS_NUM_THREADS", "1")
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.web_workers),
-                "--threads",
-                str(args.web_threads),
-                "--timeout",
-                "120",
-                "web.wsgi:app",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        # Every worker process loads its copy on its first request: warm them all up.
-        _wait_http(port, f"/api/v1/items/sku-0000001/recommendations?k={k}", 300)
-        _load(port, n, k, clients, 3.0, seed + 99)
-        result = _load(port, n, k, clients, seconds, seed)
-        result.update(
-            {
-                "n": n,
-                "clients": clients,
-                "seconds": seconds,
-                "populate_s": round(populate_s, 1),
-                "rebuild_s": round(rebuilt.seconds, 2),
-                "web_workers": args.web_workers,
-                "web_threads": args.web_threads,
-            }
-        )
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def serve_and_load(
+    settings: Any, args: argparse.Namespace, app: str, n: int, prefix: str, warm_s: float
+) -> dict:
+    from shared.config import settings_to_env
+
+    port = _free_port()
+    env = {**os.environ, **settings_to_env(settings), "PYTHONPATH": str(ROOT)}
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the Procfile runs the web tier
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(args.web_workers),
+            "--threads",
+            str(args.web_threads),
+            "--timeout",
+            "600",
+            app,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_http(port, f"/api/v1/items/{prefix}0000001/recommendations?k={args.k}", warm_s)
+        # Every process warms up (the scan path loads its matrices on its first request).
+        _load(port, n, args.k, args.clients, 5.0, args.seed + 99, prefix)
+        result = _load(port, n, args.k, args.clients, args.http_seconds, args.seed, prefix)
+        rss = [round(_rss_mb(pid), 1) for pid in _children(server.pid)]
+        result.update({"n": n, "app": app, "web_rss_mb": rss, "clients": args.clients})
         return result
     finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        for client in scratch:
-            client.flushdb()
-            client.close()
-        database.drop_database(url)
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
-def _table(rows: list[dict], http_rows: list[dict]) -> str:
-    lines = [
-        f"{'N':>8} {'article top+bottom':>19} {'ours top+bottom':>16} {'speedup':>8}"
-        f" {'floor/kind':>11} {'ours/kind (t,b,f)':>26} {'x floor':>16} {'BW GB/s':>8}",
-    ]
-    for r in rows:
-        per = r["ours_single_query_ms"]
-        vs = r["ours_vs_floor"]
-        lines.append(
-            f"{r['n']:>8} {r['article_top_bottom_ms']:>17.1f}ms {r['ours_top_bottom_ms']:>14.2f}ms"
-            f" {r['speedup_vs_article']:>7.0f}x {r['memory_floor_ms_per_kind']:>9.2f}ms"
-            f" {per['top']:>7.2f}/{per['bottom']:.2f}/{per['full']:.2f} ms"
-            f" {vs['top']:>5.2f}/{vs['bottom']:.2f}/{vs['full']:.2f}"
-            f" {r['read_bandwidth_gb_s']:>8.2f}"
+# --- phases ------------------------------------------------------------------------------------
+
+
+def sgemm_rate(n: int, dim: int, block: int) -> dict:
+    """The best float32 matrix-product rate on the build's shapes: numpy (BLAS) and torch."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    q = x[:block]
+    flops = 2.0 * block * n * dim
+    best: dict[str, float] = {}
+    best["numpy"] = min(_timed(lambda: q @ x.T) for _ in range(3))
+    try:
+        import torch
+
+        xt, qt = torch.from_numpy(x), torch.from_numpy(q)
+        best["torch"] = min(_timed(lambda: qt @ xt.T) for _ in range(3))
+    except ImportError:
+        pass
+    rates = {name: flops / t for name, t in best.items()}
+    kernel = max(rates, key=rates.get)
+    return {
+        "gflops": round(rates[kernel] / 1e9, 1),
+        "kernel": kernel,
+        "all": {k: round(v / 1e9, 1) for k, v in rates.items()},
+    }
+
+
+def _timed(fn: Any) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def phase_build(args: argparse.Namespace, out: dict) -> None:
+    from workers.search.fold import fold
+    from workers.search.index import VectorIndex
+
+    n, dim = args.n_build, args.dim
+    with bench_stack(args) as settings:
+        settings = settings.replace(list_block_rows=args.block_rows)
+        rng = np.random.default_rng(args.seed)
+        vectors = {kind: rng.standard_normal((n, dim), dtype=np.float32) for kind in KINDS}
+        populate(settings, n, dim, args.seed, log_changes=True, vectors=vectors)
+        rate = sgemm_rate(n, dim, args.block_rows)
+        floor_s = len(KINDS) * 2.0 * n * n * dim / (rate["gflops"] * 1e9)
+        index = VectorIndex()
+        report = fold(settings, index=index, reason="bench build")
+        out["build"] = {
+            "n": n,
+            "kinds": len(KINDS),
+            "fold_s": round(report.seconds, 2),
+            "compute_s": round(report.compute_seconds, 2),
+            "floor_s": round(floor_s, 2),
+            "sgemm": rate,
+            "lists": report.lists_written,
+        }
+        print(json.dumps({"build": out["build"]}), file=sys.stderr)
+        if "latency" not in args.skip:
+            phase_latency(args, settings, vectors, out)
+
+
+def phase_latency(args: argparse.Namespace, settings: Any, vectors: dict, out: dict) -> None:
+    """Seconds from a batch's commit until every list a new item belongs to holds it."""
+    from shared.redis_clients import redis_client
+    from shared.search import lists_cache
+    from shared.search.lists import from_bytes
+    from shared.search.scheduling import request_fold
+    from tests.support.worker import WorkerProcess
+
+    log_path = Path(tempfile.mkdtemp(prefix="visrec-bench-worker-")) / "worker.log"
+    worker = WorkerProcess(settings.replace(log_level="INFO"), log_path, queues=("default",))
+    worker.start(wait_s=300)
+    cache = redis_client(settings.redis_cache_url, 30.0)
+    try:
+
+        def folded() -> bool:
+            with _connect(settings) as conn:
+                return not conn.execute(
+                    "SELECT 1 FROM list_changes WHERE fold_id IS NULL LIMIT 1"
+                ).fetchone()
+
+        # Warm the worker: a first small change makes it load the matrices and lists.
+        rng = np.random.default_rng(args.seed + 7)
+        warm = {kind: vectors[kind][:1] + 0.5 for kind in KINDS}
+        populate(settings, 1, args.dim, 0, log_changes=True, prefix="warm-", vectors=warm)
+        request_fold(settings, reason="bench warm-up")
+        deadline = time.monotonic() + 600
+        while not folded() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        batch = 16
+        anchors = rng.choice(args.n_build, size=batch, replace=False)
+        twins = {
+            kind: (vectors[kind][anchors] + 1e-3 * rng.standard_normal((batch, args.dim))).astype(
+                np.float32
+            )
+            for kind in KINDS
+        }
+        with _connect(settings) as conn:
+            anchor_ids = [
+                conn.execute(
+                    "SELECT id FROM items WHERE sku = %s", (f"sku-{int(a):07d}",)
+                ).fetchone()[0]
+                for a in anchors
+            ]
+        committed = time.perf_counter()
+        new_ids = populate(
+            settings, batch, args.dim, 0, log_changes=True, prefix="new-", vectors=twins
         )
+        request_fold(settings, reason="bench batch")
+        waiting = {
+            (kind, int(a), int(c))
+            for kind in KINDS
+            for a, c in zip(anchor_ids, new_ids, strict=True)
+        }
+        while waiting and time.perf_counter() - committed < 600:
+            generation = lists_cache.read_pointer(cache)
+            for kind, anchor, twin in list(waiting):
+                value = (
+                    cache.get(lists_cache.list_key(generation, VERSION, kind, anchor))
+                    if generation
+                    else None
+                )
+                if value is not None and from_bytes(value).ids[:1].tolist() == [twin]:
+                    waiting.discard((kind, anchor, twin))
+            time.sleep(0.02)
+        out["latency"] = {
+            "batch": batch,
+            "n": args.n_build,
+            "seconds_to_lists": round(time.perf_counter() - committed, 2) if not waiting else None,
+        }
+        print(json.dumps({"latency": out["latency"]}), file=sys.stderr)
+    finally:
+        worker.stop()
+
+
+def phase_http_and_fold(args: argparse.Namespace, out: dict) -> None:
+    n = args.n_http
+    with bench_stack(args) as settings:
+        started = time.perf_counter()
+        ids = populate(settings, n, args.dim, args.seed, log_changes=False)
+        write_generated_lists(settings, ids, args.dim, args.seed, to_postgres=True)
+        out["http_setup_s"] = round(time.perf_counter() - started, 1)
+        if "http" not in args.skip:
+            out["lists_100k"] = serve_and_load(settings, args, "web.wsgi:app", n, "sku-", 300)
+            print(json.dumps({"lists": out["lists_100k"]}), file=sys.stderr)
+            out["scan_100k"] = serve_and_load(
+                settings, args, "bench.scan_baseline:app", n, "sku-", 1200
+            )
+            print(json.dumps({"scan": out["scan_100k"]}), file=sys.stderr)
+        if "fold" not in args.skip:
+            phase_fold(args, settings, out)
+
+
+def phase_fold(args: argparse.Namespace, settings: Any, out: dict) -> None:
+    from workers.search.fold import fold
+    from workers.search.index import VectorIndex
+
+    index = VectorIndex()
+    populate(settings, 1, args.dim, args.seed + 1, log_changes=True, prefix="warm-")
+    warm = fold(settings, index=index, reason="bench warm-up")  # loads matrices and lists
+    populate(settings, 64, args.dim, args.seed + 2, log_changes=True, prefix="batch-")
+    report = fold(settings, index=index, reason="bench batch of 64")
+    out["fold"] = {
+        "n": args.n_http,
+        "batch": 64,
+        "seconds": round(report.seconds, 3),
+        "compute_s": round(report.compute_seconds, 3),
+        "lists_written": report.lists_written,
+        "cache": report.cache,
+        "warm_up_s": round(warm.seconds, 1),
+    }
+    print(json.dumps({"fold": out["fold"]}), file=sys.stderr)
+
+
+def phase_big(args: argparse.Namespace, out: dict) -> None:
+    n = args.n_big
+    with bench_stack(args) as settings:
+        # Reads never touch vectors (no pending change): stored 1-d to fit this machine.
+        ids = populate(settings, n, 1, args.seed, log_changes=False, prefix="big-")
+        write_generated_lists(settings, ids, args.dim, args.seed, to_postgres=False)
+        out["lists_1m"] = serve_and_load(settings, args, "web.wsgi:app", n, "big-", 300)
+        print(json.dumps({"big": out["lists_1m"]}), file=sys.stderr)
+
+
+def phase_article(args: argparse.Namespace, out: dict) -> None:
+    sizes = [int(s) for s in args.article_sizes.split(",") if s]
+    out["article"] = [bench_in_process(n, args.dim, args.k, 30, 3, args.seed) for n in sizes]
+
+
+def _row(label: str, value: Any, note: str = "") -> str:
+    return f"{label:<52} {value!s:>16}  {note}"
+
+
+def report(out: dict) -> dict:
+    lists, scan, big = out.get("lists_100k", {}), out.get("scan_100k", {}), out.get("lists_1m", {})
+    build, fold, latency = out.get("build", {}), out.get("fold", {}), out.get("latency", {})
+    summary = {
+        "http_rps_lists_100k": lists.get("rps"),
+        "http_rps_scan_100k": scan.get("rps"),
+        "lists_over_scan_rps_100k": round(lists["rps"] / scan["rps"], 1)
+        if lists.get("rps") and scan.get("rps")
+        else None,
+        "http_p99_ms_lists_100k": lists.get("p99_ms"),
+        "http_p99_ms_lists_1m": big.get("p99_ms"),
+        "web_rss_mb_100k": max(lists.get("web_rss_mb") or [0]) or None,
+        "web_rss_mb_1m": max(big.get("web_rss_mb") or [0]) or None,
+        "lists_build_over_floor_20k": round(build["fold_s"] / build["floor_s"], 2)
+        if build
+        else None,
+        "fold_64_s_100k": fold.get("seconds"),
+        "http_errors": sum(x.get("errors", 0) for x in (lists, scan, big)),
+        "new_item_in_lists_s": latency.get("seconds_to_lists"),
+    }
+    lines = ["", "visrec recommendations benchmark (one run, this machine)", ""]
+    for name, r in (
+        ("lists, N=%d" % lists.get("n", 0), lists),
+        ("scan (before), N=%d" % scan.get("n", 0), scan),
+        ("lists, N=%d (lists generated in Redis)" % big.get("n", 0), big),
+    ):
+        if r:
+            lines.append(
+                _row(
+                    f"HTTP {name}",
+                    f"{r['rps']} req/s",
+                    f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}, web RSS {r['web_rss_mb']} MB",
+                )
+            )
+    if summary["lists_over_scan_rps_100k"]:
+        lines.append(_row("lists / scan req/s", f"{summary['lists_over_scan_rps_100k']}x"))
+    if build:
         lines.append(
-            f"{'':>8} (article: median of {r['article_queries_timed']} queries;"
-            f" ours: median of {r['ours_queries_timed']}; answers differing from the"
-            f" article's: {r['answers_differing_from_article']})"
+            _row(
+                f"full computation N={build['n']} x {build['kinds']} kinds",
+                f"{build['fold_s']} s",
+                f"compute {build['compute_s']} s; floor {build['floor_s']} s at {build['sgemm']['gflops']} GFLOP/s ({build['sgemm']['kernel']}); ratio {summary['lists_build_over_floor_20k']}x",
+            )
         )
-    for h in http_rows:
+    if fold:
         lines.append(
-            f"HTTP N={h['n']}: {h['clients']} clients x {h['seconds']:.0f}s -> {h['requests']}"
-            f" requests ({h.get('rps', 0)}/s), p50 {h.get('p50_ms')} ms, p99 {h.get('p99_ms')} ms,"
-            f" errors {h['errors']} (gunicorn {h['web_workers']}x{h['web_threads']} threads;"
-            f" rebuild {h['rebuild_s']} s, populate {h['populate_s']} s)"
+            _row(
+                f"fold of {fold['batch']} new items at N={fold['n']}",
+                f"{fold['seconds']} s",
+                f"compute {fold['compute_s']} s, {fold['lists_written']} lists written, cache {fold['cache']}",
+            )
         )
-    return "\n".join(lines)
+    if latency:
+        lines.append(
+            _row(
+                f"batch of {latency['batch']} committed -> in every list (worker)",
+                f"{latency['seconds_to_lists']} s",
+                f"N={latency['n']}, real Celery worker, fold requested as ingestion does",
+            )
+        )
+    print("\n".join(lines))
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--http-sizes", default="10000", help="sizes also served over HTTP")
+    parser.add_argument("--n-http", type=int, default=100_000)
+    parser.add_argument("--n-big", type=int, default=1_000_000)
+    parser.add_argument("--n-build", type=int, default=20_000)
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--queries", type=int, default=30, help="in-process queries per size")
-    parser.add_argument(
-        "--loop-queries", default="10,3", help="article-loop queries per size (last value repeats)"
-    )
+    parser.add_argument("--block-rows", type=int, default=512)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--http-seconds", type=float, default=20.0)
     parser.add_argument("--web-workers", type=int, default=2)
@@ -412,23 +781,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-db", type=int, default=12)
     parser.add_argument("--cache-db", type=int, default=13)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip", default="", help="comma-separated: build,latency,http,fold,big")
+    parser.add_argument(
+        "--article-sizes", default="", help="also time the article's loop at these N"
+    )
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",") if s]
-    http_sizes = {int(s) for s in args.http_sizes.split(",") if s}
-    loops = [int(s) for s in args.loop_queries.split(",") if s]
-
-    rows, http_rows = [], []
-    for idx, n in enumerate(sizes):
-        loop_q = loops[min(idx, len(loops) - 1)]
-        rows.append(bench_in_process(n, args.dim, args.k, args.queries, loop_q, args.seed))
-        print(json.dumps(rows[-1]), file=sys.stderr)
-        if n in http_sizes:
-            http_rows.append(
-                bench_http(n, args.dim, args.k, args.clients, args.http_seconds, args.seed, args)
-            )
-            print(json.dumps(http_rows[-1]), file=sys.stderr)
-    print(_table(rows, http_rows))
-    print(json.dumps({"in_process": rows, "http": http_rows}))
+    args.skip = {s for s in args.skip.split(",") if s}
+    out: dict[str, Any] = {}
+    if "build" not in args.skip:
+        phase_build(args, out)
+    if not {"http", "fold"} <= args.skip:
+        phase_http_and_fold(args, out)
+    if "big" not in args.skip:
+        phase_big(args, out)
+    if args.article_sizes:
+        phase_article(args, out)
+    summary = report(out)
+    print(json.dumps({"details": out}, default=str), file=sys.stderr)
+    print(json.dumps(summary))
     return 0
 
 

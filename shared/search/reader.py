@@ -89,6 +89,7 @@ class _Changes:
     vectors: dict[str, dict[int, np.ndarray | None]]
     own: dict[str, np.ndarray]
     lists: dict[str, NeighbourList]
+    labels: dict[int, Label]
 
 
 _CHANGES_SQL = text(
@@ -99,25 +100,37 @@ _CHANGES_SQL = text(
            AND (fold_id IS NULL OR fold_id > :applied)
     )
     SELECT 'list' AS part, kind, NULL::bigint AS item_id, neighbour_ids AS a,
-           sq_distances AS b, complete
+           sq_distances AS b, complete, NULL AS sku, NULL AS media_key
       FROM neighbour_lists
      WHERE :with_lists AND model_version = :version AND item_id = :item_id
        AND kind = ANY(:kinds)
     UNION ALL
-    SELECT 'change', ch.kind, ch.item_id, e.vector, NULL, NULL
+    SELECT 'change', ch.kind, ch.item_id, e.vector, NULL, NULL, i.sku, i.media_key
       FROM ch LEFT JOIN embeddings e
         ON e.item_id = ch.item_id AND e.model_version = :version AND e.kind = ch.kind
+      LEFT JOIN items i ON i.id = ch.item_id
     UNION ALL
-    SELECT 'own', e.kind, e.item_id, e.vector, NULL, NULL
+    SELECT 'own', e.kind, e.item_id, e.vector, NULL, NULL, NULL, NULL
       FROM embeddings e
      WHERE e.item_id = :item_id AND e.model_version = :version AND e.kind = ANY(:kinds)
        AND EXISTS (SELECT 1 FROM ch)
+    UNION ALL
+    SELECT 'label', NULL, id, NULL, NULL, NULL, sku, media_key
+      FROM items WHERE id = ANY(:label_ids)
     """
 )
+# Labels fetched with the changes: the first k entries of each list and this many more (a few
+# may be dropped as changed); anything else is looked up afterwards.
+_LABEL_SPARE = 4
 
 
 def _read_changes(
-    session: Session, item: ItemRef, kinds: Sequence[str], applied: int, with_lists: bool
+    session: Session,
+    item: ItemRef,
+    kinds: Sequence[str],
+    applied: int,
+    with_lists: bool,
+    label_ids: Sequence[int] = (),
 ) -> _Changes:
     rows = session.execute(
         _CHANGES_SQL,
@@ -127,16 +140,21 @@ def _read_changes(
             "applied": applied,
             "with_lists": with_lists,
             "item_id": item.id,
+            "label_ids": list(label_ids),
         },
     ).all()
-    out = _Changes({kind: {} for kind in kinds}, {}, {})
-    for part, kind, item_id, a, b, complete in rows:
+    out = _Changes({kind: {} for kind in kinds}, {}, {}, {})
+    for part, kind, item_id, a, b, complete, sku, media_key in rows:
         if part == "list":
             out.lists[kind] = from_columns(a, b, complete)
         elif part == "change":
             out.vectors[kind][int(item_id)] = decode(a) if a is not None else None
-        else:
+            if sku is not None:
+                out.labels[int(item_id)] = Label(sku, media_key)
+        elif part == "own":
             out.own[kind] = decode(a)
+        else:
+            out.labels[int(item_id)] = Label(sku, media_key)
     return out
 
 
@@ -169,6 +187,14 @@ def _answer(
     ]
 
 
+@dataclass(frozen=True)
+class ItemAnswer:
+    """Per kind the item has: its neighbours, or None where a worker must search."""
+
+    neighbours: dict[str, list[Neighbour] | None]
+    labels: dict[int, Label]  # SKU and image of (at least most of) the neighbours
+
+
 def item_neighbours(
     session: Session,
     cache: redis.Redis | None,
@@ -177,11 +203,11 @@ def item_neighbours(
     kinds: Sequence[str],
     k: int,
     on_cache_error: Callable[[Exception], None] | None = None,
-) -> dict[str, list[Neighbour] | None]:
-    """The k nearest other items per kind the item has; None where a worker must search."""
+) -> ItemAnswer:
+    """The k nearest other items per kind the item has, and the labels read on the way."""
     kinds = [kind for kind in kinds if kind in item.kinds]
     if not kinds or item.version is None:
-        return {}
+        return ItemAnswer({}, {})
     cached: lists_cache.CachedLists | None = None
     if cache is not None and generation is not None:
         try:
@@ -192,23 +218,36 @@ def item_neighbours(
             else:
                 log.warning("lists cache unreadable; reading PostgreSQL", extra={"error": str(exc)})
     if cached is not None and all(cached.lists[kind] is not None for kind in kinds):
-        changes = _read_changes(session, item, kinds, cached.applied, with_lists=False)
         lists = {kind: cached.lists[kind] for kind in kinds}
+        label_ids = {
+            int(i)
+            for value in lists.values()
+            if value is not None
+            for i in value.ids[: k + _LABEL_SPARE]
+        }
+        changes = _read_changes(
+            session, item, kinds, cached.applied, with_lists=False, label_ids=sorted(label_ids)
+        )
     else:
         changes = _read_changes(session, item, kinds, _NO_FOLD, with_lists=True)
         lists = {kind: changes.lists.get(kind) for kind in kinds}
-    return {
+    neighbours = {
         kind: _answer(item, lists[kind], changes.vectors[kind], changes.own.get(kind), k)
         for kind in kinds
     }
+    return ItemAnswer(neighbours, changes.labels)
 
 
-def labels(session: Session, item_ids: Sequence[int]) -> dict[int, Label]:
-    """SKU and image of each item still in the catalogue."""
+def labels(
+    session: Session, item_ids: Sequence[int], known: dict[int, Label] | None = None
+) -> dict[int, Label]:
+    """SKU and image of each item still in the catalogue (``known`` ones are not read again)."""
+    known = known or {}
+    item_ids = [i for i in item_ids if i not in known]
     if not item_ids:
-        return {}
+        return dict(known)
     rows = session.execute(
         text("SELECT id, sku, media_key FROM items WHERE id = ANY(:ids)"),
         {"ids": list(set(item_ids))},
     ).all()
-    return {int(r.id): Label(r.sku, r.media_key) for r in rows}
+    return {**known, **{int(r.id): Label(r.sku, r.media_key) for r in rows}}

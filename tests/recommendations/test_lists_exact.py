@@ -41,7 +41,7 @@ def _answer(settings, session, cache, sku: str, kind: str, k: int, used: dict) -
     session.rollback()  # a fresh snapshot, as a new request would have
     item = reader.find_item(session, sku)
     generation = lists_cache.read_pointer(cache)
-    found = reader.item_neighbours(session, cache, generation, item, [kind], k)[kind]
+    found = reader.item_neighbours(session, cache, generation, item, [kind], k).neighbours[kind]
     if found is None:
         used["worker"] += 1
         ranked = search_item(settings, item.id, item.version, [kind], k)[kind]

@@ -81,9 +81,9 @@ def _ask_worker(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _documents(
-    found: Mapping[str, Sequence[Neighbour]],
+    found: Mapping[str, Sequence[Neighbour]], known: dict[int, reader.Label] | None = None
 ) -> dict[str, list[dict[str, Any]]]:
-    labels = reader.labels(db(), [n.item_id for hits in found.values() for n in hits])
+    labels = reader.labels(db(), [n.item_id for hits in found.values() for n in hits], known)
     out: dict[str, list[dict[str, Any]]] = {}
     for kind, hits in found.items():
         # An item deleted between the search and this read is simply left out.
@@ -123,6 +123,8 @@ def _not_embedded(item: ItemRef) -> ApiError:
 
 def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> dict[str, Any]:
     session = db()
+    # Reads only, each statement its own snapshot: no BEGIN/ROLLBACK round trips.
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     item = reader.find_item(session, sku)
     if item is None:
         raise ApiError(404, "item_not_found", f"No item with SKU {sku!r}.")
@@ -133,9 +135,9 @@ def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> dict[str, Any]
     found = reader.item_neighbours(
         session, pointer.client(), generation, item, kinds, k, on_cache_error=pointer.cache_failed
     )
-    waiting = [kind for kind, hits in found.items() if hits is None]
+    waiting = [kind for kind, hits in found.neighbours.items() if hits is None]
     answered: dict[str, list[Neighbour]] = {
-        kind: hits for kind, hits in found.items() if hits is not None
+        kind: hits for kind, hits in found.neighbours.items() if hits is not None
     }
     if waiting:
         answer = _ask_worker(
@@ -145,7 +147,7 @@ def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> dict[str, Any]
         if "error" in answer:
             raise ApiError(404, "item_not_found", f"No item with SKU {sku!r}.")
         answered.update(_from_worker(answer["results"]))
-    documents = _documents(answered)
+    documents = _documents(answered, found.labels)
     results = {kind: documents.get(kind, []) for kind in kinds}
     missing = {kind: ITEM_MISSING[kind] for kind in kinds if kind not in item.kinds}
     return {

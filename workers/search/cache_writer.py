@@ -24,9 +24,9 @@ from shared.search.lists import from_columns
 
 log = logging.getLogger(__name__)
 
-# Above this many lists a fold writes a new generation instead of one huge MULTI (a first
-# computation of a whole catalogue would otherwise block Redis while it applies).
-MAX_MULTI_UPDATES = 20_000
+# Above this many lists (~400 MB) a fold writes a new generation instead of one huge MULTI (a
+# first computation of a whole catalogue would otherwise block Redis while it applies).
+MAX_MULTI_UPDATES = 200_000
 _PIPELINE_ROWS = 1000
 _EVERYTHING = 2**62
 

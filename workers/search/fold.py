@@ -197,34 +197,63 @@ def _insert(matrix: KindMatrix, new_rows: np.ndarray, skip: np.ndarray) -> set[i
     screen = approx <= (threshold[:, None] + margin[None, :].astype(np.float32))
     screen[new_rows, np.arange(new_rows.size)] = False  # not its own neighbour
     screen[skip] = False  # rows recomputed from scratch anyway
-    additions: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    rows, cols = np.nonzero(screen)
+    if rows.size == 0:
+        return set()
+    order = np.argsort(cols, kind="stable")
+    rows, cols = rows[order], cols[order]
+    bounds = np.searchsorted(cols, np.arange(new_rows.size + 1))
+    d2 = np.empty(rows.size, dtype=np.float64)
     for c in range(new_rows.size):
-        rows = np.flatnonzero(screen[:, c])
-        if rows.size == 0:
-            continue
-        exact = exact_squared_distances(x[rows], queries[c])
-        cid = int(ids[new_rows[c]])
-        for row, d2 in zip(rows.tolist(), exact.tolist(), strict=True):
-            if complete[row]:
-                additions[row].append((cid, d2))
-                continue
-            count = int(lens[row])
-            tail = (float(matrix.list_d2[row, count - 1]), int(matrix.list_ids[row, count - 1]))
-            # Past the list's last entry, unseen items may come first: the prefix stays as is.
-            if (d2, cid) < tail:
-                additions[row].append((cid, d2))
-    for row, extra in additions.items():
+        part = slice(int(bounds[c]), int(bounds[c + 1]))
+        if part.start < part.stop:
+            d2[part] = exact_squared_distances(x[rows[part]], queries[c])
+    cids = ids[new_rows][cols]
+    # Past a truncated list's last entry, unseen items may come first: the prefix stays as is.
+    count = lens[rows]
+    tail_d2 = matrix.list_d2[rows, np.maximum(count - 1, 0)]
+    tail_id = matrix.list_ids[rows, np.maximum(count - 1, 0)]
+    admit = complete[rows] | (d2 < tail_d2) | ((d2 == tail_d2) & (cids < tail_id))
+    rows, cids, d2 = rows[admit], cids[admit], d2[admit]
+    if rows.size == 0:
+        return set()
+    touched, per_row = np.unique(rows, return_counts=True)
+    single = np.isin(rows, touched[per_row == 1])
+    _insert_one_each(matrix, rows[single], cids[single], d2[single])
+    for row in touched[per_row > 1].tolist():
+        mine = rows == row
         count = int(lens[row])
-        new_ids = np.array([i for i, _ in extra], dtype=np.int64)
-        new_d2 = np.array([d for _, d in extra], dtype=np.float64)
         _set_row(
             matrix,
             row,
-            np.concatenate([matrix.list_ids[row, :count], new_ids]),
-            np.concatenate([matrix.list_d2[row, :count], new_d2]),
+            np.concatenate([matrix.list_ids[row, :count], cids[mine]]),
+            np.concatenate([matrix.list_d2[row, :count], d2[mine]]),
             bool(complete[row]),
         )
-    return set(additions)
+    return set(touched.tolist())
+
+
+def _insert_one_each(
+    matrix: KindMatrix, rows: np.ndarray, cids: np.ndarray, d2: np.ndarray
+) -> None:
+    """One new entry into each of many lists at once (the common case of a fold)."""
+    if rows.size == 0:
+        return
+    old_d2, old_ids = matrix.list_d2[rows], matrix.list_ids[rows]
+    before = (old_d2 < d2[:, None]) | ((old_d2 == d2[:, None]) & (old_ids < cids[:, None]))
+    pos = before.sum(axis=1)[:, None]
+    slot = np.arange(LIST_WIDTH)[None, :]
+    shifted_d2 = np.concatenate([np.full((rows.size, 1), np.inf), old_d2[:, :-1]], axis=1)
+    shifted_ids = np.concatenate([np.full((rows.size, 1), -1), old_ids[:, :-1]], axis=1)
+    matrix.list_d2[rows] = np.where(
+        slot < pos, old_d2, np.where(slot == pos, d2[:, None], shifted_d2)
+    )
+    matrix.list_ids[rows] = np.where(
+        slot < pos, old_ids, np.where(slot == pos, cids[:, None], shifted_ids)
+    )
+    grown = matrix.list_len[rows] + 1
+    matrix.list_complete[rows] &= grown <= LIST_WIDTH  # one pushed off the end: truncated now
+    matrix.list_len[rows] = np.minimum(grown, LIST_WIDTH)
 
 
 def _recompute(matrix: KindMatrix, rows: np.ndarray, settings: Settings, device: str) -> None:
