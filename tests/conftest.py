@@ -63,7 +63,7 @@ def base_settings(
             "model_dir": None,
             "embedder_weights": "random",
             "api_keys": (TEST_API_KEY,),
-            "rebuild_debounce_s": 0.2,
+            "fold_debounce_s": 0.2,
             "log_json": False,
         },
         environ={},

@@ -1,1 +1,1 @@
-"""Celery workers: ingestion (detect, crop, embed), query embedding and cache rebuilds."""
+"""Celery workers: ingestion (detect, crop, embed), searches, and neighbour-list maintenance."""

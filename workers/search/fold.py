@@ -207,7 +207,9 @@ def _insert(matrix: KindMatrix, new_rows: np.ndarray, skip: np.ndarray) -> set[i
     for c in range(new_rows.size):
         part = slice(int(bounds[c]), int(bounds[c + 1]))
         if part.start < part.stop:
-            d2[part] = exact_squared_distances(x[rows[part]], queries[c])
+            d2[part] = exact_squared_distances(
+                x[rows[part]], queries[c], matrix.live_norms64[rows[part]]
+            )
     cids = ids[new_rows][cols]
     # Past a truncated list's last entry, unseen items may come first: the prefix stays as is.
     count = lens[rows]
@@ -266,6 +268,7 @@ def _recompute(matrix: KindMatrix, rows: np.ndarray, settings: Settings, device:
         matrix.live_vectors[rows],
         LIST_WIDTH,
         self_rows=rows,
+        sq_norms64=matrix.live_norms64,
         block_rows=settings.list_block_rows,
         device=device,
     )

@@ -23,7 +23,7 @@ import numpy as np
 import psycopg
 from tqdm import tqdm
 
-from shared.search.knn import squared_norms
+from shared.search.knn import squared_norms, squared_norms64
 from shared.search.lists import LIST_WIDTH
 from shared.search.loader import stream_vectors
 from shared.vectors import DTYPE
@@ -43,6 +43,7 @@ class KindMatrix:
     n: int = 0
     vectors: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
     sq_norms: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    sq_norms64: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
     item_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     row_of: dict[int, int] = field(default_factory=dict)
     # The newest fold whose changes this matrix includes (rows may be newer still).
@@ -63,6 +64,10 @@ class KindMatrix:
         return self.sq_norms[: self.n]
 
     @property
+    def live_norms64(self) -> np.ndarray:
+        return self.sq_norms64[: self.n]
+
+    @property
     def live_ids(self) -> np.ndarray:
         return self.item_ids[: self.n]
 
@@ -78,6 +83,7 @@ class KindMatrix:
 
         self.vectors = grown(self.vectors, (cap, self.dim), 0.0)
         self.sq_norms = grown(self.sq_norms, (cap,), 0.0)
+        self.sq_norms64 = grown(self.sq_norms64, (cap,), 0.0)
         self.item_ids = grown(self.item_ids, (cap,), -1)
         self.list_ids = grown(self.list_ids, (cap, LIST_WIDTH), -1)
         self.list_d2 = grown(self.list_d2, (cap, LIST_WIDTH), np.inf)
@@ -103,6 +109,7 @@ class KindMatrix:
             self.item_ids[row] = item_id
         self.vectors[row] = vector
         self.sq_norms[row] = squared_norms(vector[None, :].astype(np.float32))[0]
+        self.sq_norms64[row] = squared_norms64(vector[None, :].astype(np.float32))[0]
         self.list_ids[row] = -1
         self.list_d2[row] = np.inf
         self.list_len[row] = 0
@@ -120,6 +127,7 @@ class KindMatrix:
             for array in (
                 self.vectors,
                 self.sq_norms,
+                self.sq_norms64,
                 self.item_ids,
                 self.list_ids,
                 self.list_d2,
@@ -137,6 +145,7 @@ class KindMatrix:
         self.n = 0
         self.vectors = np.empty((0, self.dim), np.float32)
         self.sq_norms = np.empty(0, np.float32)
+        self.sq_norms64 = np.empty(0, np.float64)
         self.item_ids = np.empty(0, np.int64)
         self.list_ids = np.empty((0, LIST_WIDTH), np.int64)
         self.list_d2 = np.empty((0, LIST_WIDTH), np.float64)
@@ -146,6 +155,7 @@ class KindMatrix:
         self.n = len(item_ids)
         self.vectors[: self.n] = vectors
         self.sq_norms[: self.n] = squared_norms(vectors) if self.n else 0
+        self.sq_norms64[: self.n] = squared_norms64(vectors) if self.n else 0
         self.item_ids[: self.n] = item_ids
         self.row_of = {int(i): r for r, i in enumerate(item_ids.tolist())}
         self.lists_loaded = False

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.search.knn import _EPS32, exact_squared_distances
+from shared.search.knn import _EPS32, exact_squared_distances, squared_norms64
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class _Estimator:
             approx += q_sq.astype(np.float32)[:, None]
             own = np.flatnonzero(self_rows >= 0)
             approx[own, self_rows[own]] = np.inf
-            kth = np.partition(approx, kk - 1, axis=1)[:, kk - 1]
+            kth = _kth_smallest(approx, kk)
             limit = kth + margin.astype(np.float32)
             mask = approx <= limit[:, None]
         else:
@@ -93,6 +93,16 @@ class _Estimator:
         return [np.flatnonzero(row) for row in mask]
 
 
+def _kth_smallest(approx: np.ndarray, kk: int) -> np.ndarray:
+    """Per row, the kk-th smallest value (torch's top-k on CPU beats numpy's partition 2x)."""
+    try:
+        import torch
+    except ImportError:
+        return np.partition(approx, kk - 1, axis=1)[:, kk - 1]
+    values = torch.topk(torch.from_numpy(approx), kk, dim=1, largest=False, sorted=False).values
+    return values.max(dim=1).values.numpy()
+
+
 def nearest_rows(
     vectors: np.ndarray,
     sq_norms: np.ndarray,
@@ -101,6 +111,7 @@ def nearest_rows(
     width: int,
     self_rows: np.ndarray | None = None,
     *,
+    sq_norms64: np.ndarray | None = None,
     block_rows: int = 512,
     device: str = "numpy",
 ) -> RankedRows:
@@ -108,7 +119,8 @@ def nearest_rows(
 
     ``vectors`` (n, d) float32 with ``sq_norms`` its squared row norms; ``queries`` (m, d);
     ``self_rows[i] >= 0`` excludes that row from query i's answer (an item is not its own
-    neighbour). ``device``: "numpy" (BLAS on this CPU) or a torch device ("cuda", "cpu").
+    neighbour); ``sq_norms64``: the rows' float64 squared norms, if the caller keeps them.
+    ``device``: "numpy" (BLAS on this CPU) or a torch device ("cuda", "cpu").
     """
     m = queries.shape[0]
     rows_out = np.full((m, width), -1, dtype=np.int64)
@@ -121,6 +133,7 @@ def nearest_rows(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     q_sq = np.einsum("ij,ij->i", queries.astype(np.float64), queries.astype(np.float64))
     margins = _margins(float(sq_norms.max()), q_sq, vectors.shape[1])
+    norms64 = squared_norms64(vectors) if sq_norms64 is None else sq_norms64
     estimator = _Estimator(vectors, sq_norms, device)
     for block in _blocks(m, block_rows):
         found = estimator.candidates(queries[block], q_sq[block], own[block], width, margins[block])
@@ -128,7 +141,7 @@ def nearest_rows(
             i = block.start + offset
             if cand.size == 0:
                 continue
-            exact = exact_squared_distances(vectors[cand], queries[i])
+            exact = exact_squared_distances(vectors[cand], queries[i], norms64[cand])
             order = np.lexsort((item_ids[cand], exact))[:width]
             counts[i] = order.size
             rows_out[i, : order.size] = cand[order]
