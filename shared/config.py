@@ -64,6 +64,21 @@ class Settings:
     visibility_timeout_s: int = 3600
     task_max_retries: int = 5
 
+    # --- recovery and retention (workers.maintenance, run by Celery beat) ---
+    # How often beat asks a worker to look for stalled jobs.
+    sweep_interval_s: float = 60.0
+    # An unfinished job with no progress for this long and no task of its own left in the broker
+    # is re-enqueued; after stall_max_requeues re-enqueues without progress its items fail.
+    stall_after_s: float = 600.0
+    stall_max_requeues: int = 3
+    # Deliveries of one photo that may end without a result (the worker died on it) before the
+    # photo fails as a crasher; at least 2, since a crash in a batch counts against every photo.
+    item_max_deliveries: int = 3
+    # How often media no row references is deleted, and how old it must be first: longer than
+    # the slowest batch, which stores fetched bytes before it commits the rows naming them.
+    media_sweep_interval_s: float = 3600.0
+    media_grace_s: float = 21600.0
+
     # --- web ---
     public_base_url: str | None = None
     log_level: str = "INFO"

@@ -37,6 +37,8 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
             task_names.START_JOB: {"queue": QUEUE_DEFAULT},
             task_names.EMBED_QUERY: {"queue": QUEUE_QUERY},
             task_names.REBUILD_CACHE: {"queue": QUEUE_DEFAULT},
+            task_names.SWEEP_STALLED: {"queue": QUEUE_DEFAULT},
+            task_names.PRUNE_MEDIA: {"queue": QUEUE_DEFAULT},
         },
         # A task is acknowledged only once done, and re-queued if its worker dies mid-batch:
         # every task is idempotent, so running twice is harmless; losing one is not.
