@@ -215,7 +215,12 @@ def _create_job(items: list[NewItem]) -> Job:
 
 def _enqueue(job: Job) -> None:
     try:
-        celery_client().send_task(task_names.START_JOB, args=[str(job.id)], queue=QUEUE_DEFAULT)
+        # Nobody reads this task's result: without ignore_result the client also subscribes to
+        # it on the result backend, which retries for ~20 s when the broker is down, all of it
+        # inside the open transaction.
+        celery_client().send_task(
+            task_names.START_JOB, args=[str(job.id)], queue=QUEUE_DEFAULT, ignore_result=True
+        )
     except Exception:  # any broker failure: the caller rolls the job back
         log.exception("could not enqueue job", extra={"job_id": str(job.id)})
         raise ApiError(

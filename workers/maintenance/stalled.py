@@ -80,7 +80,7 @@ def _recover(settings: Settings, job_id: uuid.UUID, report: SweepReport) -> None
         # Sent before the commit: a broker failure rolls the count back. The worker's dispatch
         # waits for this transaction's row lock, so it sees the commit.
         task_sender(settings).send_task(
-            task_names.START_JOB, args=[str(job_id)], queue=QUEUE_DEFAULT
+            task_names.START_JOB, args=[str(job_id)], queue=QUEUE_DEFAULT, ignore_result=True
         )
         log.warning(
             "stalled job re-enqueued", extra={"job_id": str(job_id), "requeues": requeues + 1}
