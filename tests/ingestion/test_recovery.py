@@ -185,16 +185,29 @@ def test_a_job_whose_task_was_lost_is_re_enqueued_by_the_sweeper_and_completes(
     assert job_row(db_session, job_id).requeues == 0  # progress resets the count
 
 
-def test_a_job_waiting_behind_other_work_is_left_alone(
-    client, auth_headers, ingest_settings, db_session, broker_redis
+@pytest.mark.parametrize("where", ["queued", "reserved by a worker"])
+def test_a_job_whose_task_is_still_in_the_broker_is_left_alone(
+    where, client, auth_headers, ingest_settings, db_session, broker_redis
 ):
+    from shared.queueing import make_celery
+
     job_id = submit_files(client, auth_headers, [("w.jpg", jpeg_bytes(330))])
     broker_redis.delete("default")  # a worker took the start task and ran it:
     ingest.start_job.apply(args=[job_id]).get()  # its batch now waits in the ingest queue
-    backdate(db_session, job_id)
-    assert sweep_stalled_jobs(ingest_settings).waiting == [job_id]
+    if where == "reserved by a worker":
+        # Taken the way a worker takes it (kombu records it as unacknowledged) and never acked:
+        # a long batch in progress, or a retry waiting for its countdown.
+        with make_celery(ingest_settings).connection_for_read() as conn:
+            message = conn.default_channel.basic_get("ingest", no_ack=False)
+            assert message is not None
+            assert (broker_redis.llen("ingest"), broker_redis.hlen("unacked")) == (0, 1)
+            backdate(db_session, job_id)
+            assert sweep_stalled_jobs(ingest_settings).waiting == [job_id]
+    else:
+        backdate(db_session, job_id)
+        assert sweep_stalled_jobs(ingest_settings).waiting == [job_id]
+        assert [t for t, _ in broker_jobs(broker_redis, "ingest")] == [task_names.INGEST_BATCH]
     assert job_row(db_session, job_id).requeues == 0
-    assert [t for t, _ in broker_jobs(broker_redis, "ingest")] == [task_names.INGEST_BATCH]
     assert broker_jobs(broker_redis, "default") == []
 
 

@@ -57,13 +57,14 @@ def _snapshot(client: redis.Redis, keys: list[str]) -> set[str]:
         pipe.lrange(key, 0, -1)
     pipe.hvals(UNACKED_KEY)
     *lists, unacked = pipe.execute()
-    raw = [m for messages in lists for m in messages]
-    raw += [json.loads(entry)[0] for entry in unacked]
     jobs: set[str] = set()
-    for message in raw:
+    entries = [(m, False) for messages in lists for m in messages]
+    entries += [(entry, True) for entry in unacked]
+    for raw, reserved in entries:
         try:
-            payload = json.loads(message) if isinstance(message, bytes | str) else message
-            job = job_of_message(payload)
+            decoded = json.loads(raw)
+            # An unacknowledged message is stored as [payload, exchange, routing key].
+            job = job_of_message(decoded[0] if reserved else decoded)
         except (ValueError, TypeError, KeyError, IndexError):
             log.warning("unreadable message in the broker; ignored")
             continue
