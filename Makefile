@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install services test lint demo bench migrate web worker clean
+.PHONY: install services test lint demo bench migrate web worker beat clean
 
 install:
 	@bash scripts/install.sh
@@ -36,6 +36,10 @@ web: install
 
 worker: install
 	$(VENV)/bin/honcho start worker
+
+beat: install
+	mkdir -p var
+	$(VENV)/bin/honcho start beat
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

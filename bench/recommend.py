@@ -349,8 +349,8 @@ def write_generated_lists(
             with (
                 conn.cursor() as cur,
                 cur.copy(
-                    "COPY neighbour_lists (model_version, kind, item_id, neighbour_ids, sq_distances,"
-                    " complete, fold_id) FROM STDIN (FORMAT BINARY)"
+                    "COPY neighbour_lists (model_version, kind, item_id, neighbour_ids,"
+                    " sq_distances, complete, fold_id) FROM STDIN (FORMAT BINARY)"
                 ) as copy,
             ):
                 copy.set_types(["text", "text", "int8", "bytea", "bytea", "bool", "int8"])
@@ -723,16 +723,17 @@ def report(out: dict) -> dict:
     }
     lines = ["", "visrec recommendations benchmark (one run, this machine)", ""]
     for name, r in (
-        ("lists, N=%d" % lists.get("n", 0), lists),
-        ("scan (before), N=%d" % scan.get("n", 0), scan),
-        ("lists, N=%d (lists generated in Redis)" % big.get("n", 0), big),
+        (f"lists, N={lists.get('n', 0)}", lists),
+        (f"scan (before), N={scan.get('n', 0)}", scan),
+        (f"lists, N={big.get('n', 0)} (lists generated in Redis)", big),
     ):
         if r:
             lines.append(
                 _row(
                     f"HTTP {name}",
                     f"{r['rps']} req/s",
-                    f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}, web RSS {r['web_rss_mb']} MB",
+                    f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']},"
+                    f" web RSS {r['web_rss_mb']} MB",
                 )
             )
     if summary["lists_over_scan_rps_100k"]:
@@ -742,7 +743,9 @@ def report(out: dict) -> dict:
             _row(
                 f"full computation N={build['n']} x {build['kinds']} kinds",
                 f"{build['fold_s']} s",
-                f"compute {build['compute_s']} s; floor {build['floor_s']} s at {build['sgemm']['gflops']} GFLOP/s ({build['sgemm']['kernel']}); ratio {summary['lists_build_over_floor_20k']}x",
+                f"compute {build['compute_s']} s; floor {build['floor_s']} s at"
+                f" {build['sgemm']['gflops']} GFLOP/s ({build['sgemm']['kernel']});"
+                f" ratio {summary['lists_build_over_floor_20k']}x",
             )
         )
     if fold:
@@ -750,7 +753,8 @@ def report(out: dict) -> dict:
             _row(
                 f"fold of {fold['batch']} new items at N={fold['n']}",
                 f"{fold['seconds']} s",
-                f"compute {fold['compute_s']} s, {fold['lists_written']} lists written, cache {fold['cache']}",
+                f"compute {fold['compute_s']} s, {fold['lists_written']} lists written,"
+                f" cache {fold['cache']}",
             )
         )
     if latency:

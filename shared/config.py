@@ -58,6 +58,8 @@ class Settings:
     # A burst of committed batches schedules one fold of the neighbour lists this long after
     # the first (the lists stay exact meanwhile: readers add the changes a fold has not seen).
     fold_debounce_s: float = 0.5
+    # Celery beat also sends a fold this often (a lost request, a cold cache).
+    fold_interval_s: float = 60.0
     # How often a web process looks at the lists cache's generation pointer.
     cache_pointer_ttl_s: float = 0.5
     # Folded change rows are kept this long, so a worker whose matrices are older than that
@@ -70,6 +72,21 @@ class Settings:
     # Must exceed the slowest batch, or Redis redelivers a running task to a second worker.
     visibility_timeout_s: int = 3600
     task_max_retries: int = 5
+
+    # --- recovery and retention (workers.maintenance, run by Celery beat) ---
+    # How often beat asks a worker to look for stalled jobs.
+    sweep_interval_s: float = 60.0
+    # An unfinished job with no progress for this long and no task of its own left in the broker
+    # is re-enqueued; after stall_max_requeues re-enqueues without progress its items fail.
+    stall_after_s: float = 600.0
+    stall_max_requeues: int = 3
+    # Deliveries of one photo that may end without a result (the worker died on it) before the
+    # photo fails as a crasher; at least 2, since a crash in a batch counts against every photo.
+    item_max_deliveries: int = 3
+    # How often media no row references is deleted, and how old it must be first: longer than
+    # the slowest batch, which stores fetched bytes before it commits the rows naming them.
+    media_sweep_interval_s: float = 3600.0
+    media_grace_s: float = 21600.0
 
     # --- web ---
     public_base_url: str | None = None

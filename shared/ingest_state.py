@@ -6,6 +6,10 @@ that lock, and the second one's recount (a new statement, so a new snapshot unde
 COMMITTED) sees the first one's rows: no lost update, and re-running a batch cannot double
 count because a job item is counted by its status, not by how often it was processed.
 
+``jobs.updated_at`` is the job's last progress (a recount, a dispatch, a sweeper re-enqueue); the
+stalled-work sweeper (workers.maintenance) compares it with ``STALL_AFTER_S``, and a recount that
+finds more items finished resets the sweeper's re-enqueue count.
+
 Status rules: ``queued`` until the first item finishes or a worker starts the job, ``running``
 while items are pending, then ``succeeded`` (no failures), ``failed`` (nothing succeeded) or
 ``partial``.
@@ -39,6 +43,8 @@ _RECOUNT = text(
       END,
       started_at = COALESCE(jobs.started_at, CASE WHEN c.done + c.failed > 0 THEN now() END),
       finished_at = CASE WHEN c.pending = 0 THEN COALESCE(jobs.finished_at, now()) END,
+      requeues = CASE WHEN c.done + c.failed > jobs.done + jobs.failed THEN 0
+                      ELSE jobs.requeues END,
       updated_at = now()
     FROM (
       SELECT count(*) AS total,
@@ -72,6 +78,24 @@ def lock_job(session: Session, job_id: uuid.UUID) -> str | None:
     never deadlock on each other's item rows.
     """
     return session.execute(_LOCK, {"id": job_id}).scalar_one_or_none()
+
+
+# Namespace of the advisory locks below (the two-key form keeps them apart from any others).
+_DISPATCH_LOCK_SPACE = 0x76697372
+
+
+def lock_for_dispatch(session: Session, job_id: uuid.UUID) -> None:
+    """Serialise the sender of a job's start task with the worker that runs it.
+
+    The web sends a new job's start task before it commits the job (so a broker failure leaves
+    nothing behind), and a worker may receive the task before that commit is visible. Both take
+    this lock first: the worker then waits for the web's commit or rollback instead of finding
+    no job. Held until the transaction ends.
+    """
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:space, hashtext(:id))"),
+        {"space": _DISPATCH_LOCK_SPACE, "id": str(job_id)},
+    )
 
 
 def refresh_job(session: Session, job_id: uuid.UUID) -> JobCounts | None:

@@ -4,6 +4,8 @@ A file's key is the sha256 of its bytes (64 lowercase hex digits), so the same i
 twice is stored once and a key can never name anything outside the store. Writes go to a
 temporary file in the destination folder and are renamed into place: a reader sees the whole
 file or none of it, and two writers of the same bytes both end with the same complete file.
+Files no row references are deleted by workers.maintenance.media_retention once older than
+``MEDIA_GRACE_S``; storing bytes that are already here refreshes the file's mtime for that.
 """
 
 from __future__ import annotations
@@ -74,9 +76,12 @@ class MediaStore:
                 os.fsync(out.fileno())
             digest = hasher.hexdigest()
             path = self.path_for(digest)
-            if path.is_file():
+            try:
+                # A file already here is touched, not rewritten: its fresh mtime tells media
+                # retention (workers.maintenance) that it is in use before any row names it.
+                os.utime(path)
                 os.unlink(tmp_name)
-            else:
+            except FileNotFoundError:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 os.chmod(tmp_name, 0o644)
                 os.replace(tmp_name, path)

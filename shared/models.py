@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -64,7 +65,8 @@ class Item(TimestampMixin, Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     sku: Mapped[str] = mapped_column(String(255), unique=True)
-    media_key: Mapped[str | None] = mapped_column(String(255))
+    # Indexed: media retention asks which stored files a row still references.
+    media_key: Mapped[str | None] = mapped_column(String(255), index=True)
     image_sha256: Mapped[str | None] = mapped_column(String(64))
     byte_size: Mapped[int | None] = mapped_column(BigInteger)
     width: Mapped[int | None] = mapped_column(Integer)
@@ -109,7 +111,15 @@ class Job(TimestampMixin, Base):
     """An ingestion job: a set of items to fetch, detect, crop and embed."""
 
     __tablename__ = "jobs"
-    __table_args__ = (CheckConstraint(_in("status", JOB_STATUSES), name="status"),)
+    __table_args__ = (
+        CheckConstraint(_in("status", JOB_STATUSES), name="status"),
+        # The stalled-work sweeper's scan: only unfinished jobs, by their last progress.
+        Index(
+            "ix_jobs_active_updated_at",
+            "updated_at",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
@@ -121,6 +131,8 @@ class Job(TimestampMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Times the sweeper re-enqueued the job since it last made progress (workers.maintenance).
+    requeues: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     items: Mapped[list[JobItem]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True
@@ -151,6 +163,9 @@ class JobItem(TimestampMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     # True when the item's image and model version were unchanged and no model work was done.
     skipped: Mapped[bool] = mapped_column(default=False, server_default="false")
+    # Deliveries of this item to a worker that began its work; one that never ended (the worker
+    # died on the photo) leaves it counted, so a photo that kills workers is given up on.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     job: Mapped[Job] = relationship(back_populates="items")
 

@@ -39,6 +39,8 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
             task_names.SEARCH_ITEM: {"queue": QUEUE_QUERY},
             task_names.FOLD_LISTS: {"queue": QUEUE_DEFAULT},
             task_names.RELOAD_LISTS_CACHE: {"queue": QUEUE_DEFAULT},
+            task_names.SWEEP_STALLED: {"queue": QUEUE_DEFAULT},
+            task_names.PRUNE_MEDIA: {"queue": QUEUE_DEFAULT},
         },
         # A task is acknowledged only once done, and re-queued if its worker dies mid-batch:
         # every task is idempotent, so running twice is harmless; losing one is not.
@@ -47,7 +49,9 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
         worker_prefetch_multiplier=1,
         # The Redis visibility timeout must be set in all three places (Celery's Redis caveats),
         # and exceed the slowest batch, or a running task is redelivered to a second worker.
-        broker_transport_options=dict(transport),
+        # kombu looks for messages of dead workers every 10 s but scans only every 10th look by
+        # default: a crashed worker's task would come back up to 100 s after its timeout.
+        broker_transport_options={**transport, "unacked_restore_throttle": 1},
         result_backend_transport_options=dict(transport),
         visibility_timeout=settings.visibility_timeout_s,
         result_expires=3600,

@@ -14,13 +14,21 @@ from celery.signals import setup_logging, worker_process_init, worker_ready
 from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.queueing import make_celery
+from workers.schedule import beat_schedule
 
 # Keras picks its backend at first import: workers run it on torch (design.md), unless told.
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-TASK_MODULES = ["workers.tasks.ingest", "workers.tasks.query", "workers.tasks.lists"]
+TASK_MODULES = [
+    "workers.tasks.ingest",
+    "workers.tasks.query",
+    "workers.tasks.lists",
+    "workers.tasks.maintenance",
+]
 
 app = make_celery(get_settings(), include=TASK_MODULES)
+# Read by `celery -A workers.celery_app beat` (the Procfile's beat process); workers ignore it.
+app.conf.beat_schedule = beat_schedule(get_settings())
 
 # Connects Celery signal handlers that time every task for /metrics (no I/O at import).
 import workers.instrumentation  # noqa: E402,F401

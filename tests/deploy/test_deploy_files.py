@@ -44,7 +44,7 @@ CONTRACT_VARS = {
 SETTINGS_VARS = {f.name.upper() for f in dataclasses.fields(Settings) if f.name != "extra"}
 # Read by the web image's gunicorn command line, not by Settings.
 GUNICORN_VARS = {"WEB_CONCURRENCY", "WEB_THREADS"}
-APP_SERVICES = ("migrate", "web", "worker")
+APP_SERVICES = ("migrate", "web", "worker", "beat")
 SECRETS = ("API_KEYS", "POSTGRES_PASSWORD")
 ML_PACKAGE_PREFIXES = (
     "torch",
@@ -169,7 +169,7 @@ def test_compose_file_is_valid_compose_spec_and_resolves_to_working_settings(tmp
     resolved = yaml.safe_load(result.stdout)["services"]
 
     # What each app container will see parses into Settings the way the app reads it.
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "beat"):
         env = {k: str(v) for k, v in resolved[name]["environment"].items() if v is not None}
         settings = load_settings(environ=env)
         assert (
@@ -276,6 +276,40 @@ def test_every_depends_on_target_exists_and_waits_for_the_right_state():
         for target in conditions[name]:
             if conditions[name][target] == "service_healthy":
                 assert "healthcheck" in services[target], f"{target} needs a healthcheck"
+
+
+def test_one_beat_sends_the_upkeep_tasks_to_the_workers_queues():
+    services = _services()
+    beat = services["beat"]
+    words = _words(beat["command"])
+    assert words[:4] == ["celery", "-A", "workers.celery_app", "beat"]
+    assert words[words.index("--schedule") + 1].startswith("/tmp/"), "a writable schedule file"
+    assert beat["image"] == services["worker"]["image"], "the image that holds workers/"
+    assert beat["build"] == services["worker"]["build"]
+    assert "deploy" not in beat, "beat loads no model: no GPU"
+    assert beat["depends_on"]["redis-broker"]["condition"] == "service_healthy"
+    assert beat["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert (
+        beat["environment"]["REDIS_BROKER_URL"]
+        == services["worker"]["environment"]["REDIS_BROKER_URL"]
+    )
+    # What beat sends runs on the default queue, which the worker consumes.
+    from workers.schedule import beat_schedule
+
+    worker = _words(services["worker"]["command"])
+    consumed = set(worker[worker.index("-Q") + 1].split(","))
+    for entry in beat_schedule(load_settings(environ={})).values():
+        assert entry["options"]["queue"] in consumed
+    recovery = {
+        "SWEEP_INTERVAL_S",
+        "STALL_AFTER_S",
+        "STALL_MAX_REQUEUES",
+        "ITEM_MAX_DELIVERIES",
+        "MEDIA_SWEEP_INTERVAL_S",
+        "MEDIA_GRACE_S",
+    }
+    for name in ("worker", "beat"):
+        assert recovery <= set(services[name]["environment"]), name
 
 
 def test_postgres_and_both_redis_servers_play_their_roles():
@@ -460,7 +494,7 @@ def _procfile() -> dict[str, str]:
     return entries
 
 
-def test_procfile_runs_web_on_port_worker_on_every_queue_and_migrates_on_release():
+def test_procfile_runs_web_worker_and_beat_and_migrates_on_release():
     procs = _procfile()
     web = procs["web"].split()
     bind = web[web.index("--bind") + 1]
@@ -472,3 +506,6 @@ def test_procfile_runs_web_on_port_worker_on_every_queue_and_migrates_on_release
     assert worker[worker.index("--pool") + 1] == "solo"
     assert set(worker[worker.index("-Q") + 1].split(",")) == set(QUEUES)
     assert procs["release"].split()[-3:] == ["alembic", "upgrade", "head"]
+    beat = procs["beat"].split()
+    assert beat[:4] == ["celery", "-A", "workers.celery_app", "beat"]
+    assert "--schedule" in beat

@@ -183,24 +183,6 @@ def test_an_oversized_body_is_refused_with_413(make_app, settings, auth_headers,
     assert row_counts(db_session) == (0, 0, 0)
 
 
-def test_when_the_broker_is_down_the_job_is_marked_failed(
-    make_app, settings, auth_headers, db_session
-):
-    client = make_app(settings.replace(redis_broker_url="redis://127.0.0.1:1/0")).test_client()
-    response = client.post(
-        "/api/v1/jobs",
-        json={"items": [{"sku": "a", "url": "http://example.com/a.jpg"}]},
-        headers=auth_headers,
-    )
-    assert response.status_code == 503
-    body = response.get_json()
-    assert body["code"] == "queue_unavailable"
-    job = client.get(f"/api/v1/jobs/{body['details']['job_id']}").get_json()
-    assert job["status"] == "failed"
-    assert job["failed"] == 1 and job["pending"] == 0
-    assert "could not be queued" in job["error"]
-
-
 @pytest.mark.parametrize("job_id", ["00000000-0000-0000-0000-000000000000", "not-a-uuid", "1"])
 def test_unknown_or_malformed_job_ids_answer_404_json(client, job_id):
     response = client.get(f"/api/v1/jobs/{job_id}")

@@ -1,9 +1,12 @@
 """``POST /api/v1/jobs`` (submit images for ingestion) and ``GET /api/v1/jobs/<id>``.
 
 The request is validated completely before anything is written. Items, the job and its job
-items are then created in one transaction, and only after it commits is the job enqueued; if
-enqueueing fails the job is marked failed (never left queued forever). Whether an image is
-usable is the worker's decision: a bad file fails as its own item, not the whole request.
+items are then written in one transaction, the job's start task is sent while that transaction
+is still open, and only then does it commit: a broker that cannot be reached rolls everything
+back (503, nothing half-created), and a process that dies at any point leaves either no job or
+a job whose task is already queued (the worker waits for the commit: lock_for_dispatch).
+Whether an image is usable is the worker's decision: a bad file fails as its own item, not the
+whole request.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
 from shared import task_names
-from shared.ingest_state import fail_job
+from shared.ingest_state import lock_for_dispatch
 from shared.media import MediaStore, StoredMedia
 from shared.models import Item, Job, JobItem
 from shared.queueing import QUEUE_DEFAULT
@@ -200,6 +203,9 @@ def _create_job(items: list[NewItem]) -> Job:
         for position, new in enumerate(items):
             item_id = _upsert_item(session, new)
             session.add(JobItem(job_id=job.id, item_id=item_id, position=position, sku=new.sku))
+        session.flush()
+        lock_for_dispatch(session, job.id)
+        _enqueue(job)
         session.commit()
     except BaseException:
         session.rollback()
@@ -209,17 +215,18 @@ def _create_job(items: list[NewItem]) -> Job:
 
 def _enqueue(job: Job) -> None:
     try:
-        celery_client().send_task(task_names.START_JOB, args=[str(job.id)], queue=QUEUE_DEFAULT)
-    except Exception as exc:  # any broker failure: the job must not stay queued forever
+        # Nobody reads this task's result: without ignore_result the client also subscribes to
+        # it on the result backend, which retries for ~20 s when the broker is down, all of it
+        # inside the open transaction.
+        celery_client().send_task(
+            task_names.START_JOB, args=[str(job.id)], queue=QUEUE_DEFAULT, ignore_result=True
+        )
+    except Exception:  # any broker failure: the caller rolls the job back
         log.exception("could not enqueue job", extra={"job_id": str(job.id)})
-        session = db()
-        fail_job(session, job.id, "enqueue_failed", f"the job could not be queued: {exc}")
-        session.commit()
         raise ApiError(
             503,
             "queue_unavailable",
-            "The job could not be queued; it was marked failed. Try again later.",
-            details={"job_id": str(job.id)},
+            "The job could not be queued, so nothing was created. Try again later.",
         ) from None
 
 
@@ -265,7 +272,6 @@ class Jobs(MethodView):
                 # Bytes are kept as sent; the worker decides whether they are an image.
                 new.stored = media.put_stream(new.upload.stream)
         job = _create_job(items)
-        _enqueue(job)
         status_url = public_url(url_for("jobs.JobById", job_id=str(job.id)))
         log.info(
             "job created",

@@ -6,6 +6,13 @@ which vectors are upserted on (item, kind, model_version), each job item leaves 
 most once, and the job's counters are recounted under the job row's lock
 (shared.ingest_state). A redelivered or duplicated batch finds its items done and changes
 nothing. The Celery tasks that call this live in workers.tasks.ingest.
+
+Every delivery of a photo to the models is counted (``job_items.attempts``) before the work and
+committed, so a delivery that never ends (the worker was killed by a segfault or the OOM killer)
+stays counted. The first delivery of a batch runs its photos together; a batch with photos that
+were delivered before runs them one at a time, each counted just before its turn, so only the
+photo that kills the worker accumulates deliveries and fails once it has had
+``item_max_deliveries``; its neighbours complete.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from shared.config import Settings
 from shared.db import session_scope
 from shared.ingest_state import (
     TERMINAL_JOB_STATUSES,
+    lock_for_dispatch,
     lock_job,
     mark_running,
     refresh_job,
@@ -49,6 +57,8 @@ _REASON_MAX = 64
 def dispatch_job(settings: Settings, job_id: uuid.UUID) -> int:
     """Mark the job running and send one batch task per chunk of its pending items."""
     with session_scope(settings) as session:
+        # Waits for the sender's commit: the web sends this task before committing the job.
+        lock_for_dispatch(session, job_id)
         status = lock_job(session, job_id)
         if status is None or status in TERMINAL_JOB_STATUSES:
             log.info("job not dispatched", extra={"job_id": str(job_id), "status": status})
@@ -91,6 +101,7 @@ class _Work:
     item_status: str | None
     item_sha: str | None
     has_current_vectors: bool
+    attempts: int = 0
     data: bytes | None = None
     stored_key: str | None = None
     stored_sha: str | None = None
@@ -150,6 +161,7 @@ def _load_work(
                 item_status=item.status if item else None,
                 item_sha=item.image_sha256 if item else None,
                 has_current_vectors=bool(n_current),
+                attempts=job_item.attempts,
             )
         )
     return work
@@ -410,25 +422,43 @@ def get_pipeline_for(settings: Settings) -> Any:
     return get_pipeline(settings)
 
 
-def run_batch(
-    settings: Settings, job_id: uuid.UUID, job_item_ids: Sequence[int], pipeline: Any = None
-) -> BatchReport:
-    """Process one batch of a job's items; safe to run again (does only what is still pending)."""
-    report = BatchReport(job_id=str(job_id))
-    extra = {"job_id": str(job_id), "batch_size": len(job_item_ids)}
-    pipeline = pipeline or get_pipeline_for(settings)
-    model_version = pipeline.model_version
-    with session_scope(settings) as session:
-        status = session.execute(
-            text("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}
-        ).scalar_one_or_none()
-        if status is None or status in TERMINAL_JOB_STATUSES:
-            log.info("batch for a finished or unknown job", extra={**extra, "status": status})
-            return report
-        work = _load_work(session, job_id, job_item_ids, model_version)
-        mark_running(session, job_id)
-    log.info("batch started", extra={**extra, "pending": len(work)})
-    media = MediaStore(settings.media_root)
+def _count_deliveries(session: Session, job_id: uuid.UUID, work: Sequence[_Work]) -> set[int]:
+    """Count one delivery of each still-pending job item; the ids counted."""
+    lock_job(session, job_id)
+    rows = session.execute(
+        text(
+            "UPDATE job_items SET attempts = attempts + 1, updated_at = now()"
+            " WHERE job_id = :job AND id = ANY(:ids) AND status = 'pending'"
+            " RETURNING id, attempts"
+        ),
+        {"job": job_id, "ids": [w.job_item_id for w in work]},
+    ).all()
+    attempts = dict(rows)
+    for w in work:
+        w.attempts = attempts.get(w.job_item_id, w.attempts)
+    return set(attempts)
+
+
+def _uncount(session: Session, job_id: uuid.UUID, job_item_ids: Sequence[int]) -> None:
+    lock_job(session, job_id)
+    session.execute(
+        text(
+            "UPDATE job_items SET attempts = attempts - 1"
+            " WHERE job_id = :job AND id = ANY(:ids) AND status = 'pending' AND attempts > 0"
+        ),
+        {"job": job_id, "ids": list(job_item_ids)},
+    )
+
+
+def _run_together(
+    settings: Settings,
+    media: MediaStore,
+    pipeline: Any,
+    job_id: uuid.UUID,
+    work: list[_Work],
+    model_version: str,
+    report: BatchReport,
+) -> None:
     for w in work:
         _get_bytes(settings, media, w)
         w.skipped = (
@@ -440,6 +470,77 @@ def run_batch(
     _run_models(pipeline, [w for w in work if w.reason is None and not w.skipped])
     with session_scope(settings) as session:
         _commit(session, job_id, work, model_version, report)
+
+
+def _run_alone(
+    settings: Settings,
+    media: MediaStore,
+    pipeline: Any,
+    job_id: uuid.UUID,
+    w: _Work,
+    model_version: str,
+    report: BatchReport,
+    counted: list[int],
+) -> None:
+    limit = max(2, settings.item_max_deliveries)
+    with session_scope(settings) as session:
+        if not _count_deliveries(session, job_id, [w]):
+            report.already_done += 1
+            return
+        if w.attempts > limit:
+            w.reason = "worker_crashed"
+            w.message = (
+                f"the worker crashed on this photo: {w.attempts - 1} deliveries of it never"
+                " finished, so it is not tried again"
+            )
+            _commit(session, job_id, [w], model_version, report)
+            return
+    counted.append(w.job_item_id)
+    _run_together(settings, media, pipeline, job_id, [w], model_version, report)
+    counted.remove(w.job_item_id)
+
+
+def run_batch(
+    settings: Settings,
+    job_id: uuid.UUID,
+    job_item_ids: Sequence[int],
+    pipeline: Any = None,
+    *,
+    counted: list[int] | None = None,
+) -> BatchReport:
+    """Process one batch of a job's items; safe to run again (does only what is still pending).
+
+    ``counted``: job items whose delivery was counted and whose outcome is not committed yet. A
+    caller that catches a transient error passes the list, as this call left it, to the retry,
+    which takes those counts back first: the worker did not die on those photos.
+    """
+    counted = [] if counted is None else counted
+    report = BatchReport(job_id=str(job_id))
+    extra = {"job_id": str(job_id), "batch_size": len(job_item_ids)}
+    pipeline = pipeline or get_pipeline_for(settings)
+    model_version = pipeline.model_version
+    with session_scope(settings) as session:
+        status = session.execute(
+            text("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}
+        ).scalar_one_or_none()
+        if status is None or status in TERMINAL_JOB_STATUSES:
+            log.info("batch for a finished or unknown job", extra={**extra, "status": status})
+            return report
+        if counted:
+            _uncount(session, job_id, counted)
+        work = _load_work(session, job_id, job_item_ids, model_version)
+        mark_running(session, job_id)
+        one_by_one = any(w.attempts for w in work)
+        fresh = set() if one_by_one else _count_deliveries(session, job_id, work)
+    counted[:] = sorted(fresh)
+    log.info("batch started", extra={**extra, "pending": len(work), "one_by_one": one_by_one})
+    media = MediaStore(settings.media_root)
+    if one_by_one:
+        for w in work:
+            _run_alone(settings, media, pipeline, job_id, w, model_version, report, counted)
+    else:
+        _run_together(settings, media, pipeline, job_id, work, model_version, report)
+        counted.clear()
     request_fold(settings, reason=f"ingest batch of job {job_id}")
     log.info(
         "batch committed",

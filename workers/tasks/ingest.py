@@ -3,7 +3,9 @@ crop and embed each batch (``process_batch``, ingest queue).
 
 The work itself is in workers.ingestion.batch and is safe to run twice; these tasks add the
 retry policy: named transient errors (database or broker unreachable) retry with backoff, and
-anything else fails the batch's items instead of leaving them pending forever.
+anything else fails the batch's items instead of leaving them pending forever. When the retries
+run out the items stay pending: the database is what is missing, and the stalled-work sweeper
+(workers.maintenance) re-enqueues the job once it has made no progress for ``STALL_AFTER_S``.
 """
 
 from __future__ import annotations
@@ -54,21 +56,29 @@ def start_job(self: Any, job_id: str) -> int:
 
 
 @app.task(name=task_names.INGEST_BATCH, bind=True, max_retries=None)
-def process_batch(self: Any, job_id: str, job_item_ids: list[int]) -> dict[str, Any]:
-    """``job_item_ids``: ids of ``job_items`` rows of ``job_id`` (not item ids)."""
+def process_batch(
+    self: Any, job_id: str, job_item_ids: list[int], forgive: list[int] | None = None
+) -> dict[str, Any]:
+    """``job_item_ids``: ids of ``job_items`` rows of ``job_id`` (not item ids). ``forgive``: job
+    items whose delivery the previous try counted before a transient error (not a crash)."""
     settings = get_settings()
+    counted = list(forgive or [])
     try:
-        report = run_batch(settings, uuid.UUID(job_id), job_item_ids)
+        report = run_batch(settings, uuid.UUID(job_id), job_item_ids, counted=counted)
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= settings.task_max_retries:
-            log.error("batch gave up after retries", extra={"job_id": job_id})
-            fail_pending(settings, uuid.UUID(job_id), job_item_ids, f"gave up after retries: {exc}")
+            log.error(
+                "batch gave up after retries; its items stay pending for the sweeper",
+                extra={"job_id": job_id, "error": f"{type(exc).__name__}: {exc}"},
+            )
             raise
         log.warning(
             "transient error; batch will retry",
             extra={"job_id": job_id, "error": f"{type(exc).__name__}: {exc}"},
         )
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        raise self.retry(
+            exc=exc, countdown=_backoff(self.request.retries), kwargs={"forgive": counted}
+        ) from exc
     except Exception as exc:
         log.exception("batch failed", extra={"job_id": job_id})
         fail_pending(settings, uuid.UUID(job_id), job_item_ids, f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,1 @@
+"""Periodic upkeep run by Celery beat: re-enqueue stalled jobs, delete unreferenced media."""

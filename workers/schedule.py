@@ -1,0 +1,30 @@
+"""What Celery beat sends, and how often: ``celery -A workers.celery_app beat`` (one per stack).
+
+Each message expires after one interval: when the workers are busy or down, stale sweeps are
+dropped instead of piling up behind the work they are meant to check on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared import task_names
+from shared.config import Settings
+from shared.queueing import QUEUE_DEFAULT
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    def entry(task: str, every_s: float) -> dict[str, Any]:
+        return {
+            "task": task,
+            "schedule": every_s,
+            "options": {"queue": QUEUE_DEFAULT, "expires": every_s},
+        }
+
+    return {
+        "sweep-stalled-jobs": entry(task_names.SWEEP_STALLED, settings.sweep_interval_s),
+        "prune-media": entry(task_names.PRUNE_MEDIA, settings.media_sweep_interval_s),
+        # Batches and deletes ask for a fold themselves; this one catches a request that was
+        # lost (broker blip) and heals a cold lists cache. Readers are exact meanwhile.
+        "fold-lists": entry(task_names.FOLD_LISTS, settings.fold_interval_s),
+    }
