@@ -55,6 +55,11 @@ class Settings:
 
     # --- recommendations / neighbour lists ---
     query_timeout_s: float = 10.0
+    # Anonymous photo searches per client address (Flask-Limiter syntax, counted in the cache
+    # Redis); API-key holders are not limited. Empty: no limit.
+    photo_search_rate_limit: str = "20/minute;200/hour"
+    # Refuse photo searches without an API key altogether.
+    photo_search_requires_key: bool = False
     # A burst of committed batches schedules one fold of the neighbour lists this long after
     # the first (the lists stay exact meanwhile: readers add the changes a fold has not seen).
     fold_debounce_s: float = 0.5

@@ -9,7 +9,7 @@ from flask import Flask
 from flask_smorest import Api
 
 from shared.config import Settings, load_settings
-from web import errors, resources
+from web import errors, limits, resources
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -34,6 +34,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.extensions["visrec_api"] = api
     resources.init_app(app)
     errors.init_app(app)
+    limits.init_app(app)
     _register_blueprints(app, api)
     return app
 

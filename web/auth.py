@@ -23,6 +23,13 @@ def _key_accepted(presented: str, keys: tuple[str, ...]) -> bool:
     return ok
 
 
+def presented_key_is_valid() -> bool:
+    """True when the request carries a valid API key (no error when it carries none)."""
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    keys = settings().api_keys
+    return scheme.lower() == "bearer" and bool(keys) and _key_accepted(presented.strip(), keys)
+
+
 def require_api_key(view: F) -> F:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from shared import task_names
-from shared.media import MediaStore
 from shared.queueing import QUEUE_QUERY, make_celery
 from tests.recommendations.helpers import add_catalogue, add_item, brute_force, stored_vectors
 from tests.support.worker import WorkerProcess
@@ -67,7 +66,6 @@ def test_uploaded_photo_is_answered_exactly_by_a_real_worker(
     settings = settings.replace(model_dir=None, embedder_weights="random", embedder_input_size=64)
     app.config["SETTINGS"] = settings
     photo = _photo(1)
-    key = MediaStore(settings.media_root).put_bytes(photo).key
     worker = WorkerProcess(settings, worker_log, queues=(QUEUE_QUERY,))
     worker.start()
     try:
@@ -76,7 +74,11 @@ def test_uploaded_photo_is_answered_exactly_by_a_real_worker(
             make_celery(settings)
             .send_task(
                 task_names.SEARCH_PHOTO,
-                kwargs={"media_key": key, "kinds": ["full"], "k": 5},
+                kwargs={
+                    "image": base64.b64encode(photo).decode("ascii"),
+                    "kinds": ["full"],
+                    "k": 5,
+                },
                 queue=QUEUE_QUERY,
             )
             .get(timeout=300)
@@ -111,4 +113,47 @@ def test_uploaded_photo_is_answered_exactly_by_a_real_worker(
     )
     # No detector in this bundle: no top crop, said plainly.
     assert body["results"]["top"] == [] and "top garment" in body["missing"]["top"]
-    assert body["query"]["media_key"] == key
+    assert body["query"]["width"] == 80 and body["query"]["height"] == 96
+    # The shopper's photo was searched, not kept: nothing entered the media store.
+    assert not [p for p in settings.media_root.rglob("*") if p.is_file()]
+
+
+def _search(client, headers=None, data: bytes = b"not a photo"):
+    return client.post(
+        "/api/v1/recommendations",
+        data={"image": (io.BytesIO(data), "p.jpg")},
+        headers=headers or {},
+        content_type="multipart/form-data",
+    )
+
+
+def test_anonymous_photo_searches_are_rate_limited_per_client(app, client, auth_headers):
+    app.config["SETTINGS"] = app.config["SETTINGS"].replace(photo_search_rate_limit="3/minute")
+    assert [_search(client).status_code for _ in range(3)] == [422, 422, 422]
+    refused = _search(client)
+    assert refused.status_code == 429
+    assert refused.json["code"] == "too_many_requests"
+    assert int(refused.headers["Retry-After"]) > 0
+    # Another client address has its own budget; a key holder is not counted at all.
+    other = client.post(
+        "/api/v1/recommendations",
+        data={"image": (io.BytesIO(b"x"), "p.jpg")},
+        content_type="multipart/form-data",
+        environ_base={"REMOTE_ADDR": "10.9.8.7"},
+    )
+    assert other.status_code == 422
+    assert all(_search(client, auth_headers).status_code == 422 for _ in range(5))
+
+
+def test_photo_search_can_require_a_key(app, client, auth_headers):
+    app.config["SETTINGS"] = app.config["SETTINGS"].replace(photo_search_requires_key=True)
+    refused = _search(client)
+    assert refused.status_code == 401 and refused.json["code"] == "unauthorized"
+    assert _search(client, auth_headers).status_code == 422  # let in; the photo is the problem
+
+
+def test_an_oversized_photo_is_refused_while_streaming(app, client):
+    app.config["SETTINGS"] = app.config["SETTINGS"].replace(max_upload_bytes=10_000)
+    response = _search(client, data=b"\xff" * 200_000)
+    assert response.status_code == 413
+    assert response.json["code"] == "payload_too_large"

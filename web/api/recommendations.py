@@ -10,8 +10,19 @@ from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
 from web.api.recommendation_schemas import RecommendationQuery, RecommendationsSchema
+from web.auth import presented_key_is_valid
 from web.errors import ApiError
-from web.services.recommendations import lists_pointer, recommend_for_item, recommend_for_upload
+from web.limits import limiter, photo_search_limit
+from web.resources import settings
+from web.services.recommendations import (
+    lists_pointer,
+    read_upload,
+    recommend_for_item,
+    recommend_for_photo,
+)
+
+# Multipart framing around one photo and two small fields.
+_FORM_OVERHEAD_BYTES = 64 * 1024
 
 blp = Blueprint(
     "recommendations",
@@ -34,8 +45,24 @@ def item_recommendations(args: dict[str, Any], sku: str) -> Any:
 
 @blp.route("/recommendations", methods=["POST"])
 @blp.response(200, RecommendationsSchema)
+@limiter.limit(photo_search_limit, exempt_when=presented_key_is_valid)
 def photo_recommendations() -> Any:
-    """Recommendations for an uploaded photo (multipart ``image``; optional ``k``, ``kinds``)."""
+    """Recommendations for an uploaded photo (multipart ``image``; optional ``k``, ``kinds``).
+
+    The photo is not stored. Anonymous callers are rate-limited per address
+    (``PHOTO_SEARCH_RATE_LIMIT``: 429 with Retry-After); with ``PHOTO_SEARCH_REQUIRES_KEY``
+    an API key is required.
+    """
+    config = settings()
+    if config.photo_search_requires_key and not presented_key_is_valid():
+        raise ApiError(
+            401,
+            "unauthorized",
+            "Photo search needs an API key: send 'Authorization: Bearer <key>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # Refused while streaming (413), before werkzeug spools a large body to disk.
+    request.max_content_length = config.max_upload_bytes + _FORM_OVERHEAD_BYTES
     form = {key: request.form[key] for key in ("k", "kinds") if key in request.form}
     try:
         args = RecommendationQuery().load(form)
@@ -43,4 +70,5 @@ def photo_recommendations() -> Any:
         raise ApiError(
             422, "validation_error", "The request is not valid; see details.", exc.messages
         ) from exc
-    return recommend_for_upload(request.files.get("image"), k=args["k"], kinds=args["kinds"])
+    data = read_upload(request.files.get("image"))
+    return recommend_for_photo(data, k=args["k"], kinds=args["kinds"])

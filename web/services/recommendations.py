@@ -9,6 +9,7 @@ matrices. An uploaded photo is embedded and searched by a ``query`` worker. Both
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,7 +19,6 @@ from werkzeug.datastructures import FileStorage
 
 from shared import task_names
 from shared.images import ImageRejected, probe
-from shared.media import MediaStore
 from shared.queueing import QUEUE_QUERY
 from shared.search import reader
 from shared.search.reader import ItemRef, Neighbour
@@ -158,7 +158,8 @@ def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> dict[str, Any]
     }
 
 
-def _read_upload(upload: FileStorage | None) -> bytes:
+def read_upload(upload: FileStorage | None) -> bytes:
+    """The uploaded photo's bytes, checked to be an image within the limits (else 422)."""
     limit = settings().max_upload_bytes
     if upload is None:
         raise ApiError(422, "image_required", "Send the photo as the multipart file 'image'.")
@@ -179,13 +180,12 @@ def _read_upload(upload: FileStorage | None) -> bytes:
     return data
 
 
-def recommend_for_upload(
-    upload: FileStorage | None, k: int, kinds: Sequence[str]
-) -> dict[str, Any]:
-    data = _read_upload(upload)
-    stored = MediaStore(settings().media_root).put_bytes(data)
+def recommend_for_photo(data: bytes, k: int, kinds: Sequence[str]) -> dict[str, Any]:
+    """Search the catalogue with a shopper's photo. The photo is never stored: it travels to
+    the worker inside the task message and is gone once the answer is back."""
     answer = _ask_worker(
-        task_names.SEARCH_PHOTO, {"media_key": stored.key, "kinds": list(kinds), "k": k}
+        task_names.SEARCH_PHOTO,
+        {"image": base64.b64encode(data).decode("ascii"), "kinds": list(kinds), "k": k},
     )
     if "error" in answer:
         error = answer["error"]
@@ -195,9 +195,9 @@ def recommend_for_upload(
     return {
         "model_version": answer["model_version"],
         "query": {
-            "media_key": stored.key,
-            "image_url": image_url(stored.key),
             "crops": answer.get("crops", {}),
+            "width": answer.get("width"),
+            "height": answer.get("height"),
         },
         "results": {kind: documents.get(kind, []) for kind in kinds},
         "missing": {kind: PHOTO_MISSING[kind] for kind in kinds if kind not in present},

@@ -22,7 +22,9 @@ def item_recommendations(sku: str, k: int) -> dict[str, Any]:
     return recommendations.recommend_for_item(sku, k=k, kinds=VECTOR_KINDS)
 
 
-def photo_recommendations(upload: FileStorage, k: int) -> dict[str, Any]:
+def photo_recommendations(upload: FileStorage, k: int) -> tuple[bytes, dict[str, Any]]:
+    """The photo's bytes (the page shows them back; nothing is stored) and the document."""
     from web.services import recommendations
 
-    return recommendations.recommend_for_upload(upload, k=k, kinds=VECTOR_KINDS)
+    data = recommendations.read_upload(upload)
+    return data, recommendations.recommend_for_photo(data, k=k, kinds=VECTOR_KINDS)

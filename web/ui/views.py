@@ -3,13 +3,18 @@ same code the JSON API runs (see :mod:`web.ui.search_calls`)."""
 
 from __future__ import annotations
 
+import base64
+import io
 from typing import Any
 
 from flask import Blueprint, abort, render_template, request
+from PIL import Image
 from werkzeug.exceptions import HTTPException
 
 from web.api.media import media_url
+from web.auth import presented_key_is_valid
 from web.errors import ApiError
+from web.limits import limiter, photo_search_limit
 from web.resources import db
 from web.ui import queries, search_calls
 
@@ -76,6 +81,7 @@ def search_form() -> str:
 
 
 @bp.post("/search")
+@limiter.limit(photo_search_limit, exempt_when=presented_key_is_valid)
 def search() -> tuple[str, int] | str:
     upload = request.files.get("image")
     if upload is None or not upload.filename:
@@ -83,11 +89,13 @@ def search() -> tuple[str, int] | str:
             "ui/search.html", rows=None, error="Choose a photo to search with."
         ), 400
     try:
-        document = search_calls.photo_recommendations(upload, RECOMMENDATIONS_PER_ROW)
+        data, document = search_calls.photo_recommendations(upload, RECOMMENDATIONS_PER_ROW)
     except ApiError as exc:
         # The same refusal the API would give (bad image, no worker in time), said on the page.
         return render_template("ui/search.html", rows=None, error=exc.message), exc.status
-    query_image_url = (document.get("query") or {}).get("image_url")
+    # Shown back from the bytes in hand: the shopper's photo is never stored.
+    mime = Image.MIME.get(Image.open(io.BytesIO(data)).format or "", "image/jpeg")
+    query_image_url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
     return render_template(
         "ui/search.html", rows=_rows(document), error=None, query_image_url=query_image_url
     )

@@ -14,7 +14,6 @@ from typing import Any
 
 from shared import task_names
 from shared.config import get_settings
-from shared.media import MediaStore
 from shared.vectors import encode
 from workers.celery_app import app
 from workers.search.queries import search_item as search_item_now
@@ -30,15 +29,12 @@ def _ranked(results: dict[str, list[tuple[int, float]]]) -> dict[str, list[list[
 
 
 @app.task(name=task_names.SEARCH_PHOTO)
-def search_photo(media_key: str, kinds: list[str], k: int) -> dict[str, Any]:
-    """Crop and embed the photo stored under ``media_key``, then search the catalogue with it."""
+def search_photo(image: str, kinds: list[str], k: int) -> dict[str, Any]:
+    """Crop and embed a shopper's photo (base64 in the message: never stored), then search."""
     from shared.ml.pipeline import get_pipeline  # frameworks load in the worker, on first use
 
     settings = get_settings()
-    try:
-        data = MediaStore(settings.media_root).read(media_key)
-    except (KeyError, FileNotFoundError):
-        return {"error": {"reason": "media_missing", "message": "The uploaded photo is gone."}}
+    data = base64.b64decode(image)
     pipeline = get_pipeline(settings)
     result = pipeline.process([data])[0]
     if result.error is not None:
@@ -57,7 +53,7 @@ def search_photo(media_key: str, kinds: list[str], k: int) -> dict[str, Any]:
     log.info(
         "photo searched",
         extra={
-            "media_key": media_key,
+            "bytes": len(data),
             "kinds": sorted(result.vectors),
             "model_version": pipeline.model_version,
         },

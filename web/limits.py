@@ -1,0 +1,38 @@
+"""Rate limits for anonymous callers, counted in the cache Redis (Flask-Limiter).
+
+Only the photo search is limited: it costs a GPU forward pass per call and anyone may call it.
+Callers with a valid API key are not counted. If the cache Redis is unreachable, limits fail
+open (the search still answers) rather than turning an outage into refusals.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from web.auth import presented_key_is_valid
+
+limiter = Limiter(
+    key_func=get_remote_address,
+    headers_enabled=True,
+    swallow_errors=True,
+    key_prefix="visrec:ratelimit",
+    strategy="moving-window",
+)
+
+
+def photo_search_limit() -> str:
+    return current_app.config["SETTINGS"].photo_search_rate_limit or "1000000/second"
+
+
+def init_app(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_cache_url)
+    app.config.setdefault(
+        "RATELIMIT_STORAGE_OPTIONS", {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    )
+    limiter.init_app(app)
+
+
+__all__ = ["init_app", "limiter", "photo_search_limit", "presented_key_is_valid"]
