@@ -35,7 +35,7 @@ web: install
 	$(VENV)/bin/honcho start web
 
 worker: install
-	$(VENV)/bin/honcho start worker
+	$(VENV)/bin/honcho start worker query
 
 beat: install
 	mkdir -p var

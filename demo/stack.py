@@ -1,4 +1,4 @@
-"""The web + worker stack, started from the Procfile under honcho, and stopped completely.
+"""The web + worker + query stack, started from the Procfile under honcho, and stopped completely.
 
 honcho runs each Procfile process in its own session and forwards SIGTERM to them. The demo
 starts honcho in a new session of its own, records every process below it while it runs, and on
@@ -101,6 +101,7 @@ class Stack:
             "--no-colour",
             "web",
             "worker",
+            "query",
         ]
         # A fresh log per run: readiness is read from it.
         with self.log_path.open("wb") as log:
@@ -143,9 +144,10 @@ class Stack:
         raise StackError(f"{what}: not ready after {timeout_s:.0f} s", self.log_tail())
 
     def worker_ready(self) -> bool:
-        # Celery prints "celery@<host> ready." once it consumes its queues.
+        # Each Celery process prints "<name>@<host> ready." once it consumes its queues: the
+        # ingest worker and the query worker (searches and neighbour lists).
         try:
-            return b" ready." in self.log_path.read_bytes()
+            return self.log_path.read_bytes().count(b" ready.") >= 2
         except FileNotFoundError:
             return False
 

@@ -17,7 +17,10 @@ from shared.config import Settings
 QUEUE_INGEST = "ingest"
 QUEUE_QUERY = "query"
 QUEUE_DEFAULT = "default"
-QUEUES = (QUEUE_INGEST, QUEUE_QUERY, QUEUE_DEFAULT)
+# Neighbour-list folds and cache reloads: run by the process that also answers searches, so the
+# matrices they both need are held once (Procfile ``query``).
+QUEUE_LISTS = "lists"
+QUEUES = (QUEUE_INGEST, QUEUE_QUERY, QUEUE_DEFAULT, QUEUE_LISTS)
 
 
 def make_celery(settings: Settings, *, include: list[str] | None = None) -> Celery:
@@ -37,8 +40,8 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
             task_names.START_JOB: {"queue": QUEUE_DEFAULT},
             task_names.SEARCH_PHOTO: {"queue": QUEUE_QUERY},
             task_names.SEARCH_ITEM: {"queue": QUEUE_QUERY},
-            task_names.FOLD_LISTS: {"queue": QUEUE_DEFAULT},
-            task_names.RELOAD_LISTS_CACHE: {"queue": QUEUE_DEFAULT},
+            task_names.FOLD_LISTS: {"queue": QUEUE_LISTS},
+            task_names.RELOAD_LISTS_CACHE: {"queue": QUEUE_LISTS},
             task_names.SWEEP_STALLED: {"queue": QUEUE_DEFAULT},
             task_names.PRUNE_MEDIA: {"queue": QUEUE_DEFAULT},
         },

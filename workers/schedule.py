@@ -10,15 +10,15 @@ from typing import Any
 
 from shared import task_names
 from shared.config import Settings
-from shared.queueing import QUEUE_DEFAULT
+from shared.queueing import QUEUE_DEFAULT, QUEUE_LISTS
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    def entry(task: str, every_s: float) -> dict[str, Any]:
+    def entry(task: str, every_s: float, queue: str = QUEUE_DEFAULT) -> dict[str, Any]:
         return {
             "task": task,
             "schedule": every_s,
-            "options": {"queue": QUEUE_DEFAULT, "expires": every_s},
+            "options": {"queue": queue, "expires": every_s},
         }
 
     return {
@@ -26,5 +26,5 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "prune-media": entry(task_names.PRUNE_MEDIA, settings.media_sweep_interval_s),
         # Batches and deletes ask for a fold themselves; this one catches a request that was
         # lost (broker blip) and heals a cold lists cache. Readers are exact meanwhile.
-        "fold-lists": entry(task_names.FOLD_LISTS, settings.fold_interval_s),
+        "fold-lists": entry(task_names.FOLD_LISTS, settings.fold_interval_s, QUEUE_LISTS),
     }

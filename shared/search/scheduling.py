@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared import task_names
 from shared.config import Settings
-from shared.queueing import QUEUE_DEFAULT, task_sender
+from shared.queueing import QUEUE_LISTS, task_sender
 from shared.redis_clients import redis_client
 
 FOLD_PENDING_KEY = "visrec:lists:fold-pending"
@@ -27,8 +27,11 @@ def request_fold(settings: Settings, *, reason: str) -> bool:
     task_sender(settings).send_task(
         task_names.FOLD_LISTS,
         kwargs={"reason": reason},
-        queue=QUEUE_DEFAULT,
+        queue=QUEUE_LISTS,
         countdown=settings.fold_debounce_s,
+        # Nobody reads a fold's result: without this, every sender subscribes to its result
+        # channel on the broker for good (a web process would hold one per DELETE).
+        ignore_result=True,
     )
     return True
 
@@ -46,7 +49,10 @@ def request_cache_reload(settings: Settings, *, reason: str) -> bool:
     if not client.set(RELOAD_PENDING_KEY, reason, nx=True, ex=RELOAD_FLAG_TTL_S):
         return False
     task_sender(settings).send_task(
-        task_names.RELOAD_LISTS_CACHE, kwargs={"reason": reason}, queue=QUEUE_DEFAULT
+        task_names.RELOAD_LISTS_CACHE,
+        kwargs={"reason": reason},
+        queue=QUEUE_LISTS,
+        ignore_result=True,
     )
     return True
 

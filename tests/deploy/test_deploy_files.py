@@ -44,7 +44,8 @@ CONTRACT_VARS = {
 SETTINGS_VARS = {f.name.upper() for f in dataclasses.fields(Settings) if f.name != "extra"}
 # Read by the web image's gunicorn command line, not by Settings.
 GUNICORN_VARS = {"WEB_CONCURRENCY", "WEB_THREADS"}
-APP_SERVICES = ("migrate", "web", "worker", "beat")
+APP_SERVICES = ("migrate", "web", "worker", "query-worker", "beat")
+WORKERS = ("worker", "query-worker")
 SECRETS = ("API_KEYS", "POSTGRES_PASSWORD")
 ML_PACKAGE_PREFIXES = (
     "torch",
@@ -169,7 +170,7 @@ def test_compose_file_is_valid_compose_spec_and_resolves_to_working_settings(tmp
     resolved = yaml.safe_load(result.stdout)["services"]
 
     # What each app container will see parses into Settings the way the app reads it.
-    for name in ("web", "worker", "beat"):
+    for name in ("web", *WORKERS, "beat"):
         env = {k: str(v) for k, v in resolved[name]["environment"].items() if v is not None}
         settings = load_settings(environ=env)
         assert (
@@ -233,7 +234,7 @@ def test_app_services_use_only_real_setting_names_and_every_contract_name():
         unknown = set(env) - SETTINGS_VARS - GUNICORN_VARS
         assert not unknown, f"{name}: {sorted(unknown)} are not Settings fields (typo?)"
     needed = CONTRACT_VARS - {"API_KEYS", "PORT"}
-    for name in ("web", "worker"):
+    for name in ("web", *WORKERS):
         missing = needed - set(services[name]["environment"])
         assert not missing, f"{name} lacks {sorted(missing)}"
     assert {"API_KEYS", "PORT"} <= set(services["web"]["environment"])
@@ -266,10 +267,10 @@ def test_every_depends_on_target_exists_and_waits_for_the_right_state():
             assert target in services, f"{name} depends on undefined service {target}"
     conditions = {
         name: {t: d["condition"] for t, d in services[name]["depends_on"].items()}
-        for name in ("migrate", "web", "worker")
+        for name in ("migrate", "web", *WORKERS)
     }
     assert conditions["migrate"]["postgres"] == "service_healthy"
-    for name in ("web", "worker"):
+    for name in ("web", *WORKERS):
         assert conditions[name]["migrate"] == "service_completed_successfully"
         assert conditions[name]["redis-broker"] == "service_healthy"
         assert conditions[name]["redis-cache"] == "service_healthy"
@@ -293,11 +294,13 @@ def test_one_beat_sends_the_upkeep_tasks_to_the_workers_queues():
         beat["environment"]["REDIS_BROKER_URL"]
         == services["worker"]["environment"]["REDIS_BROKER_URL"]
     )
-    # What beat sends runs on the default queue, which the worker consumes.
+    # What beat sends runs on queues the two worker processes consume.
     from workers.schedule import beat_schedule
 
-    worker = _words(services["worker"]["command"])
-    consumed = set(worker[worker.index("-Q") + 1].split(","))
+    consumed = set()
+    for name in WORKERS:
+        words = _words(services[name]["command"])
+        consumed |= set(words[words.index("-Q") + 1].split(","))
     for entry in beat_schedule(load_settings(environ={})).values():
         assert entry["options"]["queue"] in consumed
     recovery = {
@@ -308,7 +311,7 @@ def test_one_beat_sends_the_upkeep_tasks_to_the_workers_queues():
         "MEDIA_SWEEP_INTERVAL_S",
         "MEDIA_GRACE_S",
     }
-    for name in ("worker", "beat"):
+    for name in (*WORKERS, "beat"):
         assert recovery <= set(services[name]["environment"]), name
 
 
@@ -334,21 +337,31 @@ def test_postgres_and_both_redis_servers_play_their_roles():
     assert env["REDIS_CACHE_URL"].split("//")[1].split(":")[0] == "redis-cache"
 
 
-def test_worker_reserves_a_gpu_and_runs_one_solo_process_on_every_queue():
-    worker = _services()["worker"]
-    devices = worker["deploy"]["resources"]["reservations"]["devices"]
-    assert any(
-        d["driver"] == "nvidia" and "gpu" in d["capabilities"] and d.get("count") in (1, "all")
-        for d in devices
-    )
-    assert worker["environment"]["KERAS_BACKEND"] == "torch"
-    words = _words(worker["command"])
-    assert words[:4] == ["celery", "-A", "workers.celery_app", "worker"]
-    assert words[words.index("--pool") + 1] == "solo"
-    assert words[words.index("--concurrency") + 1] == "1"
-    assert words[words.index("--prefetch-multiplier") + 1] == "1"
-    assert set(words[words.index("-Q") + 1].split(",")) == set(QUEUES)
-    assert worker["build"]["dockerfile"] == "docker/worker.Dockerfile"
+def test_two_gpu_workers_run_solo_and_between_them_consume_every_queue_once():
+    services = _services()
+    consumed: list[str] = []
+    names = set()
+    for name in WORKERS:
+        worker = services[name]
+        devices = worker["deploy"]["resources"]["reservations"]["devices"]
+        assert any(
+            d["driver"] == "nvidia" and "gpu" in d["capabilities"] and d.get("count") in (1, "all")
+            for d in devices
+        )
+        assert worker["environment"]["KERAS_BACKEND"] == "torch"
+        words = _words(worker["command"])
+        assert words[:4] == ["celery", "-A", "workers.celery_app", "worker"]
+        assert words[words.index("--pool") + 1] == "solo"
+        assert words[words.index("--concurrency") + 1] == "1"
+        assert words[words.index("--prefetch-multiplier") + 1] == "1"
+        consumed += words[words.index("-Q") + 1].split(",")
+        names.add(words[words.index("-n") + 1])
+        assert worker["build"]["dockerfile"] == "docker/worker.Dockerfile"
+    assert sorted(consumed) == sorted(QUEUES)
+    assert len(names) == 2, "distinct node names"
+    # Photo searches never wait behind a batch: ingest and query are in different processes.
+    query = _words(services["query-worker"]["command"])
+    assert "ingest" not in query[query.index("-Q") + 1].split(",")
 
 
 def test_migrate_web_and_flower_are_wired_as_designed():
@@ -502,9 +515,12 @@ def test_procfile_runs_web_worker_and_beat_and_migrates_on_release():
     for module, attr in dockerfiles.python_targets(web):
         source = _module_file(module)
         assert source is not None and (attr is None or attr in _top_level_names(source))
-    worker = procs["worker"].split()
-    assert worker[worker.index("--pool") + 1] == "solo"
-    assert set(worker[worker.index("-Q") + 1].split(",")) == set(QUEUES)
+    consumed: list[str] = []
+    for name in ("worker", "query"):
+        worker = procs[name].split()
+        assert worker[worker.index("--pool") + 1] == "solo"
+        consumed += worker[worker.index("-Q") + 1].split(",")
+    assert sorted(consumed) == sorted(QUEUES)
     assert procs["release"].split()[-3:] == ["alembic", "upgrade", "head"]
     beat = procs["beat"].split()
     assert beat[:4] == ["celery", "-A", "workers.celery_app", "beat"]
