@@ -176,28 +176,32 @@ def _strip(matrix: KindMatrix, changed: np.ndarray) -> set[int]:
 
 
 def _insert(matrix: KindMatrix, new_rows: np.ndarray, skip: np.ndarray) -> set[int]:
-    """Put the items of ``new_rows`` into every other list they belong to."""
+    """Put the items of ``new_rows`` into every other list they belong to (``skip``: rows whose
+    lists are recomputed anyway; with no lists yet that is every row, and nothing is done)."""
     n = matrix.n
-    if new_rows.size == 0 or n < 2:
+    targets = np.setdiff1d(np.arange(n, dtype=np.int64), skip, assume_unique=True)
+    if new_rows.size == 0 or targets.size == 0:
         return set()
     x = matrix.live_vectors
     norms = matrix.live_norms
     ids = matrix.live_ids
     queries = x[new_rows]
     q_sq = np.einsum("ij,ij->i", queries.astype(np.float64), queries.astype(np.float64))
-    approx = x @ queries.T  # (n, b) float32: the one pass over the matrix
+    approx = x[targets] @ queries.T  # (targets, b) float32: the one pass over the matrix
     approx *= -2.0
-    approx += norms[:, None]
+    approx += norms[targets][:, None]
     approx += q_sq.astype(np.float32)[None, :]
     lens = matrix.list_len[:n]
     complete = matrix.list_complete[:n]
-    last = np.where(lens > 0, matrix.list_d2[np.arange(n), np.maximum(lens - 1, 0)], -np.inf)
-    threshold = np.where(complete, np.inf, last)
+    last_slot = np.maximum(lens[targets] - 1, 0)
+    last = np.where(lens[targets] > 0, matrix.list_d2[targets, last_slot], -np.inf)
+    threshold = np.where(complete[targets], np.inf, last)
     margin = 4.0 * x.shape[1] * _EPS32 * (float(norms.max()) + q_sq)  # per new item
     screen = approx <= (threshold[:, None] + margin[None, :].astype(np.float32))
-    screen[new_rows, np.arange(new_rows.size)] = False  # not its own neighbour
-    screen[skip] = False  # rows recomputed from scratch anyway
-    rows, cols = np.nonzero(screen)
+    hits, cols = np.nonzero(screen)
+    rows = targets[hits]
+    mine = rows != new_rows[cols]  # an item is not its own neighbour
+    rows, cols = rows[mine], cols[mine]
     if rows.size == 0:
         return set()
     order = np.argsort(cols, kind="stable")
