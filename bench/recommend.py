@@ -228,7 +228,7 @@ def bench_stack(args: argparse.Namespace) -> Iterator[Any]:
         yield settings
     finally:
         for client in scratch:
-            client.flushdb()
+            client.flushdb(asynchronous=True)  # millions of keys: freed in the background
             client.close()
         database.drop_database(url)
 
@@ -250,6 +250,7 @@ def populate(
     log_changes: bool,
     prefix: str = "sku-",
     vectors: dict[str, np.ndarray] | None = None,
+    norms_out: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """n items with a vector per kind, by binary COPY; returns their ids (in sku order).
 
@@ -292,6 +293,10 @@ def populate(
                         block = vectors[kind][start:stop]
                     else:
                         block = rng.standard_normal((stop - start, dim), dtype=np.float32)
+                    if norms_out is not None:
+                        norms_out.setdefault(kind, np.empty(n))[start:stop] = np.einsum(
+                            "ij,ij->i", block, block, dtype=np.float64
+                        )
                     for offset in range(stop - start):
                         copy.write_row(
                             (int(ids[start + offset]), kind, VERSION, dim, block[offset].tobytes())
@@ -304,7 +309,9 @@ def populate(
     return ids
 
 
-def generated_lists(ids: np.ndarray, dim: int, seed: int, width: int) -> Iterator[tuple[int, Any]]:
+def generated_lists(
+    ids: np.ndarray, dim: int, seed: int, width: int, norms: np.ndarray | None = None
+) -> Iterator[tuple[int, Any]]:
     """Lists of the right shape and distance scale for iid N(0, I) vectors (not exact).
 
     For such vectors ||q - x||^2 has mean ||q||^2 + d and spread sqrt(4||q||^2 + 2d) over x; a
@@ -319,7 +326,9 @@ def generated_lists(ids: np.ndarray, dim: int, seed: int, width: int) -> Iterato
     n = ids.size
     z = NormalDist().inv_cdf(min(0.5, width / max(n, 1)))
     for i in range(n):
-        q_sq = float(dim) + rng.standard_normal() * np.sqrt(2 * dim)
+        q_sq = (
+            float(norms[i]) if norms is not None else dim + rng.standard_normal() * np.sqrt(2 * dim)
+        )
         spread = np.sqrt(4 * q_sq + 2 * dim)
         last = q_sq + dim + z * spread
         d2 = np.sort(last - rng.random(width) * spread)
@@ -329,7 +338,13 @@ def generated_lists(ids: np.ndarray, dim: int, seed: int, width: int) -> Iterato
 
 
 def write_generated_lists(
-    settings: Any, ids: np.ndarray, dim: int, seed: int, *, to_postgres: bool
+    settings: Any,
+    ids: np.ndarray,
+    dim: int,
+    seed: int,
+    *,
+    to_postgres: bool,
+    norms: dict[str, np.ndarray] | None = None,
 ) -> str:
     """Lists for every item and kind, as fold 1; into PostgreSQL and/or a Redis generation."""
     from shared.redis_clients import redis_client
@@ -345,7 +360,9 @@ def write_generated_lists(
         conn.execute("UPDATE list_changes SET fold_id = %s WHERE fold_id IS NULL", (fold_id,))
         for k_index, kind in enumerate(KINDS):
             pipe = cache.pipeline(transaction=False)
-            rows = generated_lists(ids, dim, seed + k_index, LIST_WIDTH)
+            rows = generated_lists(
+                ids, dim, seed + k_index, LIST_WIDTH, None if norms is None else norms[kind]
+            )
             with (
                 conn.cursor() as cur,
                 cur.copy(
@@ -464,6 +481,29 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_all_processes(
+    port: int, master: int, args: argparse.Namespace, prefix: str, timeout: float
+) -> None:
+    """Send requests until every gunicorn worker process is idle again after answering some."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _load(port, 1000, args.k, args.web_workers * args.web_threads, 3.0, args.seed + 7, prefix)
+        pids = _children(master)
+        before = {pid: _cpu_seconds(pid) for pid in pids}
+        time.sleep(2.0)
+        # A process still loading its copy keeps burning CPU with no client asking.
+        if len(pids) == args.web_workers and all(
+            _cpu_seconds(pid) - before[pid] < 0.5 for pid in pids
+        ):
+            return
+    raise RuntimeError("web processes did not settle")
+
+
 def serve_and_load(
     settings: Any, args: argparse.Namespace, app: str, n: int, prefix: str, warm_s: float
 ) -> dict:
@@ -471,7 +511,8 @@ def serve_and_load(
 
     port = _free_port()
     env = {**os.environ, **settings_to_env(settings), "PYTHONPATH": str(ROOT)}
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the Procfile runs the web tier
+    # As the Procfile runs the web tier (${OPENBLAS_NUM_THREADS:-1}: empty counts as unset).
+    env["OPENBLAS_NUM_THREADS"] = os.environ.get("OPENBLAS_NUM_THREADS") or "1"
     server = subprocess.Popen(
         [
             sys.executable,
@@ -494,7 +535,9 @@ def serve_and_load(
     )
     try:
         _wait_http(port, f"/api/v1/items/{prefix}0000001/recommendations?k={args.k}", warm_s)
-        # Every process warms up (the scan path loads its matrices on its first request).
+        # Every process must be warm before the clock starts (the scan path loads its
+        # matrices on its first request): ask until each worker process has answered once.
+        _wait_all_processes(port, server.pid, args, prefix, warm_s)
         _load(port, n, args.k, args.clients, 5.0, args.seed + 99, prefix)
         result = _load(port, n, args.k, args.clients, args.http_seconds, args.seed, prefix)
         rss = [round(_rss_mb(pid), 1) for pid in _children(server.pid)]
@@ -647,8 +690,9 @@ def phase_http_and_fold(args: argparse.Namespace, out: dict) -> None:
     n = args.n_http
     with bench_stack(args) as settings:
         started = time.perf_counter()
-        ids = populate(settings, n, args.dim, args.seed, log_changes=False)
-        write_generated_lists(settings, ids, args.dim, args.seed, to_postgres=True)
+        norms: dict[str, np.ndarray] = {}
+        ids = populate(settings, n, args.dim, args.seed, log_changes=False, norms_out=norms)
+        write_generated_lists(settings, ids, args.dim, args.seed, to_postgres=True, norms=norms)
         out["http_setup_s"] = round(time.perf_counter() - started, 1)
         if "http" not in args.skip:
             out["lists_100k"] = serve_and_load(settings, args, "web.wsgi:app", n, "sku-", 300)

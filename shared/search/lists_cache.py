@@ -95,14 +95,20 @@ def apply_fold(
     client: redis.Redis, generation: str, fold_id: int, updates: Iterable[ListUpdate]
 ) -> None:
     """Write one fold's lists and its id atomically (readers see all of it or none)."""
+    values: dict[str, bytes] = {}
+    gone: list[str] = []
+    for update in updates:
+        key = list_key(generation, update.version, update.kind, update.item_id)
+        if update.value is None:
+            gone.append(key)
+        else:
+            values[key] = update.value.to_bytes()
+    # Few commands (one MSET) rather than one SET per list: the client packs them far faster.
+    values[applied_key(generation)] = str(fold_id).encode()
     with client.pipeline(transaction=True) as pipe:
-        for update in updates:
-            key = list_key(generation, update.version, update.kind, update.item_id)
-            if update.value is None:
-                pipe.delete(key)
-            else:
-                pipe.set(key, update.value.to_bytes())
-        pipe.set(applied_key(generation), str(fold_id))
+        if gone:
+            pipe.delete(*gone)
+        pipe.mset(values)
         pipe.execute()
 
 

@@ -34,12 +34,18 @@ import psycopg
 
 from shared.config import Settings
 from shared.search import lists_cache
-from shared.search.knn import _EPS32, exact_squared_distances
+from shared.search.knn import exact_squared_distances
 from shared.search.lists import K_MAX, LIST_WIDTH, NeighbourList, from_columns
 from shared.search.loader import libpq_url
 from workers.search import cache_writer
 from workers.search.index import KindMatrix, VectorIndex, get_index
-from workers.search.kernels import nearest_rows
+from workers.search.kernels import (
+    RankedRows,
+    margins,
+    nearest_rows,
+    rerank,
+    select_candidates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,8 @@ class FoldReport:
     compute_seconds: float = 0.0
     cache: str = "unchanged"  # applied | reloaded | unavailable | unchanged
     kinds: dict[str, int] = field(default_factory=dict)
+    # Where the time went: matrices brought up to date, PostgreSQL writes and commit, Redis.
+    phases: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +78,7 @@ class FoldReport:
             "compute_seconds": round(self.compute_seconds, 3),
             "cache": self.cache,
             "kinds": self.kinds,
+            "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
         }
 
 
@@ -175,31 +184,47 @@ def _strip(matrix: KindMatrix, changed: np.ndarray) -> set[int]:
     return set(rows.tolist())
 
 
-def _insert(matrix: KindMatrix, new_rows: np.ndarray, skip: np.ndarray) -> set[int]:
-    """Put the items of ``new_rows`` into every other list they belong to (``skip``: rows whose
-    lists are recomputed anyway; with no lists yet that is every row, and nothing is done)."""
+@dataclass
+class _Estimates:
+    """float32 distance estimates of the changed items (columns) against every row."""
+
+    new_rows: np.ndarray  # (b,) rows of the changed items that have a vector
+    approx: np.ndarray  # (n, b)
+    q_sq: np.ndarray  # (b,) float64
+    margin: np.ndarray  # (b,) proven error bound of one comparison, per changed item
+
+
+def _estimate(matrix: KindMatrix, new_rows: np.ndarray) -> _Estimates:
+    """One matrix product of the changed vectors against the matrix: O(N x changes x d)."""
+    x = matrix.live_vectors
+    queries = x[new_rows]
+    q_sq = np.einsum("ij,ij->i", queries, queries, dtype=np.float64)
+    approx = x @ queries.T
+    approx *= -2.0
+    approx += matrix.live_norms[:, None]
+    approx += q_sq.astype(np.float32)[None, :]
+    margin = margins(float(matrix.live_norms.max()), q_sq, x.shape[1])
+    return _Estimates(new_rows, approx, q_sq, margin)
+
+
+def _insert(matrix: KindMatrix, est: _Estimates, skip: np.ndarray) -> set[int]:
+    """Put the changed items into every other list they belong to (``skip``: rows whose lists
+    are recomputed anyway; with no lists yet that is every row, and nothing is done)."""
     n = matrix.n
-    targets = np.setdiff1d(np.arange(n, dtype=np.int64), skip, assume_unique=True)
-    if new_rows.size == 0 or targets.size == 0:
+    new_rows = est.new_rows
+    if new_rows.size == 0 or skip.size >= n:
         return set()
     x = matrix.live_vectors
-    norms = matrix.live_norms
     ids = matrix.live_ids
     queries = x[new_rows]
-    q_sq = np.einsum("ij,ij->i", queries.astype(np.float64), queries.astype(np.float64))
-    approx = x[targets] @ queries.T  # (targets, b) float32: the one pass over the matrix
-    approx *= -2.0
-    approx += norms[targets][:, None]
-    approx += q_sq.astype(np.float32)[None, :]
+    approx, margin = est.approx, est.margin
     lens = matrix.list_len[:n]
     complete = matrix.list_complete[:n]
-    last_slot = np.maximum(lens[targets] - 1, 0)
-    last = np.where(lens[targets] > 0, matrix.list_d2[targets, last_slot], -np.inf)
-    threshold = np.where(complete[targets], np.inf, last)
-    margin = 4.0 * x.shape[1] * _EPS32 * (float(norms.max()) + q_sq)  # per new item
+    last = np.where(lens > 0, matrix.list_d2[np.arange(n), np.maximum(lens - 1, 0)], -np.inf)
+    threshold = np.where(complete, np.inf, last)
     screen = approx <= (threshold[:, None] + margin[None, :].astype(np.float32))
-    hits, cols = np.nonzero(screen)
-    rows = targets[hits]
+    screen[skip] = False
+    rows, cols = np.nonzero(screen)
     mine = rows != new_rows[cols]  # an item is not its own neighbour
     rows, cols = rows[mine], cols[mine]
     if rows.size == 0:
@@ -262,20 +287,50 @@ def _insert_one_each(
     matrix.list_len[rows] = np.minimum(grown, LIST_WIDTH)
 
 
-def _recompute(matrix: KindMatrix, rows: np.ndarray, settings: Settings, device: str) -> None:
+def _recompute(
+    matrix: KindMatrix,
+    rows: np.ndarray,
+    settings: Settings,
+    device: str,
+    est: _Estimates | None = None,
+) -> None:
+    """Fresh lists for ``rows``; those among ``est``'s changed items reuse its product."""
     if rows.size == 0:
+        return
+    reused = np.empty(0, np.int64)
+    if est is not None and est.new_rows.size and matrix.n > 1:
+        reused = np.intersect1d(rows, est.new_rows)
+        columns = np.searchsorted(est.new_rows, reused)
+        approx = np.ascontiguousarray(est.approx[:, columns].T)  # (r, n)
+        approx[np.arange(reused.size), reused] = np.inf  # not its own neighbour
+        found = select_candidates(approx, min(LIST_WIDTH, matrix.n - 1), est.margin[columns])
+        ranked = rerank(
+            matrix.live_vectors,
+            matrix.live_norms64,
+            matrix.live_ids,
+            matrix.live_vectors[reused],
+            found,
+            LIST_WIDTH,
+        )
+        _store_ranked(matrix, reused, ranked)
+    rest = np.setdiff1d(rows, reused)
+    if rest.size == 0:
         return
     ranked = nearest_rows(
         matrix.live_vectors,
         matrix.live_norms,
         matrix.live_ids,
-        matrix.live_vectors[rows],
+        matrix.live_vectors[rest],
         LIST_WIDTH,
-        self_rows=rows,
+        self_rows=rest,
         sq_norms64=matrix.live_norms64,
         block_rows=settings.list_block_rows,
         device=device,
     )
+    _store_ranked(matrix, rest, ranked)
+
+
+def _store_ranked(matrix: KindMatrix, rows: np.ndarray, ranked: RankedRows) -> None:
     ids = matrix.live_ids
     others = matrix.n - 1
     for offset, row in enumerate(rows.tolist()):
@@ -303,8 +358,12 @@ def fold_kind(
     lens = matrix.list_len[:n]
     short = (lens < min(K_MAX, max(n - 1, 0))) & ~matrix.list_complete[:n]
     recompute = np.union1d(new_rows, np.flatnonzero(short)).astype(np.int64)
-    written |= _insert(matrix, new_rows, recompute)
-    _recompute(matrix, recompute, settings, device)
+    est = None
+    # Small catalogues and first computations go straight to the blocked kernel.
+    if new_rows.size and n > 1 and recompute.size < n:
+        est = _estimate(matrix, new_rows)
+        written |= _insert(matrix, est, recompute)
+    _recompute(matrix, recompute, settings, device, est)
     written |= set(recompute.tolist())
     # A truncated list that now holds every other item (the catalogue shrank) is complete.
     whole = np.flatnonzero((matrix.list_len[:n] == n - 1) & ~matrix.list_complete[:n])
@@ -415,7 +474,9 @@ def fold(
                 conn.execute("ROLLBACK")
             else:
                 updates = _fold_locked(conn, settings, index, device, prev_fold, pending, report)
+                began = time.perf_counter()
                 conn.execute("COMMIT")
+                report.phases["commit"] = time.perf_counter() - began
         except BaseException:
             conn.execute("ROLLBACK")
             index.invalidate_lists()
@@ -426,7 +487,9 @@ def fold(
                     matrix.synced_fold = report.fold_id
             index.lists_fold = report.fold_id
         # Still under the lock: no other fold or reload can slip between PostgreSQL and Redis.
+        began = time.perf_counter()
         report.cache = cache_writer.after_fold(conn, settings, report.fold_id, prev_fold, updates)
+        report.phases["cache"] = time.perf_counter() - began
         purge_changes(conn, settings, cache_writer.live_applied(settings))
     report.seconds = time.perf_counter() - started
     if report.fold_id is not None:
@@ -459,11 +522,13 @@ def _fold_locked(
     rows: list[tuple[str, str, int, NeighbourList]] = []
     removed: list[tuple[str, str, int]] = []
     updates: list[lists_cache.ListUpdate] = []
-    compute = 0.0
+    compute = sync = 0.0
     for (version, kind), item_ids in sorted(groups.items()):
+        began = time.perf_counter()
         matrix = index.sync(conn, version, kind)
         if not matrix.lists_loaded:
             load_lists(conn, matrix)
+        sync += time.perf_counter() - began
         began = time.perf_counter()
         result = fold_kind(
             matrix, np.array(sorted(set(item_ids)), dtype=np.int64), settings, device
@@ -479,8 +544,10 @@ def _fold_locked(
         for item_id in result.removed:
             removed.append((version, kind, item_id))
             updates.append(lists_cache.ListUpdate(version, kind, item_id, None))
+    began = time.perf_counter()
     _write_lists(conn, fold_id, rows, removed)
     conn.execute("UPDATE list_changes SET fold_id = %s WHERE fold_id IS NULL", (fold_id,))
+    report.phases.update(sync=sync, compute=compute, write=time.perf_counter() - began)
     report.lists_written = len(rows)
     report.lists_removed = len(removed)
     report.compute_seconds = compute

@@ -77,8 +77,9 @@ class KindMatrix:
         cap = max(rows, int(self.vectors.shape[0] * _GROWTH) + 16)
 
         def grown(array: np.ndarray, shape: tuple[int, ...], fill: Any) -> np.ndarray:
-            out = np.full(shape, fill, dtype=array.dtype)
+            out = np.empty(shape, dtype=array.dtype)
             out[: self.n] = array[: self.n]
+            out[self.n :] = fill
             return out
 
         self.vectors = grown(self.vectors, (cap, self.dim), 0.0)
@@ -151,7 +152,8 @@ class KindMatrix:
         self.list_d2 = np.empty((0, LIST_WIDTH), np.float64)
         self.list_len = np.empty(0, np.int64)
         self.list_complete = np.empty(0, bool)
-        self._reserve(len(item_ids))
+        # Headroom: the next batches append without copying the whole matrix again.
+        self._reserve(len(item_ids) + max(1024, len(item_ids) // 8))
         self.n = len(item_ids)
         self.vectors[: self.n] = vectors
         self.sq_norms[: self.n] = squared_norms(vectors) if self.n else 0

@@ -29,7 +29,7 @@ class RankedRows:
     counts: np.ndarray  # (m,) int64
 
 
-def _margins(max_sq_norm: float, q_sq: np.ndarray, dim: int) -> np.ndarray:
+def margins(max_sq_norm: float, q_sq: np.ndarray, dim: int) -> np.ndarray:
     # Two float32 estimates are compared, each off by at most 2*dim*eps*(||x||^2 + ||q||^2).
     return 4.0 * dim * _EPS32 * (max_sq_norm + q_sq) + 1e-30
 
@@ -76,9 +76,7 @@ class _Estimator:
             approx += q_sq.astype(np.float32)[:, None]
             own = np.flatnonzero(self_rows >= 0)
             approx[own, self_rows[own]] = np.inf
-            kth = _kth_smallest(approx, kk)
-            limit = kth + margin.astype(np.float32)
-            mask = approx <= limit[:, None]
+            return select_candidates(approx, kk, margin)
         else:
             torch = self.torch
             q = torch.from_numpy(np.ascontiguousarray(queries)).to(self.device)
@@ -91,6 +89,40 @@ class _Estimator:
             limit = kth + torch.from_numpy(margin.astype(np.float32)).to(self.device)
             mask = (approx <= limit.unsqueeze(1)).cpu().numpy()
         return [np.flatnonzero(row) for row in mask]
+
+
+def select_candidates(approx: np.ndarray, kk: int, margin: np.ndarray) -> list[np.ndarray]:
+    """Per row of float32 estimates (excluded entries set to inf), every column that could
+    rank within ``kk``: those within the row's error margin of its kk-th smallest estimate."""
+    if kk <= 0:
+        return [np.empty(0, np.int64) for _ in range(approx.shape[0])]
+    limit = _kth_smallest(approx, kk) + margin.astype(np.float32)
+    mask = approx <= limit[:, None]
+    return [np.flatnonzero(row) for row in mask]
+
+
+def rerank(
+    vectors: np.ndarray,
+    sq_norms64: np.ndarray,
+    item_ids: np.ndarray,
+    queries: np.ndarray,
+    candidates: list[np.ndarray],
+    width: int,
+) -> RankedRows:
+    """Exact float64 distances of each query's candidates, the ``width`` best by (d, id)."""
+    m = len(candidates)
+    rows_out = np.full((m, width), -1, dtype=np.int64)
+    d2_out = np.full((m, width), np.inf, dtype=np.float64)
+    counts = np.zeros(m, dtype=np.int64)
+    for i, cand in enumerate(candidates):
+        if cand.size == 0:
+            continue
+        exact = exact_squared_distances(vectors[cand], queries[i], sq_norms64[cand])
+        order = np.lexsort((item_ids[cand], exact))[:width]
+        counts[i] = order.size
+        rows_out[i, : order.size] = cand[order]
+        d2_out[i, : order.size] = exact[order]
+    return RankedRows(rows_out, d2_out, counts)
 
 
 def _kth_smallest(approx: np.ndarray, kk: int) -> np.ndarray:
@@ -132,11 +164,11 @@ def nearest_rows(
     own = np.full(m, -1, dtype=np.int64) if self_rows is None else np.asarray(self_rows, np.int64)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     q_sq = np.einsum("ij,ij->i", queries.astype(np.float64), queries.astype(np.float64))
-    margins = _margins(float(sq_norms.max()), q_sq, vectors.shape[1])
+    bounds = margins(float(sq_norms.max()), q_sq, vectors.shape[1])
     norms64 = squared_norms64(vectors) if sq_norms64 is None else sq_norms64
     estimator = _Estimator(vectors, sq_norms, device)
     for block in _blocks(m, block_rows):
-        found = estimator.candidates(queries[block], q_sq[block], own[block], width, margins[block])
+        found = estimator.candidates(queries[block], q_sq[block], own[block], width, bounds[block])
         for offset, cand in enumerate(found):
             i = block.start + offset
             if cand.size == 0:
