@@ -478,8 +478,11 @@ def fold(
                 conn.execute("COMMIT")
                 report.phases["commit"] = time.perf_counter() - began
         except BaseException:
-            conn.execute("ROLLBACK")
-            index.invalidate_lists()
+            index.invalidate_lists()  # half-folded in memory: reload from PostgreSQL next time
+            try:
+                conn.execute("ROLLBACK")
+            except psycopg.Error:
+                log.warning("rollback failed; the connection is going away anyway")
             raise
         if report.fold_id is not None:
             for matrix in index.matrices.values():
