@@ -621,7 +621,10 @@ def phase_latency(args: argparse.Namespace, settings: Any, vectors: dict, out: d
     from tests.support.worker import WorkerProcess
 
     log_path = Path(tempfile.mkdtemp(prefix="visrec-bench-worker-")) / "worker.log"
-    worker = WorkerProcess(settings.replace(log_level="INFO"), log_path, queues=("default",))
+    from shared.queueing import QUEUE_LISTS
+
+    # The process that folds lists in a stack (Procfile ``query``: queues query and lists).
+    worker = WorkerProcess(settings.replace(log_level="INFO"), log_path, queues=(QUEUE_LISTS,))
     worker.start(wait_s=300)
     cache = redis_client(settings.redis_cache_url, 30.0)
     try:
