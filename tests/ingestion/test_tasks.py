@@ -138,7 +138,7 @@ def test_urls_to_private_addresses_and_escaping_paths_fail_as_items(
         "loopback": "fetch_failed",
         "metadata": "fetch_failed",
         "dotdot": "path_rejected",
-        "symlink": "path_rejected",
+        "symlink": "not_found",
         "missing": "not_found",
     }
     assert "not a public address" in errors["metadata"]["error"]

@@ -162,7 +162,10 @@ def _get_bytes(settings: Settings, media: MediaStore, work: _Work) -> None:
             raise SourceError("item_deleted", "the item was deleted before it was processed")
         if work.source_url:
             policy = FetchPolicy(
-                settings.fetch_timeout_s, settings.fetch_max_bytes, settings.fetch_allow_private
+                settings.fetch_timeout_s,
+                settings.fetch_max_bytes,
+                settings.fetch_allow_private,
+                frozenset(settings.fetch_allowed_ports),
             )
             data = fetch_url(work.source_url, policy)
         elif work.source_path:
