@@ -96,6 +96,15 @@ def test_bad_files_fail_as_items_while_good_ones_succeed(
         "truncated": "undecodable",
         "bomb": "too_large",
     }
+    # Errors are for people: what was wrong with the file, in words, never a Python object.
+    messages = {e["sku"]: e["error"] for e in job["errors"]["items"]}
+    assert messages["text"].startswith("the file is not an image"), messages
+    assert messages["empty"] == "the file is empty"
+    assert "damaged" in messages["truncated"]
+    for message in messages.values():
+        assert "<" not in message and " at 0x" not in message and "Error" not in message, message
+    text_item = client.get("/api/v1/items/text").get_json()
+    assert text_item["error"] == f"undecodable: {messages['text']}"
     for sku in ("good-1", "good-2"):
         item = client.get(f"/api/v1/items/{sku}").get_json()
         assert item["status"] == "ready" and item["kinds"] == ["full"]
@@ -345,6 +354,8 @@ def test_an_unexpected_error_fails_the_batch_items_instead_of_leaving_them_pendi
     job = client.get(f"/api/v1/jobs/{job_id}").get_json()
     assert (job["status"], job["failed"], job["pending"]) == ("failed", 2, 0)
     assert {e["reason"] for e in job["errors"]["items"]} == {"internal_error"}
+    for e in job["errors"]["items"]:
+        assert "no-bundle-here" not in e["error"] and "Error" not in e["error"], e
 
 
 def test_a_photo_replaced_during_its_batch_is_not_overwritten_by_the_old_one(

@@ -213,10 +213,13 @@ def _run_models(pipeline: Any, todo: list[_Work]) -> None:
             try:
                 results.extend(pipeline.process([w.data]))
             except Exception as exc:
+                log.exception("photo failed in the model pipeline", extra={"sku": w.sku})
                 results.append(exc)
     for w, result in zip(todo, results, strict=True):
         if isinstance(result, Exception):
-            w.reason, w.message = "processing_error", f"{type(result).__name__}: {result}"
+            # The exception is in the log; the person reading the job gets words, not internals.
+            w.reason = "processing_error"
+            w.message = "the photo could not be processed because of an error on our side"
         elif result.error is not None:
             w.reason, w.message = result.error.reason, result.error.message
         elif "full" not in result.vectors:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import ConnectTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from workers.ingestion.errors import SourceError
@@ -80,8 +82,8 @@ def resolve_pinned(host: str, port: int, allow_private: bool) -> str:
     """The one address this hop will connect to, after checking every address the host has."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise _fail(f"cannot resolve host {host!r}: {exc}") from None
+    except (socket.gaierror, UnicodeError):
+        raise _fail(f"cannot resolve host {host!r}") from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     if not addresses:
         raise _fail(f"host {host!r} has no address")
@@ -171,6 +173,32 @@ def _too_slow(policy: FetchPolicy) -> SourceError:
     return _fail(f"the download did not finish within {policy.timeout_s:g} s")
 
 
+def _describe(exc: BaseException) -> str:
+    """A network failure in words: urllib3 and http.client messages quote Python objects."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    # Most specific first: urllib3 wraps a refused connection in a ConnectTimeoutError subclass.
+    words: list[tuple[tuple[type[BaseException], ...], str]] = [
+        ((ssl.SSLCertVerificationError,), "its TLS certificate could not be verified"),
+        ((ssl.SSLError,), "the TLS handshake failed"),
+        ((ConnectionRefusedError,), "connection refused"),
+        ((ConnectionResetError,), "the server closed the connection"),
+        ((TimeoutError, socket.timeout), "timed out"),
+        ((http.client.HTTPException,), "the server did not answer with valid HTTP"),
+        ((ConnectTimeoutError,), "timed out"),
+    ]
+    for kinds, text in words:
+        if any(isinstance(e, kinds) for e in chain):
+            return text
+    for e in chain:
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror.lower()
+    return "the connection was interrupted"
+
+
 def _check_port(port: int, policy: FetchPolicy) -> None:
     if port not in policy.allowed_ports:
         allowed = ", ".join(str(p) for p in sorted(policy.allowed_ports))
@@ -239,7 +267,7 @@ def _fetch(url: str, policy: FetchPolicy, watchdog: _Watchdog) -> bytes:
         except (Urllib3Error, http.client.HTTPException, OSError) as exc:
             if watchdog.fired:
                 raise _too_slow(policy) from None
-            raise _fail(f"{type(exc).__name__}: {exc}") from None
+            raise _fail(f"the connection to {host} failed: {_describe(exc)}") from None
         finally:
             watchdog.watch(None)
             conn.close()

@@ -45,10 +45,15 @@ def start_job(self: Any, job_id: str) -> int:
         if self.request.retries >= settings.task_max_retries:
             raise
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-    except Exception as exc:
+    except Exception:
         log.exception("job dispatch failed", extra={"job_id": job_id})
         with session_scope(settings) as session:
-            fail_job(session, uuid.UUID(job_id), "internal_error", f"dispatch failed: {exc}")
+            fail_job(
+                session,
+                uuid.UUID(job_id),
+                "internal_error",
+                "the job could not be started because of an error on our side",
+            )
         raise
     return count
 
@@ -62,16 +67,26 @@ def process_batch(self: Any, job_id: str, job_item_ids: list[int]) -> dict[str, 
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= settings.task_max_retries:
             log.error("batch gave up after retries", extra={"job_id": job_id})
-            fail_pending(settings, uuid.UUID(job_id), job_item_ids, f"gave up after retries: {exc}")
+            fail_pending(
+                settings,
+                uuid.UUID(job_id),
+                job_item_ids,
+                "a database or queue outage outlasted every retry of this batch",
+            )
             raise
         log.warning(
             "transient error; batch will retry",
             extra={"job_id": job_id, "error": f"{type(exc).__name__}: {exc}"},
         )
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-    except Exception as exc:
+    except Exception:
         log.exception("batch failed", extra={"job_id": job_id})
-        fail_pending(settings, uuid.UUID(job_id), job_item_ids, f"{type(exc).__name__}: {exc}")
+        fail_pending(
+            settings,
+            uuid.UUID(job_id),
+            job_item_ids,
+            "the batch stopped because of an error on our side",
+        )
         raise
     return {
         "job_id": report.job_id,
