@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -217,3 +218,42 @@ def test_openapi_documents_the_ingestion_api(client):
     assert "/api/v1/jobs/{job_id}" in spec["paths"]
     assert {"get", "delete"} <= set(spec["paths"]["/api/v1/items/{sku}"])
     assert "/media/{key}" in spec["paths"]
+
+
+def _submit_together(app, auth_headers, bodies: list[dict]) -> list:
+    barrier = threading.Barrier(len(bodies))
+    responses: list = [None] * len(bodies)
+
+    def submit(n: int) -> None:
+        client = app.test_client()
+        barrier.wait()
+        responses[n] = client.post("/api/v1/jobs", json=bodies[n], headers=auth_headers)
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return responses
+
+
+def test_two_jobs_naming_the_same_items_in_reversed_orders_both_succeed(
+    app, auth_headers, db_session, broker_redis
+):
+    skus = [f"shared-{i:04d}" for i in range(400)]
+    for round_ in range(3):  # new rows in the first round, existing rows (upserts) after
+        bodies = [
+            {"items": [{"sku": s, "url": f"http://example.com/{round_}/{s}.jpg"} for s in order]}
+            for order in (skus, list(reversed(skus)))
+        ]
+        responses = _submit_together(app, auth_headers, bodies)
+        assert [r.status_code for r in responses] == [202, 202], [r.get_json() for r in responses]
+    db_session.rollback()
+    assert db_session.scalar(select(func.count()).select_from(Item)) == len(skus)
+    assert db_session.scalar(select(func.count()).select_from(Job)) == 6
+    # Positions are still the submitted order.
+    job_id = responses[1].get_json()["id"]
+    first = db_session.scalar(
+        select(JobItem.sku).where(JobItem.job_id == job_id, JobItem.position == 0)
+    )
+    assert first == skus[-1]

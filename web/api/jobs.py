@@ -197,7 +197,12 @@ def _create_job(items: list[NewItem]) -> Job:
         job = Job(id=uuid.uuid4(), status="queued", source=_job_source(items), total=len(items))
         session.add(job)
         session.flush()
-        for position, new in enumerate(items):
+        # Rows are locked in one canonical order (SKU, by code point, as PostgreSQL's "C"
+        # collation sorts them) whatever the submission order: two jobs naming the same items in
+        # different orders, or a job and a worker's batch commit, then wait for each other
+        # instead of deadlocking. Positions keep the submitted order.
+        by_sku = sorted(enumerate(items), key=lambda pair: pair[1].sku)
+        for position, new in by_sku:
             item_id = _upsert_item(session, new)
             session.add(JobItem(job_id=job.id, item_id=item_id, position=position, sku=new.sku))
         session.commit()

@@ -254,10 +254,16 @@ def _commit(
         return
     item_ids = [w.item_id for w in work if w.item_id is not None]
     # Items before job items: the same order as a DELETE of an item (which cascades into
-    # job_items), so the two never deadlock; rows missing here were deleted meanwhile.
+    # job_items), so the two never deadlock; rows missing here were deleted meanwhile. Every
+    # item row this commit updates is locked here (FOR NO KEY UPDATE), up front, in the
+    # canonical order job creation uses (SKU in the "C" collation): a batch and a new job
+    # naming the same items in another order queue behind each other instead of deadlocking.
     live = set(
         session.scalars(
-            select(Item.id).where(Item.id.in_(item_ids)).with_for_update(key_share=True)
+            select(Item.id)
+            .where(Item.id.in_(item_ids))
+            .order_by(Item.sku.collate("C"))
+            .with_for_update(key_share=True)
         )
     )
     still_pending = {
@@ -265,6 +271,7 @@ def _commit(
         for row in session.execute(
             select(JobItem.id, JobItem.item_id)
             .where(JobItem.id.in_([w.job_item_id for w in work]), JobItem.status == "pending")
+            .order_by(JobItem.id)
             .with_for_update()
         )
     }
