@@ -10,15 +10,21 @@ from flask_smorest import Api
 
 from shared.config import Settings, load_settings
 from web import errors, resources
+from web.api.schemas import MAX_FORM_FIELDS_PER_ITEM, MAX_ITEMS_PER_JOB
+from web.uploads import CappedRequest
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     """Build the app; ``config`` is a Settings or a mapping of overrides on the environment."""
     settings = config if isinstance(config, Settings) else load_settings(config)
     app = Flask(__name__)
+    app.request_class = CappedRequest
     app.config.update(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        # A job may hold MAX_ITEMS_PER_JOB files, each with its own sku and attributes fields;
+        # Flask's default (1,000 parts) would refuse jobs the schema accepts.
+        MAX_FORM_PARTS=MAX_ITEMS_PER_JOB * MAX_FORM_FIELDS_PER_ITEM + 16,
         API_TITLE="Visual recommendations API",
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",
