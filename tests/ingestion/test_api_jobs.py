@@ -364,3 +364,31 @@ def test_a_500_mb_upload_is_refused_while_it_streams_before_anything_is_stored(
     assert {p for p in settings.media_root.rglob("*") if p.is_file()} == stored_before
     assert row_counts(db_session) == (0, 0, 0)
     assert queue_lengths(broker_redis) == dict.fromkeys(QUEUES, 0)
+
+
+def test_anonymous_item_reads_show_what_a_shop_page_needs_and_key_holders_see_the_rest(
+    client, auth_headers, broker_redis
+):
+    signed = "https://cdn.example.com/p/1.jpg?X-Amz-Signature=s3cr3t&X-Amz-Credential=AKIA"
+    body = {
+        "items": [
+            {"sku": "by-url", "url": signed, "attributes": {"brand": "acme"}},
+            {"sku": "by-path", "path": "/srv/imports/shop/2.jpg"},
+        ]
+    }
+    assert client.post("/api/v1/jobs", json=body, headers=auth_headers).status_code == 202
+    for sku in ("by-url", "by-path"):
+        anonymous = client.get(f"/api/v1/items/{sku}")
+        assert anonymous.status_code == 200
+        text = anonymous.get_data(as_text=True)
+        assert "s3cr3t" not in text and "AKIA" not in text and "/srv/imports" not in text
+        assert set(anonymous.get_json()) == {
+            "sku", "status", "image_url", "width", "height", "attributes", "kinds"
+        }  # fmt: skip
+    assert client.get("/api/v1/items/by-url").get_json()["attributes"] == {"brand": "acme"}
+    full = client.get("/api/v1/items/by-url", headers=auth_headers).get_json()
+    assert full["source_url"] == signed
+    by_path = client.get("/api/v1/items/by-path", headers=auth_headers).get_json()
+    assert by_path["source_path"] == "/srv/imports/shop/2.jpg"
+    wrong = client.get("/api/v1/items/by-url", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.get_json()["code"] == "invalid_api_key"

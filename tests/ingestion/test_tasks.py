@@ -103,7 +103,7 @@ def test_bad_files_fail_as_items_while_good_ones_succeed(
     assert "damaged" in messages["truncated"]
     for message in messages.values():
         assert "<" not in message and " at 0x" not in message and "Error" not in message, message
-    text_item = client.get("/api/v1/items/text").get_json()
+    text_item = client.get("/api/v1/items/text", headers=auth_headers).get_json()
     assert text_item["error"] == f"undecodable: {messages['text']}"
     for sku in ("good-1", "good-2"):
         item = client.get(f"/api/v1/items/{sku}").get_json()
@@ -324,7 +324,7 @@ def test_crops_are_stored_with_boxes_and_vanish_when_a_new_photo_has_none(
 ):
     job = submit_files(client, auth_headers, [("c.jpg", jpeg_bytes(60))])
     run_all(ingest_settings, db_session, job, CropPipeline(ingest_settings, with_top=True))
-    item = client.get("/api/v1/items/c").get_json()
+    item = client.get("/api/v1/items/c", headers=auth_headers).get_json()
     assert item["kinds"] == ["full", "top"]
     top = item["vectors"][1]
     assert (top["box"], top["label"], top["label_name"], top["score"]) == (
@@ -374,12 +374,12 @@ def test_a_photo_replaced_during_its_batch_is_not_overwritten_by_the_old_one(
             return super().process(images)
 
     run_all(ingest_settings, db_session, first, ResubmittingPipeline(ingest_settings))
-    item = client.get("/api/v1/items/race").get_json()
+    item = client.get("/api/v1/items/race", headers=auth_headers).get_json()
     assert item["status"] == "pending"
     assert item["image_sha256"] == hashlib.sha256(newer).hexdigest()
     assert vectors_of(db_session, "race") == []
     run_all(ingest_settings, db_session, later[0])
-    item = client.get("/api/v1/items/race").get_json()
+    item = client.get("/api/v1/items/race", headers=auth_headers).get_json()
     assert (item["status"], item["image_sha256"]) == ("ready", hashlib.sha256(newer).hexdigest())
     assert client.get(item["image_url"]).data == newer
     assert client.get(f"/api/v1/jobs/{first}").get_json()["status"] == "succeeded"
