@@ -12,6 +12,7 @@ from web.api.media import media_url
 from web.errors import ApiError
 from web.resources import db
 from web.ui import queries, search_calls
+from web.ui.headers import add_security_headers
 
 bp = Blueprint(
     "ui",
@@ -20,6 +21,7 @@ bp = Blueprint(
     static_folder="static",
     static_url_path="/ui/static",
 )
+bp.after_request(add_security_headers)
 
 RECOMMENDATIONS_PER_ROW = 8
 # Row order and headings on the product and search pages.
