@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
-from flask_smorest import Api
 
 from shared.config import Settings, load_settings
 from web import errors, resources
 from web.api.schemas import MAX_FORM_FIELDS_PER_ITEM, MAX_ITEMS_PER_JOB
+from web.openapi import ErrorBodyPlugin, VisrecApi
 from web.uploads import CappedRequest
 
 
@@ -33,7 +33,13 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
-    api = Api(app, spec_kwargs={"info": {"description": "You may also like, by photo."}})
+    api = VisrecApi(
+        app,
+        spec_kwargs={
+            "info": {"description": "You may also like, by photo."},
+            "extra_plugins": [ErrorBodyPlugin()],
+        },
+    )
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "An API key from API_KEYS."}
     )
@@ -44,7 +50,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _register_blueprints(app: Flask, api: Api) -> None:
+def _register_blueprints(app: Flask, api: VisrecApi) -> None:
     from web.health import blp as health_blp
 
     api.register_blueprint(health_blp)

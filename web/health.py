@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Response
 from flask_smorest import Blueprint
+from marshmallow import Schema, fields
 from sqlalchemy import text
 
 from web.resources import broker_redis, cache_redis, db, settings
@@ -27,8 +28,28 @@ _DOWN = {
 }
 
 
+class LivenessSchema(Schema):
+    status = fields.String(required=True, metadata={"enum": ["ok"]})
+
+
+class CheckSchema(Schema):
+    ok = fields.Boolean(required=True)
+    error = fields.String(metadata={"description": "What is down (details are in the log)."})
+    model_version = fields.String(allow_none=True)
+    detector = fields.Boolean()
+    mode = fields.String(allow_none=True, metadata={"enum": ["crops+full", "full_only", None]})
+    embedder_weights = fields.String(
+        allow_none=True, metadata={"description": "imagenet, random, or file"}
+    )
+
+
+class ReadinessSchema(Schema):
+    status = fields.String(required=True, metadata={"enum": ["ready", "unavailable"]})
+    checks = fields.Dict(keys=fields.String(), values=fields.Nested(CheckSchema), required=True)
+
+
 @blp.route("/healthz")
-@blp.response(200)
+@blp.response(200, LivenessSchema)
 def healthz() -> dict[str, Any]:
     """The process is alive (touches nothing else)."""
     return {"status": "ok"}
@@ -69,7 +90,8 @@ def _bundle_status() -> dict[str, Any]:
 
 
 @blp.route("/readyz")
-@blp.response(200)
+@blp.response(200, ReadinessSchema)
+@blp.alt_response(503, schema=ReadinessSchema, description="Something is down")
 def readyz() -> Any:
     """Database, broker, cache and model bundle; 503 naming what is down."""
     checks = {
@@ -84,6 +106,14 @@ def readyz() -> Any:
 
 
 @blp.route("/metrics")
+@blp.doc(
+    responses={
+        "200": {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    }
+)
 def metrics() -> Response:
     from web.metrics import render_metrics
 

@@ -392,3 +392,37 @@ def test_anonymous_item_reads_show_what_a_shop_page_needs_and_key_holders_see_th
     assert by_path["source_path"] == "/srv/imports/shop/2.jpg"
     wrong = client.get("/api/v1/items/by-url", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and wrong.get_json()["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"sku": "a", "path": "a.jpg", "attributes": {"note": "nul\u0000inside"}},
+        {"sku": "a", "path": "a.jpg", "attributes": {"k\u0000": 1}},
+        {"sku": "a", "path": "a.jpg", "attributes": {"deep": [{"x": "\ud800"}]}},
+        {"sku": "a", "path": "nul\u0000.jpg"},
+        {"sku": "\ud800", "path": "a.jpg"},
+    ],
+    ids=["nul-value", "nul-key", "lone-surrogate", "nul-path", "surrogate-sku"],
+)
+def test_text_the_database_cannot_store_is_refused_not_a_server_error(
+    client, auth_headers, db_session, broker_redis, item
+):
+    # Sent as raw JSON: \u0000 and lone \ud800 escapes are valid JSON but not storable text.
+    body = json.dumps({"items": [item]})
+    response = client.post(
+        "/api/v1/jobs", data=body, content_type="application/json", headers=auth_headers
+    )
+    assert response.status_code == 422, response.get_json()
+    assert response.get_json()["code"] == "validation_error"
+    assert row_counts(db_session) == (0, 0, 0)
+
+
+def test_multipart_attributes_the_database_cannot_store_are_refused(
+    client, auth_headers, db_session, broker_redis
+):
+    response = upload(
+        client, [("a.jpg", b"1")], auth_headers, attributes=['{"note": "nul\\u0000"}']
+    )
+    assert response.status_code == 422, response.get_json()
+    assert row_counts(db_session) == (0, 0, 0)

@@ -22,7 +22,7 @@ class SkuField(fields.String):
     """A SKU, stripped of surrounding spaces before it is validated (so spaces alone are empty)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(validate=SKU, **kwargs)
+        super().__init__(validate=[SKU, storable_text], **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         return super()._deserialize(value, attr, data, **kwargs).strip()
@@ -30,7 +30,40 @@ class SkuField(fields.String):
 
 def sku_problem(sku: str) -> str | None:
     """Why ``sku`` cannot be a SKU, or None when it can."""
-    return None if SKU_PATTERN.fullmatch(sku) else f"{sku[:40]!r} is not a SKU: {SKU_RULE}"
+    if SKU_PATTERN.fullmatch(sku) and _storable(sku):
+        return None
+    return f"{sku[:40]!r} is not a SKU: {SKU_RULE}"
+
+
+def _storable(text: str) -> bool:
+    # PostgreSQL text and jsonb hold no NUL character, and only valid UTF-8 (a lone surrogate,
+    # which JSON's \ud800 escapes can produce, has no UTF-8 form).
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_storable_json(value: Any, where: str = "") -> None:
+    if isinstance(value, str):
+        if not _storable(value):
+            raise ValidationError(f"{where or 'a value'} holds a NUL or an invalid character.")
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            _check_storable_json(key, "a key")
+            _check_storable_json(inner, repr(key) if _storable(str(key)) else "a value")
+    elif isinstance(value, list):
+        for inner in value:
+            _check_storable_json(inner, where)
+
+
+def storable_text(value: str) -> None:
+    """Validator: text PostgreSQL can store."""
+    if not _storable(value):
+        raise ValidationError("Holds a NUL or an invalid character.")
 
 
 class JsonObjectString(fields.Field):
@@ -45,6 +78,7 @@ class JsonObjectString(fields.Field):
             raise ValidationError("Not valid JSON.") from None
         if not isinstance(parsed, dict):
             raise ValidationError("Must be a JSON object.")
+        _check_storable_json(parsed)
         return parsed
 
 
@@ -53,14 +87,18 @@ class JobItemInSchema(Schema):
     url = fields.Url(
         schemes={"http", "https"},
         require_tld=False,
-        validate=validate.Length(max=4096),
+        validate=[validate.Length(max=4096), storable_text],
         metadata={"description": "An http(s) URL the worker downloads (public addresses only)."},
     )
     path = fields.String(
-        validate=validate.Length(min=1, max=4096),
+        validate=[validate.Length(min=1, max=4096), storable_text],
         metadata={"description": "A file under the server's IMPORT_ROOT."},
     )
-    attributes = fields.Dict(keys=fields.String(), metadata={"description": "Free-form JSON."})
+    attributes = fields.Dict(
+        keys=fields.String(),
+        validate=_check_storable_json,
+        metadata={"description": "Free-form JSON."},
+    )
 
     @validates_schema
     def _one_source(self, data: dict[str, Any], **_: Any) -> None:
