@@ -208,6 +208,7 @@ def test_when_the_broker_is_down_the_job_is_marked_failed(
     assert job["status"] == "failed"
     assert job["failed"] == 1 and job["pending"] == 0
     assert "could not be queued" in job["error"]
+    assert "127.0.0.1" not in job["error"] and "Error" not in job["error"]
 
 
 @pytest.mark.parametrize("job_id", ["00000000-0000-0000-0000-000000000000", "not-a-uuid", "1"])

@@ -218,10 +218,16 @@ def _create_job(items: list[NewItem]) -> Job:
 def _enqueue(job: Job) -> None:
     try:
         celery_client().send_task(task_names.START_JOB, args=[str(job.id)], queue=QUEUE_DEFAULT)
-    except Exception as exc:  # any broker failure: the job must not stay queued forever
+    except Exception:  # any broker failure: the job must not stay queued forever
         log.exception("could not enqueue job", extra={"job_id": str(job.id)})
         session = db()
-        fail_job(session, job.id, "enqueue_failed", f"the job could not be queued: {exc}")
+        # The broker's own words (host, port) go to the log above, not into the job.
+        fail_job(
+            session,
+            job.id,
+            "enqueue_failed",
+            "the job could not be queued: the queue was unreachable",
+        )
         session.commit()
         raise ApiError(
             503,
