@@ -31,11 +31,12 @@ bench: install services
 migrate: install
 	$(PY) -m alembic upgrade head
 
+# The Procfile names python and celery: the venv's, whether or not it is activated.
 web: install
-	$(VENV)/bin/honcho start web
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start web
 
 worker: install
-	$(VENV)/bin/honcho start worker
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start worker
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
