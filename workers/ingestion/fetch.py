@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from workers.ingestion.errors import SourceError
 
@@ -182,6 +183,7 @@ def _describe(exc: BaseException) -> str:
         seen = seen.__cause__ or seen.__context__
     # Most specific first: urllib3 wraps a refused connection in a ConnectTimeoutError subclass.
     words: list[tuple[tuple[type[BaseException], ...], str]] = [
+        ((CertificateError,), "its TLS certificate is not for this host"),
         ((ssl.SSLCertVerificationError,), "its TLS certificate could not be verified"),
         ((ssl.SSLError,), "the TLS handshake failed"),
         ((ConnectionRefusedError,), "connection refused"),
@@ -264,7 +266,7 @@ def _fetch(url: str, policy: FetchPolicy, watchdog: _Watchdog) -> bytes:
                 return _read_capped(response, policy, watchdog)
             finally:
                 response.release_conn()
-        except (Urllib3Error, http.client.HTTPException, OSError) as exc:
+        except (Urllib3Error, http.client.HTTPException, CertificateError, OSError) as exc:
             if watchdog.fired:
                 raise _too_slow(policy) from None
             raise _fail(f"the connection to {host} failed: {_describe(exc)}") from None
