@@ -79,12 +79,30 @@ def address_allowed(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def resolve_pinned(host: str, port: int, allow_private: bool) -> str:
+def _getaddrinfo(host: str, port: int, timeout_s: float) -> list:
+    # getaddrinfo cannot be interrupted and a slow resolver retries for many seconds: it runs in
+    # a thread of its own so the fetch's deadline holds (the thread ends with the resolver).
+    outcome: dict[str, object] = {}
+
+    def resolve() -> None:
+        try:
+            outcome["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=resolve, name="fetch-resolve", daemon=True)
+    thread.start()
+    thread.join(max(0.0, timeout_s))
+    if thread.is_alive():
+        raise _fail(f"resolving host {host!r} took too long")
+    if "error" in outcome:
+        raise _fail(f"cannot resolve host {host!r}")
+    return outcome["infos"]  # type: ignore[return-value]
+
+
+def resolve_pinned(host: str, port: int, allow_private: bool, timeout_s: float = 15.0) -> str:
     """The one address this hop will connect to, after checking every address the host has."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise _fail(f"cannot resolve host {host!r}") from None
+    infos = _getaddrinfo(host, port, timeout_s)
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     if not addresses:
         raise _fail(f"host {host!r} has no address")
@@ -237,7 +255,9 @@ def _fetch(url: str, policy: FetchPolicy, watchdog: _Watchdog) -> bytes:
         except ValueError:
             raise _fail("the URL has an invalid port") from None
         _check_port(port, policy)
-        address = resolve_pinned(host, port, policy.allow_private)
+        address = resolve_pinned(
+            host, port, policy.allow_private, watchdog.deadline - time.monotonic()
+        )
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         default_port = port == (443 if scheme == "https" else 80)
         host_header = host if default_port else f"{host}:{port}"
