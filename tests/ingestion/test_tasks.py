@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 import uuid
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 
 from shared.db import session_scope
 from shared.ingest_state import refresh_job
@@ -383,3 +385,82 @@ def test_a_photo_replaced_during_its_batch_is_not_overwritten_by_the_old_one(
     assert (item["status"], item["image_sha256"]) == ("ready", hashlib.sha256(newer).hexdigest())
     assert client.get(item["image_url"]).data == newer
     assert client.get(f"/api/v1/jobs/{first}").get_json()["status"] == "succeeded"
+
+
+def test_a_batch_commit_locks_its_items_in_sku_order_as_job_creation_does(
+    client, ingest_settings, db_session
+):
+    from shared.db import session_factory
+    from shared.media import MediaStore
+    from shared.models import Job
+
+    # A catalogue whose rows were stored in the reverse of SKU order (c, b, a).
+    media = MediaStore(ingest_settings.media_root)
+    job = Job(id=uuid.uuid4(), status="queued", source="upload", total=3)
+    db_session.add(job)
+    for position, sku in enumerate(["c", "b", "a"]):
+        stored = media.put_bytes(jpeg_bytes(500 + position))
+        item = Item(
+            sku=sku,
+            status="pending",
+            media_key=stored.key,
+            image_sha256=stored.sha256,
+            byte_size=stored.size,
+        )
+        db_session.add(item)
+        db_session.flush()
+        db_session.add(JobItem(job_id=job.id, item_id=item.id, position=position, sku=sku))
+    db_session.commit()
+    job_id = str(job.id)
+    ids = pending_ids(db_session, job_id)
+    db_session.rollback()
+
+    # Another transaction (a job being created) holds "b": the commit must have "a" and be
+    # waiting for "b", with "c" still free, exactly the order job creation takes them in.
+    holder = session_factory(ingest_settings)()
+    probe = session_factory(ingest_settings)()
+    outcome: dict[str, object] = {}
+    try:
+        holder.execute(text("SELECT id FROM items WHERE sku = 'b' FOR UPDATE"))
+
+        def run() -> None:
+            try:
+                outcome["report"] = ingest.run_batch(ingest_settings, uuid.UUID(job_id), ids)
+            except Exception as exc:
+                outcome["report"] = exc
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while True:
+            waiting = probe.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%FROM items%'"
+                )
+            ).scalar_one()
+            probe.rollback()
+            if waiting:
+                break
+            assert thread.is_alive() and time.monotonic() < deadline, outcome
+            time.sleep(0.1)
+
+        def lockable(sku: str) -> bool:
+            try:
+                probe.execute(
+                    text("SELECT id FROM items WHERE sku = :sku FOR UPDATE NOWAIT"), {"sku": sku}
+                )
+                return True
+            except OperationalError:
+                return False
+            finally:
+                probe.rollback()
+
+        assert (lockable("a"), lockable("c")) == (False, True)
+    finally:
+        holder.rollback()
+        holder.close()
+        probe.close()
+    thread.join(120)
+    assert isinstance(outcome.get("report"), ingest.BatchReport), outcome
+    assert client.get(f"/api/v1/jobs/{job_id}").get_json()["status"] == "succeeded"
