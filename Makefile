@@ -31,15 +31,16 @@ bench: install services
 migrate: install
 	$(PY) -m alembic upgrade head
 
+# The Procfile names python and celery: the venv's, whether or not it is activated.
 web: install
-	$(VENV)/bin/honcho start web
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start web
 
 worker: install
-	$(VENV)/bin/honcho start worker query
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start worker query
 
 beat: install
 	mkdir -p var
-	$(VENV)/bin/honcho start beat
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start beat
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

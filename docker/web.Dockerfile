@@ -27,5 +27,6 @@ RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin app \
 USER app
 
 EXPOSE 8000
-# Shell form so $PORT (the Procfile contract) is read when the container starts, not at build.
-CMD ["sh", "-c", "exec gunicorn --bind 0.0.0.0:${PORT:-8000} --workers ${WEB_CONCURRENCY:-2} --threads ${WEB_THREADS:-4} --access-logfile - web.wsgi:app"]
+# The Procfile's web command too: web/serve.py builds the gunicorn command line (PORT,
+# WEB_CONCURRENCY, WEB_THREADS, OPENBLAS_NUM_THREADS) when the container starts.
+CMD ["python", "-m", "web.serve"]

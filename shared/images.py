@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
+_FORMATS_IN_WORDS = "JPEG, PNG, WebP, BMP, GIF or TIFF"
 DEFAULT_MAX_PIXELS = 40_000_000
 
 # Never accept half an image: Pillow's default already refuses truncated files; make it explicit
@@ -22,7 +23,11 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 class ImageRejected(ValueError):
-    """An image we refuse; ``reason`` is a stable code (``undecodable``, ``too_large``)."""
+    """An image we refuse; ``reason`` is a stable code (``undecodable``, ``too_large``).
+
+    ``message`` is for the person who sent the file: it says what is wrong with it in words and
+    never quotes Pillow's exceptions, which name Python objects and internal buffers.
+    """
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -44,15 +49,24 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, (width, height) = img.format or "", img.size
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError:
         # Pillow's own (higher) limit trips while reading the header: same verdict as ours.
         raise ImageRejected(
-            "too_large", f"image exceeds the limit of {max_pixels} pixels ({exc})"
+            "too_large", f"the image exceeds the limit of {max_pixels} pixels"
         ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageRejected("undecodable", f"not a readable image: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageRejected(
+            "undecodable", f"the file is not an image in a format we read ({_FORMATS_IN_WORDS})"
+        ) from None
+    except (OSError, SyntaxError, ValueError):
+        raise ImageRejected(
+            "undecodable", "the file looks like an image but its header is damaged"
+        ) from None
     if fmt not in ALLOWED_FORMATS:
-        raise ImageRejected("undecodable", f"image format {fmt or 'unknown'} is not accepted")
+        raise ImageRejected(
+            "undecodable",
+            f"images in {fmt or 'an unknown'} format are not accepted; send {_FORMATS_IN_WORDS}",
+        )
     if width <= 0 or height <= 0:
         raise ImageRejected("undecodable", f"image declares an empty size {width}x{height}")
     if width * height > max_pixels:
@@ -70,9 +84,13 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
             img.load()
             img = ImageOps.exif_transpose(img)
             rgb = img.convert("RGB")
-    except Image.DecompressionBombError as exc:
-        raise ImageRejected("too_large", str(exc)) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError:
+        raise ImageRejected(
+            "too_large", f"the image exceeds the limit of {max_pixels} pixels"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         # Pillow raises OSError("image file is truncated ...") for a cut-off file.
-        raise ImageRejected("undecodable", f"the image cannot be decoded: {exc}") from None
+        raise ImageRejected(
+            "undecodable", "the image is cut short or damaged: its pixels cannot be decoded"
+        ) from None
     return np.asarray(rgb, dtype=np.uint8)

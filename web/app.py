@@ -6,19 +6,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
-from flask_smorest import Api
 
 from shared.config import Settings, load_settings
 from web import errors, limits, resources
+from web.api.schemas import MAX_FORM_FIELDS_PER_ITEM, MAX_ITEMS_PER_JOB
+from web.openapi import ErrorBodyPlugin, VisrecApi
+from web.uploads import CappedRequest
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     """Build the app; ``config`` is a Settings or a mapping of overrides on the environment."""
     settings = config if isinstance(config, Settings) else load_settings(config)
     app = Flask(__name__)
+    app.request_class = CappedRequest
     app.config.update(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        # A job may hold MAX_ITEMS_PER_JOB files, each with its own sku and attributes fields;
+        # Flask's default (1,000 parts) would refuse jobs the schema accepts.
+        MAX_FORM_PARTS=MAX_ITEMS_PER_JOB * MAX_FORM_FIELDS_PER_ITEM + 16,
         API_TITLE="Visual recommendations API",
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",
@@ -27,7 +33,13 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
-    api = Api(app, spec_kwargs={"info": {"description": "You may also like, by photo."}})
+    api = VisrecApi(
+        app,
+        spec_kwargs={
+            "info": {"description": "You may also like, by photo."},
+            "extra_plugins": [ErrorBodyPlugin()],
+        },
+    )
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "An API key from API_KEYS."}
     )
@@ -39,7 +51,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _register_blueprints(app: Flask, api: Api) -> None:
+def _register_blueprints(app: Flask, api: VisrecApi) -> None:
     from web.health import blp as health_blp
 
     api.register_blueprint(health_blp)

@@ -23,6 +23,37 @@ def _key_accepted(presented: str, keys: tuple[str, ...]) -> bool:
     return ok
 
 
+def _check_key() -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    keys = settings().api_keys
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise ApiError(
+            401,
+            "unauthorized",
+            "An API key is required: send 'Authorization: Bearer <key>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not keys or not _key_accepted(presented.strip(), keys):
+        raise ApiError(
+            401,
+            "invalid_api_key",
+            "The API key is not valid.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+
+
+def caller_has_key() -> bool:
+    """Whether this request comes from a key holder; anonymous when it sends no key at all.
+
+    A key that is sent but wrong is refused (401) rather than silently read as anonymous.
+    """
+    if "Authorization" not in request.headers:
+        return False
+    _check_key()
+    return True
+
+
 def presented_key_is_valid() -> bool:
     """True when the request carries a valid API key (no error when it carries none)."""
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
@@ -33,23 +64,7 @@ def presented_key_is_valid() -> bool:
 def require_api_key(view: F) -> F:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        header = request.headers.get("Authorization", "")
-        scheme, _, presented = header.partition(" ")
-        keys = settings().api_keys
-        if scheme.lower() != "bearer" or not presented.strip():
-            raise ApiError(
-                401,
-                "unauthorized",
-                "An API key is required: send 'Authorization: Bearer <key>'.",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if not keys or not _key_accepted(presented.strip(), keys):
-            raise ApiError(
-                401,
-                "invalid_api_key",
-                "The API key is not valid.",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
+        _check_key()
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

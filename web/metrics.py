@@ -1,17 +1,25 @@
-"""Prometheus metrics for ``GET /metrics``, gathered fresh at each scrape.
+"""Prometheus metrics for ``GET /metrics``.
 
 Jobs and items by status come from PostgreSQL, queue depths from the broker (the length of each
 Celery queue list), and task durations from the histograms workers record on the broker
 (shared.metrics_store): Celery workers are other processes, so process-local metrics would never
 reach this one. A source that is down is reported by ``visrec_scrape_source_up`` rather than
 failing the whole scrape.
+
+The database counts are full-table GROUP BYs, so a web process computes them at most once per
+METRICS_DB_TTL_S (one thread at a time) and serves the same numbers in between, with their age in
+``visrec_metrics_database_age_seconds``; queue depths and task durations are cheap and live.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
+from flask import current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -30,7 +38,7 @@ from shared.models import (
     JobItem,
 )
 from shared.queueing import QUEUES
-from web.resources import broker_redis, db
+from web.resources import broker_redis, db, settings
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,32 @@ def _database() -> Iterable[Metric]:
     return [jobs, job_items, items, vectors]
 
 
+@dataclass
+class _DatabaseCounts:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    metrics: list[Metric] | None = None
+    at: float = 0.0
+
+
+def _cached_database() -> Iterable[Metric]:
+    cache: _DatabaseCounts = current_app.extensions.setdefault(
+        "visrec_metrics_db", _DatabaseCounts()
+    )
+    ttl = settings().metrics_db_ttl_s
+    # One thread recounts while concurrent scrapes wait for its answer rather than scan too.
+    with cache.lock:
+        if cache.metrics is None or time.monotonic() - cache.at >= ttl:
+            cache.metrics = list(_database())
+            cache.at = time.monotonic()
+        metrics, at = cache.metrics, cache.at
+    age = GaugeMetricFamily(
+        "visrec_metrics_database_age_seconds",
+        "How old the database counts of this scrape are (they are cached for METRICS_DB_TTL_S)",
+        value=time.monotonic() - at,
+    )
+    return [*metrics, age]
+
+
 def _queues() -> Iterable[Metric]:
     depth = GaugeMetricFamily(
         "visrec_queue_depth", "Messages waiting in each Celery queue", labels=["queue"]
@@ -96,7 +130,7 @@ def _task_durations() -> Iterable[Metric]:
 
 class _ScrapeCollector(Collector):
     SOURCES: dict[str, Callable[[], Iterable[Metric]]] = {
-        "database": _database,
+        "database": _cached_database,
         "broker": _queues,
         "task_durations": _task_durations,
     }

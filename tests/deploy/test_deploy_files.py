@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,8 +43,8 @@ CONTRACT_VARS = {
     "PORT",
 }
 SETTINGS_VARS = {f.name.upper() for f in dataclasses.fields(Settings) if f.name != "extra"}
-# Read by the web image's gunicorn command line, not by Settings.
-GUNICORN_VARS = {"WEB_CONCURRENCY", "WEB_THREADS"}
+# Read by the web command (web/serve.py), not by Settings.
+GUNICORN_VARS = {"WEB_CONCURRENCY", "WEB_THREADS", "OPENBLAS_NUM_THREADS"}
 APP_SERVICES = ("migrate", "web", "worker", "query-worker", "beat")
 WORKERS = ("worker", "query-worker")
 SECRETS = ("API_KEYS", "POSTGRES_PASSWORD")
@@ -460,8 +461,12 @@ def test_web_image_has_no_ml_framework_and_no_worker_code():
     installs = " ".join(i.args for i in stages[0].all("RUN") if "pip install" in i.args)
     assert "requirements/web.txt" in installs
     assert "requirements.txt " not in installs + " " and "ml.txt" not in installs
-    assert "web.wsgi:app" in dockerfiles.command_words(stages[0])
-    assert any("${PORT" in w for w in dockerfiles.command_words(stages[0])), "binds $PORT"
+    # The command (web/serve.py) serves web.wsgi:app on $PORT.
+    assert dockerfiles.command_words(stages[0]) == ["python", "-m", "web.serve"]
+    from web.serve import command
+
+    argv, _ = command({"PORT": "8123"})
+    assert "web.wsgi:app" in argv and "0.0.0.0:8123" in argv
 
 
 def test_worker_image_installs_the_model_stack_and_detectron2():
@@ -507,14 +512,19 @@ def _procfile() -> dict[str, str]:
     return entries
 
 
-def test_procfile_runs_web_worker_and_beat_and_migrates_on_release():
+def test_procfile_runs_web_on_port_workers_on_every_queue_beat_and_migrates_on_release():
+    from web.serve import command
+
     procs = _procfile()
     web = procs["web"].split()
-    bind = web[web.index("--bind") + 1]
-    assert bind.startswith("0.0.0.0:${PORT")
     for module, attr in dockerfiles.python_targets(web):
         source = _module_file(module)
         assert source is not None and (attr is None or attr in _top_level_names(source))
+    argv, _ = command({"PORT": "9123"})
+    assert argv[argv.index("--bind") + 1] == "0.0.0.0:9123"
+    apps = [(m, a) for m, a in dockerfiles.python_targets(argv) if a]  # not `-m gunicorn`
+    assert apps == [("web.wsgi", "app")]
+    assert "app" in _top_level_names(_module_file("web.wsgi"))
     consumed: list[str] = []
     for name in ("worker", "query"):
         worker = procs[name].split()
@@ -525,3 +535,17 @@ def test_procfile_runs_web_worker_and_beat_and_migrates_on_release():
     beat = procs["beat"].split()
     assert beat[:4] == ["celery", "-A", "workers.celery_app", "beat"]
     assert "--schedule" in beat
+
+
+def test_the_procfile_and_the_web_image_run_one_web_command():
+    from web.serve import command
+
+    image = dockerfiles.command_words(_stages(WEB_DOCKERFILE)[-1])
+    assert shlex.split(_procfile()["web"]) == image == ["python", "-m", "web.serve"]
+    argv, env = command({})
+    assert env["OPENBLAS_NUM_THREADS"] == "1"
+    assert argv[argv.index("--bind") + 1] == "0.0.0.0:8000"
+    assert argv[-1] == "web.wsgi:app"
+    argv, env = command({"OPENBLAS_NUM_THREADS": "4", "WEB_CONCURRENCY": "3", "WEB_THREADS": "8"})
+    assert env["OPENBLAS_NUM_THREADS"] == "4"
+    assert (argv[argv.index("--workers") + 1], argv[argv.index("--threads") + 1]) == ("3", "8")

@@ -18,6 +18,7 @@ def test_environment_variables_use_contract_names():
         "PORT": "9000",
         "INGEST_BATCH_SIZE": "32",
         "FETCH_ALLOW_PRIVATE": "true",
+        "FETCH_ALLOWED_PORTS": "443, 8443",
     }
     s = load_settings(environ=env)
     assert s.database_url == env["DATABASE_URL"]
@@ -30,6 +31,8 @@ def test_environment_variables_use_contract_names():
     assert s.port == 9000
     assert s.ingest_batch_size == 32
     assert s.fetch_allow_private is True
+    assert s.fetch_allowed_ports == (443, 8443)
+    assert load_settings(environ=settings_to_env(s)).fetch_allowed_ports == (443, 8443)
 
 
 def test_overrides_win_over_environment_and_round_trip_to_env():

@@ -49,7 +49,18 @@ def test_bad_payloads_are_rejected_with_reason(payload, reason):
     with pytest.raises(ImageRejected) as info:
         decode_rgb(payload, max_pixels=40_000_000)
     assert info.value.reason == reason
-    assert info.value.message
+    # Words for the person who sent the file, never Pillow's text naming Python objects.
+    assert info.value.message and "BytesIO" not in info.value.message
+    assert " at 0x" not in info.value.message and "<" not in info.value.message
+
+
+def test_a_text_file_is_named_as_not_an_image():
+    with pytest.raises(ImageRejected) as info:
+        probe(b"this is not an image, just text named .jpg\n")
+    assert info.value.reason == "undecodable"
+    assert info.value.message == (
+        "the file is not an image in a format we read (JPEG, PNG, WebP, BMP, GIF or TIFF)"
+    )
 
 
 def test_probe_reads_only_the_header_of_a_bomb():

@@ -62,7 +62,10 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
     make_app, ingest_settings, auth_headers, start_worker, db_session, image_server
 ):
     settings = ingest_settings.replace(
-        visibility_timeout_s=4, ingest_batch_size=2, fetch_allow_private=True
+        visibility_timeout_s=4,
+        ingest_batch_size=2,
+        fetch_allow_private=True,
+        fetch_allowed_ports=(image_server.httpd.server_address[1],),
     )
     client = make_app(settings).test_client()
     gate = threading.Event()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import uuid
 
 import pytest
 
 from shared.media import MediaStore
 from shared.metrics_store import observe_task_duration
+from shared.models import Job
 from tests.ingestion.helpers import jpeg_bytes
 
 
@@ -89,3 +91,37 @@ def test_metrics_still_answer_when_the_broker_is_down(make_app, settings):
     text = client.get("/metrics").get_data(as_text=True)
     assert 'visrec_scrape_source_up{source="broker"} 0.0' in text
     assert 'visrec_scrape_source_up{source="database"} 1.0' in text
+
+
+def _jobs_queued(text: str) -> str:
+    return next(
+        line for line in text.splitlines() if line.startswith('visrec_jobs{status="queued"}')
+    )
+
+
+def test_scrapes_reuse_the_database_counts_until_they_expire(
+    make_app, settings, db_session, broker_redis
+):
+    def add_job() -> None:
+        db_session.add(Job(id=uuid.uuid4(), status="queued", source="url", total=0))
+        db_session.commit()
+
+    cached = make_app(settings.replace(metrics_db_ttl_s=3600)).test_client()
+    first = cached.get("/metrics").get_data(as_text=True)
+    assert _jobs_queued(first) == 'visrec_jobs{status="queued"} 0.0'
+    add_job()
+    # Within the TTL no GROUP BY runs again: the same counts come back, with their age.
+    second = cached.get("/metrics").get_data(as_text=True)
+    assert _jobs_queued(second) == 'visrec_jobs{status="queued"} 0.0'
+    assert "visrec_metrics_database_age_seconds" in second
+    assert 'visrec_scrape_source_up{source="database"} 1.0' in second
+    # Queue depths stay live.
+    broker_redis.rpush("default", b"x")
+    assert 'visrec_queue_depth{queue="default"} 1.0' in cached.get("/metrics").get_data(
+        as_text=True
+    )
+    # Once expired the counts are taken again.
+    fresh = make_app(settings.replace(metrics_db_ttl_s=0)).test_client()
+    assert _jobs_queued(fresh.get("/metrics").get_data(as_text=True)).endswith(" 1.0")
+    add_job()
+    assert _jobs_queued(fresh.get("/metrics").get_data(as_text=True)).endswith(" 2.0")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 import uuid
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 
 from shared.db import session_scope
 from shared.ingest_state import refresh_job
@@ -96,6 +98,15 @@ def test_bad_files_fail_as_items_while_good_ones_succeed(
         "truncated": "undecodable",
         "bomb": "too_large",
     }
+    # Errors are for people: what was wrong with the file, in words, never a Python object.
+    messages = {e["sku"]: e["error"] for e in job["errors"]["items"]}
+    assert messages["text"].startswith("the file is not an image"), messages
+    assert messages["empty"] == "the file is empty"
+    assert "damaged" in messages["truncated"]
+    for message in messages.values():
+        assert "<" not in message and " at 0x" not in message and "Error" not in message, message
+    text_item = client.get("/api/v1/items/text", headers=auth_headers).get_json()
+    assert text_item["error"] == f"undecodable: {messages['text']}"
     for sku in ("good-1", "good-2"):
         item = client.get(f"/api/v1/items/{sku}").get_json()
         assert item["status"] == "ready" and item["kinds"] == ["full"]
@@ -138,7 +149,7 @@ def test_urls_to_private_addresses_and_escaping_paths_fail_as_items(
         "loopback": "fetch_failed",
         "metadata": "fetch_failed",
         "dotdot": "path_rejected",
-        "symlink": "path_rejected",
+        "symlink": "not_found",
         "missing": "not_found",
     }
     assert "not a public address" in errors["metadata"]["error"]
@@ -315,7 +326,7 @@ def test_crops_are_stored_with_boxes_and_vanish_when_a_new_photo_has_none(
 ):
     job = submit_files(client, auth_headers, [("c.jpg", jpeg_bytes(60))])
     run_all(ingest_settings, db_session, job, CropPipeline(ingest_settings, with_top=True))
-    item = client.get("/api/v1/items/c").get_json()
+    item = client.get("/api/v1/items/c", headers=auth_headers).get_json()
     assert item["kinds"] == ["full", "top"]
     top = item["vectors"][1]
     assert (top["box"], top["label"], top["label_name"], top["score"]) == (
@@ -345,6 +356,8 @@ def test_an_unexpected_error_fails_the_batch_items_instead_of_leaving_them_pendi
     job = client.get(f"/api/v1/jobs/{job_id}").get_json()
     assert (job["status"], job["failed"], job["pending"]) == ("failed", 2, 0)
     assert {e["reason"] for e in job["errors"]["items"]} == {"internal_error"}
+    for e in job["errors"]["items"]:
+        assert "no-bundle-here" not in e["error"] and "Error" not in e["error"], e
 
 
 def test_a_photo_replaced_during_its_batch_is_not_overwritten_by_the_old_one(
@@ -363,12 +376,91 @@ def test_a_photo_replaced_during_its_batch_is_not_overwritten_by_the_old_one(
             return super().process(images)
 
     run_all(ingest_settings, db_session, first, ResubmittingPipeline(ingest_settings))
-    item = client.get("/api/v1/items/race").get_json()
+    item = client.get("/api/v1/items/race", headers=auth_headers).get_json()
     assert item["status"] == "pending"
     assert item["image_sha256"] == hashlib.sha256(newer).hexdigest()
     assert vectors_of(db_session, "race") == []
     run_all(ingest_settings, db_session, later[0])
-    item = client.get("/api/v1/items/race").get_json()
+    item = client.get("/api/v1/items/race", headers=auth_headers).get_json()
     assert (item["status"], item["image_sha256"]) == ("ready", hashlib.sha256(newer).hexdigest())
     assert client.get(item["image_url"]).data == newer
     assert client.get(f"/api/v1/jobs/{first}").get_json()["status"] == "succeeded"
+
+
+def test_a_batch_commit_locks_its_items_in_sku_order_as_job_creation_does(
+    client, ingest_settings, db_session
+):
+    from shared.db import session_factory
+    from shared.media import MediaStore
+    from shared.models import Job
+
+    # A catalogue whose rows were stored in the reverse of SKU order (c, b, a).
+    media = MediaStore(ingest_settings.media_root)
+    job = Job(id=uuid.uuid4(), status="queued", source="upload", total=3)
+    db_session.add(job)
+    for position, sku in enumerate(["c", "b", "a"]):
+        stored = media.put_bytes(jpeg_bytes(500 + position))
+        item = Item(
+            sku=sku,
+            status="pending",
+            media_key=stored.key,
+            image_sha256=stored.sha256,
+            byte_size=stored.size,
+        )
+        db_session.add(item)
+        db_session.flush()
+        db_session.add(JobItem(job_id=job.id, item_id=item.id, position=position, sku=sku))
+    db_session.commit()
+    job_id = str(job.id)
+    ids = pending_ids(db_session, job_id)
+    db_session.rollback()
+
+    # Another transaction (a job being created) holds "b": the commit must have "a" and be
+    # waiting for "b", with "c" still free, exactly the order job creation takes them in.
+    holder = session_factory(ingest_settings)()
+    probe = session_factory(ingest_settings)()
+    outcome: dict[str, object] = {}
+    try:
+        holder.execute(text("SELECT id FROM items WHERE sku = 'b' FOR UPDATE"))
+
+        def run() -> None:
+            try:
+                outcome["report"] = ingest.run_batch(ingest_settings, uuid.UUID(job_id), ids)
+            except Exception as exc:
+                outcome["report"] = exc
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while True:
+            waiting = probe.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%FROM items%'"
+                )
+            ).scalar_one()
+            probe.rollback()
+            if waiting:
+                break
+            assert thread.is_alive() and time.monotonic() < deadline, outcome
+            time.sleep(0.1)
+
+        def lockable(sku: str) -> bool:
+            try:
+                probe.execute(
+                    text("SELECT id FROM items WHERE sku = :sku FOR UPDATE NOWAIT"), {"sku": sku}
+                )
+                return True
+            except OperationalError:
+                return False
+            finally:
+                probe.rollback()
+
+        assert (lockable("a"), lockable("c")) == (False, True)
+    finally:
+        holder.rollback()
+        holder.close()
+        probe.close()
+    thread.join(120)
+    assert isinstance(outcome.get("report"), ingest.BatchReport), outcome
+    assert client.get(f"/api/v1/jobs/{job_id}").get_json()["status"] == "succeeded"

@@ -1,4 +1,9 @@
-"""``GET /api/v1/items/<sku>`` (an item, its image and its vectors) and ``DELETE`` (API key)."""
+"""``GET /api/v1/items/<sku>`` (an item, its image and its vectors) and ``DELETE`` (API key).
+
+Anyone may read an item, but only what a shop page shows (SKU, status, image, size, attributes,
+kinds). Where its bytes came from (a URL that may carry a presigned token, a server path), its
+hashes, vectors and error details are for API-key holders.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from shared.models import Embedding, Item
 from shared.search.scheduling import request_fold
 from web.api.media import media_url
 from web.api.schemas import ItemSchema
-from web.auth import require_api_key
+from web.auth import caller_has_key, require_api_key
 from web.errors import ApiError
 from web.resources import db, settings
 
@@ -23,6 +28,7 @@ log = logging.getLogger(__name__)
 blp = Blueprint("items", __name__, url_prefix="/api/v1", description="Catalogue items")
 
 _KIND_ORDER = {"full": 0, "top": 1, "bottom": 2}
+PUBLIC_ITEM_FIELDS = ("sku", "status", "image_url", "width", "height", "attributes", "kinds")
 
 
 def _item_or_404(sku: str) -> Item:
@@ -43,10 +49,17 @@ def _label_name(label: int | None) -> str | None:
 
 @blp.route("/items/<string:sku>")
 class ItemBySku(MethodView):
+    @blp.doc(security=[{}, {"bearer": []}])
     @blp.response(200, ItemSchema)
+    @blp.alt_response(401, description="A key was sent and it is not valid")
     @blp.alt_response(404, description="Unknown SKU")
     def get(self, sku: str) -> dict[str, Any]:
-        """An item: status, image URL, attributes and which vectors it has (boxes, labels)."""
+        """An item: status, image URL, attributes and which vectors it has (boxes, labels).
+
+        Without an API key only the fields a shop page needs are returned (sku, status,
+        image_url, width, height, attributes, kinds); with one, every field.
+        """
+        full = caller_has_key()
         item = _item_or_404(sku)
         rows = db().scalars(select(Embedding).where(Embedding.item_id == item.id)).all()
         vectors = sorted(
@@ -64,7 +77,7 @@ class ItemBySku(MethodView):
             ),
             key=lambda v: (_KIND_ORDER.get(v["kind"], 9), v["model_version"]),
         )
-        return {
+        document = {
             "sku": item.sku,
             "status": item.status,
             "error": item.error,
@@ -81,6 +94,9 @@ class ItemBySku(MethodView):
             "created_at": item.created_at,
             "updated_at": item.updated_at,
         }
+        if full:
+            return document
+        return {name: document[name] for name in PUBLIC_ITEM_FIELDS}
 
     @blp.doc(security=[{"bearer": []}])
     @blp.response(204)

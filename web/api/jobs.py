@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -75,7 +76,7 @@ def _items_from_json() -> list[NewItem]:
     body = _parse_body(JobCreateJsonSchema, "json")
     return [
         NewItem(
-            sku=it["sku"].strip(),
+            sku=it["sku"],
             attributes=it.get("attributes"),
             url=it.get("url"),
             path=it.get("path"),
@@ -111,7 +112,7 @@ def _items_from_multipart() -> list[NewItem]:
         )
     items = []
     for i, upload in enumerate(uploads):
-        sku = skus[i].strip() if skus is not None else _sku_from_filename(upload.filename)
+        sku = skus[i] if skus is not None else _sku_from_filename(upload.filename)
         if not sku:
             raise ApiError(
                 422,
@@ -129,13 +130,15 @@ def _items_from_multipart() -> list[NewItem]:
 
 
 def _check_unique(items: list[NewItem]) -> None:
-    seen: set[str] = set()
-    for item in items:
-        if item.sku in seen:
-            raise ApiError(
-                422, "duplicate_sku", f"the SKU {item.sku!r} appears more than once in this job"
-            )
-        seen.add(item.sku)
+    counts = Counter(item.sku for item in items)
+    repeated = sorted(sku for sku, n in counts.items() if n > 1)
+    if repeated:
+        raise ApiError(
+            422,
+            "duplicate_sku",
+            f"each SKU may appear once per job; {repeated[0]!r} appears more than once",
+            details={"repeated": repeated[:10]},
+        )
 
 
 def _upsert_item(session: Session, new: NewItem) -> int:
@@ -200,7 +203,12 @@ def _create_job(items: list[NewItem]) -> Job:
         job = Job(id=uuid.uuid4(), status="queued", source=_job_source(items), total=len(items))
         session.add(job)
         session.flush()
-        for position, new in enumerate(items):
+        # Rows are locked in one canonical order (SKU, by code point, as PostgreSQL's "C"
+        # collation sorts them) whatever the submission order: two jobs naming the same items in
+        # different orders, or a job and a worker's batch commit, then wait for each other
+        # instead of deadlocking. Positions keep the submitted order.
+        by_sku = sorted(enumerate(items), key=lambda pair: pair[1].sku)
+        for position, new in by_sku:
             item_id = _upsert_item(session, new)
             session.add(JobItem(job_id=job.id, item_id=item_id, position=position, sku=new.sku))
         session.flush()

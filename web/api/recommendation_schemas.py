@@ -11,6 +11,8 @@ from shared.models import EMBEDDING_KINDS
 MAX_K = 100
 DEFAULT_K = 10
 DEFAULT_KINDS = ("top", "bottom", "full")
+# What ``kinds`` accepts, for the OpenAPI document (parse_kinds is the rule itself).
+KINDS_PATTERN = r"^\s*(top|bottom|full)\s*(,\s*(top|bottom|full)\s*)*$"
 
 
 def parse_kinds(raw: str | None) -> tuple[str, ...]:
@@ -43,7 +45,10 @@ class RecommendationQuery(Schema):
     )
     kinds = KindsField(
         load_default=DEFAULT_KINDS,
-        metadata={"description": "Comma-separated subset of top, bottom, full."},
+        metadata={
+            "description": "Comma-separated subset of top, bottom, full.",
+            "pattern": KINDS_PATTERN,
+        },
     )
 
 

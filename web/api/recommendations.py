@@ -9,7 +9,12 @@ from flask import request
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
-from web.api.recommendation_schemas import RecommendationQuery, RecommendationsSchema
+from web.api.recommendation_schemas import (
+    KINDS_PATTERN,
+    MAX_K,
+    RecommendationQuery,
+    RecommendationsSchema,
+)
 from web.auth import presented_key_is_valid
 from web.errors import ApiError
 from web.limits import limiter, photo_search_limit
@@ -43,7 +48,26 @@ def item_recommendations(args: dict[str, Any], sku: str) -> Any:
     return body, 200, headers
 
 
+PHOTO_SEARCH_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {"type": "string", "format": "binary", "description": "The photo."},
+                    "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
+                    "kinds": {"type": "string", "pattern": KINDS_PATTERN},
+                },
+            }
+        }
+    },
+}
+
+
 @blp.route("/recommendations", methods=["POST"])
+@blp.doc(requestBody=PHOTO_SEARCH_BODY)
 @blp.response(200, RecommendationsSchema)
 @limiter.limit(photo_search_limit, exempt_when=presented_key_is_valid)
 def photo_recommendations() -> Any:

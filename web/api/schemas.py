@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 MAX_ITEMS_PER_JOB = 10_000
+# Multipart parts one item may use: its file, its 'sku' field and its 'attributes' field.
+MAX_FORM_FIELDS_PER_ITEM = 3
 # A SKU is a path segment of item URLs (/api/v1/items/<sku>), so it cannot hold '/'; control
 # characters would make it unprintable in logs and pages.
 SKU_PATTERN = re.compile(r"\A[^/\x00-\x1f\x7f]{1,255}\Z")
@@ -17,9 +18,52 @@ SKU_RULE = "1 to 255 characters, without '/' or control characters"
 SKU = validate.Regexp(SKU_PATTERN, error=f"A SKU is {SKU_RULE}.")
 
 
+class SkuField(fields.String):
+    """A SKU, stripped of surrounding spaces before it is validated (so spaces alone are empty)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(validate=[SKU, storable_text], **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return super()._deserialize(value, attr, data, **kwargs).strip()
+
+
 def sku_problem(sku: str) -> str | None:
     """Why ``sku`` cannot be a SKU, or None when it can."""
-    return None if SKU_PATTERN.fullmatch(sku) else f"{sku[:40]!r} is not a SKU: {SKU_RULE}"
+    if SKU_PATTERN.fullmatch(sku) and _storable(sku):
+        return None
+    return f"{sku[:40]!r} is not a SKU: {SKU_RULE}"
+
+
+def _storable(text: str) -> bool:
+    # PostgreSQL text and jsonb hold no NUL character, and only valid UTF-8 (a lone surrogate,
+    # which JSON's \ud800 escapes can produce, has no UTF-8 form).
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_storable_json(value: Any, where: str = "") -> None:
+    if isinstance(value, str):
+        if not _storable(value):
+            raise ValidationError(f"{where or 'a value'} holds a NUL or an invalid character.")
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            _check_storable_json(key, "a key")
+            _check_storable_json(inner, repr(key) if _storable(str(key)) else "a value")
+    elif isinstance(value, list):
+        for inner in value:
+            _check_storable_json(inner, where)
+
+
+def storable_text(value: str) -> None:
+    """Validator: text PostgreSQL can store."""
+    if not _storable(value):
+        raise ValidationError("Holds a NUL or an invalid character.")
 
 
 class JsonObjectString(fields.Field):
@@ -34,28 +78,27 @@ class JsonObjectString(fields.Field):
             raise ValidationError("Not valid JSON.") from None
         if not isinstance(parsed, dict):
             raise ValidationError("Must be a JSON object.")
+        _check_storable_json(parsed)
         return parsed
 
 
-def _check_unique_skus(skus: list[str]) -> None:
-    duplicates = sorted(sku for sku, n in Counter(skus).items() if n > 1)
-    if duplicates:
-        raise ValidationError(f"each SKU may appear once per job; repeated: {duplicates[:10]}")
-
-
 class JobItemInSchema(Schema):
-    sku = fields.String(required=True, validate=SKU)
+    sku = SkuField(required=True)
     url = fields.Url(
         schemes={"http", "https"},
         require_tld=False,
-        validate=validate.Length(max=4096),
+        validate=[validate.Length(max=4096), storable_text],
         metadata={"description": "An http(s) URL the worker downloads (public addresses only)."},
     )
     path = fields.String(
-        validate=validate.Length(min=1, max=4096),
+        validate=[validate.Length(min=1, max=4096), storable_text],
         metadata={"description": "A file under the server's IMPORT_ROOT."},
     )
-    attributes = fields.Dict(keys=fields.String(), metadata={"description": "Free-form JSON."})
+    attributes = fields.Dict(
+        keys=fields.String(),
+        validate=_check_storable_json,
+        metadata={"description": "Free-form JSON."},
+    )
 
     @validates_schema
     def _one_source(self, data: dict[str, Any], **_: Any) -> None:
@@ -64,20 +107,18 @@ class JobItemInSchema(Schema):
 
 
 class JobCreateJsonSchema(Schema):
+    # SKUs must be unique in a job: checked after parsing, for JSON and multipart alike, and
+    # refused as ``duplicate_sku`` (web.api.jobs).
     items = fields.List(
         fields.Nested(JobItemInSchema),
         required=True,
         validate=validate.Length(min=1, max=MAX_ITEMS_PER_JOB),
     )
 
-    @validates_schema
-    def _unique(self, data: dict[str, Any], **_: Any) -> None:
-        _check_unique_skus([item["sku"] for item in data.get("items", [])])
-
 
 class UploadFormSchema(Schema):
     sku = fields.List(
-        fields.String(validate=SKU),
+        SkuField(),
         metadata={"description": "One per file, in the same order (default: file name stem)."},
     )
     attributes = fields.List(
@@ -105,7 +146,9 @@ class JobCreatedSchema(Schema):
 
 
 class PageArgsSchema(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    # A job has at most MAX_ITEMS_PER_JOB failed items, so no page past that can hold any; the
+    # bound also keeps the offset within PostgreSQL's bigint.
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_ITEMS_PER_JOB))
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 

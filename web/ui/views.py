@@ -17,6 +17,7 @@ from web.errors import ApiError
 from web.limits import limiter, photo_search_limit
 from web.resources import db
 from web.ui import queries, search_calls
+from web.ui.headers import add_security_headers
 
 bp = Blueprint(
     "ui",
@@ -25,6 +26,7 @@ bp = Blueprint(
     static_folder="static",
     static_url_path="/ui/static",
 )
+bp.after_request(add_security_headers)
 
 RECOMMENDATIONS_PER_ROW = 8
 # Row order and headings on the product and search pages.

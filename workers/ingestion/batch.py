@@ -174,7 +174,10 @@ def _get_bytes(settings: Settings, media: MediaStore, work: _Work) -> None:
             raise SourceError("item_deleted", "the item was deleted before it was processed")
         if work.source_url:
             policy = FetchPolicy(
-                settings.fetch_timeout_s, settings.fetch_max_bytes, settings.fetch_allow_private
+                settings.fetch_timeout_s,
+                settings.fetch_max_bytes,
+                settings.fetch_allow_private,
+                frozenset(settings.fetch_allowed_ports),
             )
             data = fetch_url(work.source_url, policy)
         elif work.source_path:
@@ -222,10 +225,13 @@ def _run_models(pipeline: Any, todo: list[_Work]) -> None:
             try:
                 results.extend(pipeline.process([w.data]))
             except Exception as exc:
+                log.exception("photo failed in the model pipeline", extra={"sku": w.sku})
                 results.append(exc)
     for w, result in zip(todo, results, strict=True):
         if isinstance(result, Exception):
-            w.reason, w.message = "processing_error", f"{type(result).__name__}: {result}"
+            # The exception is in the log; the person reading the job gets words, not internals.
+            w.reason = "processing_error"
+            w.message = "the photo could not be processed because of an error on our side"
         elif result.error is not None:
             w.reason, w.message = result.error.reason, result.error.message
         elif "full" not in result.vectors:
@@ -260,10 +266,16 @@ def _commit(
         return
     item_ids = [w.item_id for w in work if w.item_id is not None]
     # Items before job items: the same order as a DELETE of an item (which cascades into
-    # job_items), so the two never deadlock; rows missing here were deleted meanwhile.
+    # job_items), so the two never deadlock; rows missing here were deleted meanwhile. Every
+    # item row this commit updates is locked here (FOR NO KEY UPDATE), up front, in the
+    # canonical order job creation uses (SKU in the "C" collation): a batch and a new job
+    # naming the same items in another order queue behind each other instead of deadlocking.
     live = set(
         session.scalars(
-            select(Item.id).where(Item.id.in_(item_ids)).with_for_update(key_share=True)
+            select(Item.id)
+            .where(Item.id.in_(item_ids))
+            .order_by(Item.sku.collate("C"))
+            .with_for_update(key_share=True)
         )
     )
     still_pending = {
@@ -271,6 +283,7 @@ def _commit(
         for row in session.execute(
             select(JobItem.id, JobItem.item_id)
             .where(JobItem.id.in_([w.job_item_id for w in work]), JobItem.status == "pending")
+            .order_by(JobItem.id)
             .with_for_update()
         )
     }

@@ -47,10 +47,15 @@ def start_job(self: Any, job_id: str) -> int:
         if self.request.retries >= settings.task_max_retries:
             raise
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-    except Exception as exc:
+    except Exception:
         log.exception("job dispatch failed", extra={"job_id": job_id})
         with session_scope(settings) as session:
-            fail_job(session, uuid.UUID(job_id), "internal_error", f"dispatch failed: {exc}")
+            fail_job(
+                session,
+                uuid.UUID(job_id),
+                "internal_error",
+                "the job could not be started because of an error on our side",
+            )
         raise
     return count
 
@@ -79,9 +84,14 @@ def process_batch(
         raise self.retry(
             exc=exc, countdown=_backoff(self.request.retries), kwargs={"forgive": counted}
         ) from exc
-    except Exception as exc:
+    except Exception:
         log.exception("batch failed", extra={"job_id": job_id})
-        fail_pending(settings, uuid.UUID(job_id), job_item_ids, f"{type(exc).__name__}: {exc}")
+        fail_pending(
+            settings,
+            uuid.UUID(job_id),
+            job_item_ids,
+            "the batch stopped because of an error on our side",
+        )
         raise
     return {
         "job_id": report.job_id,
