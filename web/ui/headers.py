@@ -15,7 +15,9 @@ from web.resources import settings
 
 
 def _image_sources() -> str:
-    sources = ["'self'"]
+    # data: for the search page, which shows the shopper's photo back from the bytes it was
+    # sent (the photo is never stored, so there is no URL to give it).
+    sources = ["'self'", "data:"]
     base = settings().public_base_url
     if base:
         parts = urlsplit(base)
