@@ -724,6 +724,7 @@ def phase_fold(args: argparse.Namespace, settings: Any, out: dict) -> None:
         "compute_s": round(report.compute_seconds, 3),
         "lists_written": report.lists_written,
         "cache": report.cache,
+        "phases": report.as_dict()["phases"],
         "warm_up_s": round(warm.seconds, 1),
     }
     print(json.dumps({"fold": out["fold"]}), file=sys.stderr)
