@@ -169,13 +169,8 @@ def nearest_rows(
     estimator = _Estimator(vectors, sq_norms, device)
     for block in _blocks(m, block_rows):
         found = estimator.candidates(queries[block], q_sq[block], own[block], width, bounds[block])
-        for offset, cand in enumerate(found):
-            i = block.start + offset
-            if cand.size == 0:
-                continue
-            exact = exact_squared_distances(vectors[cand], queries[i], norms64[cand])
-            order = np.lexsort((item_ids[cand], exact))[:width]
-            counts[i] = order.size
-            rows_out[i, : order.size] = cand[order]
-            d2_out[i, : order.size] = exact[order]
+        ranked = rerank(vectors, norms64, item_ids, queries[block], found, width)
+        rows_out[block] = ranked.rows
+        d2_out[block] = ranked.sq_distances
+        counts[block] = ranked.counts
     return RankedRows(rows_out, d2_out, counts)

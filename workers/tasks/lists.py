@@ -1,4 +1,4 @@
-"""Neighbour-list maintenance tasks (queue ``default``): the debounced fold and cache reloads."""
+"""Neighbour-list maintenance tasks (queue ``lists``): the debounced fold and cache reloads."""
 
 from __future__ import annotations
 
@@ -13,14 +13,16 @@ from workers.search import cache_writer
 from workers.search.device import list_device
 from workers.search.fold import advisory_lock, connect, fold
 
+# Both are safe to repeat: a database or broker outage is waited out, never given up on.
+_RETRY_TRANSIENT = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "max_retries": None,
+}
 
-@app.task(
-    name=task_names.FOLD_LISTS,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=None,
-)
+
+@app.task(name=task_names.FOLD_LISTS, **_RETRY_TRANSIENT)
 def fold_lists(reason: str = "") -> dict[str, Any]:
     """Fold every pending embedding change into the neighbour lists (exact; idempotent)."""
     settings = get_settings()
@@ -29,13 +31,7 @@ def fold_lists(reason: str = "") -> dict[str, Any]:
     return fold(settings, device=list_device(settings), reason=reason).as_dict()
 
 
-@app.task(
-    name=task_names.RELOAD_LISTS_CACHE,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=None,
-)
+@app.task(name=task_names.RELOAD_LISTS_CACHE, **_RETRY_TRANSIENT)
 def reload_cache(reason: str = "") -> dict[str, Any]:
     """Copy the lists from PostgreSQL into a fresh cache generation (the cache was lost)."""
     settings = get_settings()
