@@ -41,7 +41,7 @@ def test_a_job_submitted_while_the_broker_is_unreachable_is_refused_and_leaves_n
     first = post_photos(client, auth_headers, [("shirt.jpg", old_photo)])
     assert first.status_code == 202
     run_all(ingest_settings, db_session, first.get_json()["id"])
-    before = client.get("/api/v1/items/shirt").get_json()
+    before = client.get("/api/v1/items/shirt", headers=auth_headers).get_json()
     assert before["status"] == "ready"
     assert counts(db_session) == (1, 1, 1, 1)
 
@@ -54,7 +54,7 @@ def test_a_job_submitted_while_the_broker_is_unreachable_is_refused_and_leaves_n
     # No job, no new item, and the ready item still shows (and is found by) its old photo.
     assert counts(db_session) == (1, 1, 1, 1)
     assert client.get("/api/v1/items/new").status_code == 404
-    after = client.get("/api/v1/items/shirt").get_json()
+    after = client.get("/api/v1/items/shirt", headers=auth_headers).get_json()
     assert (after["status"], after["image_sha256"]) == (
         "ready",
         hashlib.sha256(old_photo).hexdigest(),
