@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from shared import task_names
 from shared.models import ListFold, NeighbourList
+from shared.queueing import QUEUE_LISTS
 from shared.search import lists_cache
 from shared.search.lists import from_bytes, from_columns
 from tests.recommendations.helpers import add_catalogue, expected
@@ -28,9 +29,9 @@ def _catalogue(n: int, dim: int, seed: int = 0) -> dict:
 
 
 def _reload_messages(broker_redis) -> list[dict]:
-    """Reload tasks waiting on the broker's ``default`` queue (Celery's Redis transport)."""
+    """Reload tasks waiting on the broker's ``lists`` queue (Celery's Redis transport)."""
     out = []
-    for raw in broker_redis.lrange("default", 0, -1):
+    for raw in broker_redis.lrange(QUEUE_LISTS, 0, -1):
         message = json.loads(raw)
         if message.get("headers", {}).get("task") == task_names.RELOAD_LISTS_CACHE:
             out.append(message)
