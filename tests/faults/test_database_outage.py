@@ -47,7 +47,11 @@ def test_a_60_s_database_outage_mid_batch_ends_with_every_item_embedded_once(
 ):
     database = make_url(ingest_settings.database_url)
     proxy = tcp_proxy(database.host, database.port)
-    common = ingest_settings.replace(fetch_allow_private=True, ingest_batch_size=4)
+    common = ingest_settings.replace(
+        fetch_allow_private=True,
+        fetch_allowed_ports=(image_server.httpd.server_address[1],),
+        ingest_batch_size=4,
+    )
     # The worker and beat reach PostgreSQL only through the proxy; this test (and its API
     # client) directly, to watch. Retries run out long before the outage ends.
     workers = common.replace(

@@ -22,6 +22,7 @@ def test_a_photo_that_kills_every_worker_fails_and_the_rest_of_its_batch_complet
         visibility_timeout_s=4,
         ingest_batch_size=4,
         fetch_allow_private=True,
+        fetch_allowed_ports=(image_server.httpd.server_address[1],),
         item_max_deliveries=MAX_DELIVERIES,
     )
     client = make_app(settings).test_client()

@@ -21,7 +21,9 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from werkzeug.serving import make_server
 
+from shared.queueing import QUEUE_QUERY
 from tests.conftest import TEST_API_KEY
+from tests.support.worker import WorkerProcess
 
 # Examples per operation and mode: the whole run takes well under a minute on two cores.
 MAX_EXAMPLES = 100
@@ -38,11 +40,16 @@ WAIVED = {
 
 
 @pytest.fixture
-def live_url(settings, clean_db, cache_redis, broker_redis) -> Iterator[str]:
+def live_url(settings, clean_db, cache_redis, broker_redis, worker_log) -> Iterator[str]:
     from web import create_app
 
-    # A photo search waits for a worker that is not running here: answer 503 at once.
-    app = create_app(settings.replace(query_timeout_s=0.2))
+    # Photo searches are embedded and searched by a real query worker (small random model).
+    settings = settings.replace(
+        model_dir=None, embedder_weights="random", embedder_input_size=64, query_timeout_s=120.0
+    )
+    worker = WorkerProcess(settings, worker_log, queues=(QUEUE_QUERY,))
+    worker.start(wait_s=300)
+    app = create_app(settings)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -51,6 +58,7 @@ def live_url(settings, clean_db, cache_redis, broker_redis) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+        worker.stop()
 
 
 def _fuzz(operation, mode: GenerationMode, base_url: str) -> None:

@@ -66,6 +66,11 @@ def test_uploaded_photo_is_answered_exactly_by_a_real_worker(
     settings = settings.replace(model_dir=None, embedder_weights="random", embedder_input_size=64)
     app.config["SETTINGS"] = settings
     photo = _photo(1)
+
+    def stored() -> set:
+        return {p for p in settings.media_root.rglob("*") if p.is_file()}
+
+    before = stored()
     worker = WorkerProcess(settings, worker_log, queues=(QUEUE_QUERY,))
     worker.start()
     try:
@@ -115,7 +120,7 @@ def test_uploaded_photo_is_answered_exactly_by_a_real_worker(
     assert body["results"]["top"] == [] and "top garment" in body["missing"]["top"]
     assert body["query"]["width"] == 80 and body["query"]["height"] == 96
     # The shopper's photo was searched, not kept: nothing entered the media store.
-    assert not [p for p in settings.media_root.rglob("*") if p.is_file()]
+    assert stored() == before
 
 
 def _search(client, headers=None, data: bytes = b"not a photo"):

@@ -12,7 +12,7 @@ MAX_K = 100
 DEFAULT_K = 10
 DEFAULT_KINDS = ("top", "bottom", "full")
 # What ``kinds`` accepts, for the OpenAPI document (parse_kinds is the rule itself).
-KINDS_PATTERN = r"^\s*(top|bottom|full)\s*(,\s*(top|bottom|full)\s*)*$"
+KINDS_PATTERN = r"^\s*((top|bottom|full)\s*(,\s*(top|bottom|full)\s*)*)?$"
 
 
 def parse_kinds(raw: str | None) -> tuple[str, ...]:
@@ -21,7 +21,7 @@ def parse_kinds(raw: str | None) -> tuple[str, ...]:
         return DEFAULT_KINDS
     kinds: list[str] = []
     for part in raw.split(","):
-        kind = part.strip().lower()
+        kind = part.strip()
         if kind not in EMBEDDING_KINDS:
             raise ValidationError(
                 f"unknown kind {part.strip()!r}; use a comma-separated subset of "
