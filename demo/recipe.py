@@ -18,6 +18,8 @@ DETECTOR_IMAGES = 96
 DETECTOR_IMAGE_SIZE = 256
 DETECTOR_SEED = 11
 DETECTOR_ITERATIONS = 200
+# How often a training photo is a top + bottom, a top alone, a dress, a bottom alone.
+DETECTOR_OUTFIT_WEIGHTS = (5, 2, 2, 1)
 # The score threshold the demo bundle ships with: a detector this briefly trained is unsure
 # of itself, and 0.55 would drop most of its (correct) boxes.
 DEMO_SCORE_THRESHOLD = 0.3
@@ -27,7 +29,7 @@ DEMO_SCORE_THRESHOLD = 0.3
 EMBEDDER_ITEMS = 200  # half of them are the In-shop "train" partition used here
 EMBEDDER_SEED = 12
 EMBEDDER_INPUT_SIZE = 64
-EMBEDDER_EPOCHS = 6
+EMBEDDER_EPOCHS = 4
 EMBEDDER_BATCH_SIZE = 32
 EMBEDDER_LOSS = "metric"
 EMBEDDER_TRAINABLE_LAYERS = "all"

@@ -192,7 +192,7 @@ class Recipe:
 RECIPES: tuple[Recipe, ...] = (
     Recipe("untrained", None, "0", 0.0),
     Recipe("article", "article", "12", 1e-4),
-    Recipe("metric", "metric", "all", 1e-3),
+    Recipe("metric", "metric", "all", 3e-4),
 )
 
 

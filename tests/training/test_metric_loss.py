@@ -90,7 +90,9 @@ def test_training_an_embedding_with_it_lowers_the_loss_and_raises_recall() -> No
     keras.utils.set_random_seed(0)
     inputs = keras.Input((dim,))
     embedding = keras.layers.Dense(32, activation="relu", name="embedding")(inputs)
-    model = keras.Model(inputs, proxy_similarity(classes)(embedding))
+    similarity = proxy_similarity(classes)(embedding)
+    assert tuple(similarity.shape) == (None, classes + 1)  # and the log norm
+    model = keras.Model(inputs, similarity)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=proxy_anchor())
     embedder = keras.Model(inputs, embedding)
 
@@ -100,3 +102,21 @@ def test_training_an_embedding_with_it_lowers_the_loss_and_raises_recall() -> No
 
     assert history["loss"][-1] < 0.5 * history["loss"][0], history["loss"]
     assert after > before + 0.2, (before, after)
+
+
+def test_the_norm_term_evens_out_embedding_norms() -> None:
+    """Euclidean retrieval needs alike norms: the loss charges for their spread."""
+    keras = keras_torch()
+    from training.metric_loss import proxy_anchor
+
+    labels = np.array([0, 1, 0, 1])
+    cosine = np.array([[0.9, 0.1], [0.1, 0.9], [0.8, 0.2], [0.2, 0.8]], dtype=np.float32)
+    loss = proxy_anchor()
+
+    def value(norms: list[float]) -> float:
+        y_pred = np.concatenate([cosine, np.log(np.array(norms, np.float32))[:, None]], axis=1)
+        return float(keras.ops.convert_to_numpy(loss(labels, y_pred)))
+
+    alike, spread = value([5.0, 5.0, 5.0, 5.0]), value([0.5, 5.0, 50.0, 5.0])
+    assert alike == pytest.approx(value([7.0, 7.0, 7.0, 7.0]))  # the common scale is free
+    assert spread == pytest.approx(alike + np.var(np.log([0.5, 5.0, 50.0, 5.0])), rel=1e-4)
