@@ -35,11 +35,15 @@ def train_detector_part(bundle: Path, work: Path) -> None:
 
     started = time.monotonic()
     data = work / "deepfashion2"
-    write_deepfashion2(data, r.DETECTOR_IMAGES, size=r.DETECTOR_IMAGE_SIZE, seed=r.DETECTOR_SEED,
-                       outfit_weights=r.DETECTOR_OUTFIT_WEIGHTS)
+    write_deepfashion2(
+        data,
+        r.DETECTOR_IMAGES,
+        size=r.DETECTOR_IMAGE_SIZE,
+        seed=r.DETECTOR_SEED,
+        outfit_weights=r.DETECTOR_OUTFIT_WEIGHTS,
+    )
     convert(data / "annos", data / "image", work / "deepfashion2_coco.json", progress=False)
-    _step(f"detector: {r.DETECTOR_IMAGES} synthetic DeepFashion2 photos converted to COCO",
-          started)
+    _step(f"detector: {r.DETECTOR_IMAGES} synthetic DeepFashion2 photos converted to COCO", started)
     train_detector(
         work / "deepfashion2_coco.json",
         data / "image",

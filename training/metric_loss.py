@@ -65,8 +65,9 @@ def proxy_similarity(num_classes: int, name: str = PROXY_LAYER) -> Any:
     return ProxySimilarity(name=name)
 
 
-def proxy_anchor_loss(y_true: Any, cosine: Any, *, alpha: float = ALPHA,
-                      margin: float = MARGIN) -> Any:
+def proxy_anchor_loss(
+    y_true: Any, cosine: Any, *, alpha: float = ALPHA, margin: float = MARGIN
+) -> Any:
     """Proxy-Anchor loss of a batch: class ids ``(B,)`` and similarities ``(B, C)`` -> scalar."""
     ops = _keras().ops
     num_classes = ops.shape(cosine)[-1]
@@ -88,8 +89,9 @@ def norm_spread(log_norms: Any) -> Any:
     return ops.var(ops.reshape(log_norms, (-1,)))
 
 
-def proxy_anchor(alpha: float = ALPHA, margin: float = MARGIN,
-                 norm_weight: float = NORM_WEIGHT) -> Any:
+def proxy_anchor(
+    alpha: float = ALPHA, margin: float = MARGIN, norm_weight: float = NORM_WEIGHT
+) -> Any:
     """A Keras loss for ``model.compile`` on :func:`proxy_similarity`'s output:
     :func:`proxy_anchor_loss` plus ``norm_weight`` times :func:`norm_spread`."""
     keras = _keras()
@@ -97,7 +99,8 @@ def proxy_anchor(alpha: float = ALPHA, margin: float = MARGIN,
     class ProxyAnchorLoss(keras.losses.Loss):
         def call(self, y_true: Any, y_pred: Any) -> Any:
             cosine, log_norms = y_pred[:, :-1], y_pred[:, -1]
-            return (proxy_anchor_loss(y_true, cosine, alpha=alpha, margin=margin)
-                    + norm_weight * norm_spread(log_norms))
+            return proxy_anchor_loss(
+                y_true, cosine, alpha=alpha, margin=margin
+            ) + norm_weight * norm_spread(log_norms)
 
     return ProxyAnchorLoss(name="proxy_anchor")

@@ -8,19 +8,29 @@ from demo.detection import detections_of, print_detection, score_detections
 from demo.recipe import fingerprint, training_data_note
 
 LABELS = {
-    "S1": {"top": {"category": "vest", "colour": "red", "pattern": "solid"},
-           "bottom": {"category": "shorts", "colour": "blue", "pattern": "dots"}},
+    "S1": {
+        "top": {"category": "vest", "colour": "red", "pattern": "solid"},
+        "bottom": {"category": "shorts", "colour": "blue", "pattern": "dots"},
+    },
     "S2": {"top": None, "bottom": {"category": "skirt", "colour": "grey", "pattern": "solid"}},
-    "S3": {"top": {"category": "sling_dress", "colour": "pink", "pattern": "solid"},
-           "bottom": None},
-    "S4": {"top": {"category": "vest", "colour": "teal", "pattern": "stripes"},
-           "bottom": {"category": "trousers", "colour": "navy", "pattern": "solid"}},
+    "S3": {
+        "top": {"category": "sling_dress", "colour": "pink", "pattern": "solid"},
+        "bottom": None,
+    },
+    "S4": {
+        "top": {"category": "vest", "colour": "teal", "pattern": "stripes"},
+        "bottom": {"category": "trousers", "colour": "navy", "pattern": "solid"},
+    },
 }
 
 
 def _item(*vectors: tuple[str, str | None, str]) -> dict:
-    return {"vectors": [{"kind": kind, "label_name": name, "model_version": version}
-                        for kind, name, version in vectors]}
+    return {
+        "vectors": [
+            {"kind": kind, "label_name": name, "model_version": version}
+            for kind, name, version in vectors
+        ]
+    }
 
 
 def test_detections_count_only_the_serving_model_version() -> None:
@@ -42,8 +52,12 @@ def test_scores_against_the_labels(capsys: pytest.CaptureFixture[str]) -> None:
     assert top.recall == pytest.approx(2 / 3) and top.specificity == 0.0
     assert top.presence_right == pytest.approx(2 / 4)
     assert top.category_accuracy == 1.0
-    assert (bottom.present, bottom.found_when_present, bottom.absent,
-            bottom.none_when_absent) == (3, 3, 1, 1)
+    assert (bottom.present, bottom.found_when_present, bottom.absent, bottom.none_when_absent) == (
+        3,
+        3,
+        1,
+        1,
+    )
     assert bottom.presence_right == 1.0
     assert bottom.category_accuracy == pytest.approx(2 / 3)
 

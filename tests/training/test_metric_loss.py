@@ -14,19 +14,24 @@ def keras_torch():
     return import_keras("torch")
 
 
-def reference_proxy_anchor(x: np.ndarray, labels: np.ndarray, proxies: np.ndarray,
-                           alpha: float = 32.0, margin: float = 0.1) -> float:
+def reference_proxy_anchor(
+    x: np.ndarray, labels: np.ndarray, proxies: np.ndarray, alpha: float = 32.0, margin: float = 0.1
+) -> float:
     """Kim et al. 2020, eq. 4, straight from the paper with loops."""
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     p = proxies / np.linalg.norm(proxies, axis=1, keepdims=True)
     cos = x @ p.T
     with_positives = [c for c in range(len(p)) if (labels == c).any()]
-    pos = sum(np.log1p(sum(np.exp(-alpha * (cos[i, c] - margin))
-                           for i in range(len(x)) if labels[i] == c))
-              for c in with_positives) / len(with_positives)
-    neg = sum(np.log1p(sum(np.exp(alpha * (cos[i, c] + margin))
-                           for i in range(len(x)) if labels[i] != c))
-              for c in range(len(p))) / len(p)
+    pos = sum(
+        np.log1p(
+            sum(np.exp(-alpha * (cos[i, c] - margin)) for i in range(len(x)) if labels[i] == c)
+        )
+        for c in with_positives
+    ) / len(with_positives)
+    neg = sum(
+        np.log1p(sum(np.exp(alpha * (cos[i, c] + margin)) for i in range(len(x)) if labels[i] != c))
+        for c in range(len(p))
+    ) / len(p)
     return float(pos + neg)
 
 
@@ -40,10 +45,12 @@ def test_loss_matches_the_papers_formula() -> None:
     labels = np.array([0, 0, 1, 2, 2, 2, 3, 1, 0, 3])  # classes 4 and 5: no sample here
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     pn = proxies / np.linalg.norm(proxies, axis=1, keepdims=True)
-    got = proxy_anchor_loss(keras.ops.convert_to_tensor(labels),
-                            keras.ops.convert_to_tensor(xn @ pn.T))
+    got = proxy_anchor_loss(
+        keras.ops.convert_to_tensor(labels), keras.ops.convert_to_tensor(xn @ pn.T)
+    )
     assert float(keras.ops.convert_to_numpy(got)) == pytest.approx(
-        reference_proxy_anchor(x, labels, proxies), rel=1e-4)
+        reference_proxy_anchor(x, labels, proxies), rel=1e-4
+    )
 
 
 def test_samples_on_their_own_proxies_cost_less_than_on_anothers() -> None:
@@ -52,14 +59,17 @@ def test_samples_on_their_own_proxies_cost_less_than_on_anothers() -> None:
 
     proxies = np.eye(4, dtype=np.float32)
     labels = np.array([0, 1, 2, 3])
-    right = proxy_anchor_loss(keras.ops.convert_to_tensor(labels),
-                              keras.ops.convert_to_tensor(proxies @ proxies.T))
+    right = proxy_anchor_loss(
+        keras.ops.convert_to_tensor(labels), keras.ops.convert_to_tensor(proxies @ proxies.T)
+    )
     swapped = proxies[[1, 0, 3, 2]]
-    wrong = proxy_anchor_loss(keras.ops.convert_to_tensor(labels),
-                              keras.ops.convert_to_tensor(swapped @ proxies.T))
+    wrong = proxy_anchor_loss(
+        keras.ops.convert_to_tensor(labels), keras.ops.convert_to_tensor(swapped @ proxies.T)
+    )
     # Right: only the margin-widened pull of the orthogonal proxies is left (log1p(3 e^3.2)).
-    assert float(keras.ops.convert_to_numpy(right)) == pytest.approx(np.log1p(3 * np.exp(3.2)),
-                                                                     rel=1e-3)
+    assert float(keras.ops.convert_to_numpy(right)) == pytest.approx(
+        np.log1p(3 * np.exp(3.2)), rel=1e-3
+    )
     assert float(keras.ops.convert_to_numpy(wrong)) > float(keras.ops.convert_to_numpy(right)) + 20
 
 

@@ -41,18 +41,42 @@ def test_inshop_training_classes_are_its_train_items(inshop: Path) -> None:
 
 
 def test_article_heads_on_inshop_without_boxes_say_what_is_missing(
-        inshop: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inshop: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (inshop / "Anno" / "list_bbox_inshop.txt").unlink()
-    code = main(["--data", str(inshop), "--output", str(tmp_path / "out"), "--weights",
-                 "random", "--loss", "both"])
+    code = main(
+        [
+            "--data",
+            str(inshop),
+            "--output",
+            str(tmp_path / "out"),
+            "--weights",
+            "random",
+            "--loss",
+            "both",
+        ]
+    )
     assert code == 2
     assert "list_bbox_inshop.txt" in capsys.readouterr().err
 
 
 def test_trainable_layers_must_be_a_count_or_all(
-        inshop: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--data", str(inshop), "--output", str(tmp_path / "out"), "--weights",
-                 "random", "--loss", "metric", "--trainable-layers", "most"])
+    inshop: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "--data",
+            str(inshop),
+            "--output",
+            str(tmp_path / "out"),
+            "--weights",
+            "random",
+            "--loss",
+            "metric",
+            "--trainable-layers",
+            "most",
+        ]
+    )
     assert code == 2
     assert "--trainable-layers" in capsys.readouterr().err
 
@@ -60,21 +84,33 @@ def test_trainable_layers_must_be_a_count_or_all(
 @pytest.mark.slow
 @pytest.mark.ml
 def test_metric_recipe_trains_every_layer_and_writes_a_loadable_bundle(
-        inshop: Path, tmp_path: Path) -> None:
+    inshop: Path, tmp_path: Path
+) -> None:
     from shared.config import load_settings
     from shared.ml.bundle import load_bundle
     from shared.ml.embedder import Embedder, import_keras
     from training.train_embedder import train_embedder
 
     keras = import_keras("torch")
-    result = train_embedder(inshop, tmp_path / "out", weights="random", epochs=2, batch_size=8,
-                            input_size=SIZE, learning_rate=3e-4, loss="metric",
-                            trainable_layers="all", crop_to_box=0.5,
-                            bundle_dir=tmp_path / "bundle", verbose=0)
+    result = train_embedder(
+        inshop,
+        tmp_path / "out",
+        weights="random",
+        epochs=2,
+        batch_size=8,
+        input_size=SIZE,
+        learning_rate=3e-4,
+        loss="metric",
+        trainable_layers="all",
+        crop_to_box=0.5,
+        bundle_dir=tmp_path / "bundle",
+        verbose=0,
+    )
     assert set(result.history) == {"loss"}
 
-    trained = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg",
-                                          input_shape=(SIZE, SIZE, 3))
+    trained = keras.applications.ResNet50(
+        include_top=False, weights=None, pooling="avg", input_shape=(SIZE, SIZE, 3)
+    )
     trained.load_weights(str(result.backbone_weights))
     start = Embedder("random", SIZE, backend="torch").model
     # Every layer trained, the first convolution too (the article's recipe leaves it as it was).
@@ -84,9 +120,13 @@ def test_metric_recipe_trains_every_layer_and_writes_a_loadable_bundle(
     bundle = load_bundle(load_settings({"model_dir": tmp_path / "bundle"}, environ={}))
     provenance = bundle.manifest["provenance"]["embedder"]
     assert (provenance["loss"], provenance["trainable_layers"], provenance["layout"]) == (
-        "metric", "all", "inshop")
+        "metric",
+        "all",
+        "inshop",
+    )
     vectors = Embedder.from_bundle(bundle, backend="torch").embed(
-        [np.full((SIZE, SIZE, 3), 200, np.uint8)])
+        [np.full((SIZE, SIZE, 3), 200, np.uint8)]
+    )
     assert vectors.shape == (1, 2048)
 
 
@@ -95,11 +135,34 @@ def test_metric_recipe_trains_every_layer_and_writes_a_loadable_bundle(
 def test_metric_loss_trains_under_the_tensorflow_backend(inshop: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     completed = subprocess.run(
-        [sys.executable, "-m", "training.train_embedder", "--data", str(inshop), "--output",
-         str(out), "--weights", "random", "--loss", "both", "--trainable-layers", "all",
-         "--epochs", "1", "--batch-size", "4", "--input-size", str(SIZE), "--limit", "8"],
-        cwd=REPO, env={**os.environ, "KERAS_BACKEND": "tensorflow"}, capture_output=True,
-        text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "training.train_embedder",
+            "--data",
+            str(inshop),
+            "--output",
+            str(out),
+            "--weights",
+            "random",
+            "--loss",
+            "both",
+            "--trainable-layers",
+            "all",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--input-size",
+            str(SIZE),
+            "--limit",
+            "8",
+        ],
+        cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "proxy_loss" in completed.stdout and "img_loss" in completed.stdout

@@ -21,11 +21,21 @@ def _item(db_session, sku: str, width: int, height: int) -> Item:
     return item
 
 
-def _vector(db_session, item: Item, kind: str, rng, box=None, label=None, score=None,
-            version: str = VERSION) -> None:
-    db_session.add(Embedding(item_id=item.id, kind=kind, model_version=version, dim=2048,
-                             vector=encode(rng.normal(size=2048).astype(np.float32)),
-                             box=box, label=label, score=score))
+def _vector(
+    db_session, item: Item, kind: str, rng, box=None, label=None, score=None, version: str = VERSION
+) -> None:
+    db_session.add(
+        Embedding(
+            item_id=item.id,
+            kind=kind,
+            model_version=version,
+            dim=2048,
+            vector=encode(rng.normal(size=2048).astype(np.float32)),
+            box=box,
+            label=label,
+            score=score,
+        )
+    )
 
 
 @pytest.fixture

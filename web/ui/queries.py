@@ -70,17 +70,22 @@ class Detection:
     @property
     def crop_style(self) -> str:
         """CSS for an ``<img>`` inside a box of this crop's aspect ratio, showing only the crop."""
-        return (f"width:{100 * 100 / self.width:.3f}%;left:{-100 * self.left / self.width:.3f}%;"
-                f"top:{-100 * self.top / self.height:.3f}%")
+        return (
+            f"width:{100 * 100 / self.width:.3f}%;left:{-100 * self.left / self.width:.3f}%;"
+            f"top:{-100 * self.top / self.height:.3f}%"
+        )
 
     @property
     def box_style(self) -> str:
-        return (f"left:{self.left:.3f}%;top:{self.top:.3f}%;width:{self.width:.3f}%;"
-                f"height:{self.height:.3f}%")
+        return (
+            f"left:{self.left:.3f}%;top:{self.top:.3f}%;width:{self.width:.3f}%;"
+            f"height:{self.height:.3f}%"
+        )
 
 
-def _detection(kind: str, box: Sequence[float], label: int | None, score: float | None,
-               width: int, height: int) -> Detection | None:
+def _detection(
+    kind: str, box: Sequence[float], label: int | None, score: float | None, width: int, height: int
+) -> Detection | None:
     x1, y1, x2, y2 = (float(v) for v in box[:4])
     x1, x2 = max(0.0, x1), min(float(width), x2)
     y1, y2 = max(0.0, y1), min(float(height), y2)
@@ -90,12 +95,21 @@ def _detection(kind: str, box: Sequence[float], label: int | None, score: float 
         name = category_name(label) if label is not None else "garment"
     except ValueError:
         name = "garment"
-    return Detection(kind, name, score, 100 * x1 / width, 100 * y1 / height,
-                     100 * (x2 - x1) / width, 100 * (y2 - y1) / height, (x2 - x1) / (y2 - y1))
+    return Detection(
+        kind,
+        name,
+        score,
+        100 * x1 / width,
+        100 * y1 / height,
+        100 * (x2 - x1) / width,
+        100 * (y2 - y1) / height,
+        (x2 - x1) / (y2 - y1),
+    )
 
 
-def detections(session: Session, skus: Sequence[str],
-               model_version: str | None = None) -> dict[str, dict[str, Detection]]:
+def detections(
+    session: Session, skus: Sequence[str], model_version: str | None = None
+) -> dict[str, dict[str, Detection]]:
     """``{sku: {kind: Detection}}`` from the stored top/bottom vectors' boxes.
 
     ``model_version``: the version the recommendations were ranked with; None takes, per item,
@@ -104,11 +118,24 @@ def detections(session: Session, skus: Sequence[str],
     if not skus:
         return {}
     query = (
-        select(Item.sku, Item.width, Item.height, Embedding.kind, Embedding.box,
-               Embedding.label, Embedding.score, Embedding.model_version)
+        select(
+            Item.sku,
+            Item.width,
+            Item.height,
+            Embedding.kind,
+            Embedding.box,
+            Embedding.label,
+            Embedding.score,
+            Embedding.model_version,
+        )
         .join(Embedding, Embedding.item_id == Item.id)
-        .where(Item.sku.in_(list(skus)), Embedding.kind.in_(CROP_KINDS),
-               Embedding.box.is_not(None), Item.width > 0, Item.height > 0)
+        .where(
+            Item.sku.in_(list(skus)),
+            Embedding.kind.in_(CROP_KINDS),
+            Embedding.box.is_not(None),
+            Item.width > 0,
+            Item.height > 0,
+        )
         .order_by(Item.sku, Embedding.id.desc())
     )
     if model_version is not None:
