@@ -47,6 +47,7 @@ import numpy as np
 from training.deepfashion import (
     CATEGORY_LIST,
     NUM_CATEGORIES,
+    CategorySample,
     DatasetError,
     read_category_dataset,
     read_inshop_training,
@@ -208,11 +209,13 @@ def _cut_to_box(rgb: np.ndarray, box: tuple[int, int, int, int], rng: np.random.
     return rgb[top:bottom, left:right], (x1 - left, y1 - top, x2 - left, y2 - top)
 
 
-def load_batch(samples: Sequence[EmbedderSample], input_size: int, *, crop_share: float = 0.0,
-               rng: np.random.Generator | None = None,
+def load_batch(samples: Sequence[EmbedderSample | CategorySample], input_size: int, *,
+               crop_share: float = 0.0, rng: np.random.Generator | None = None,
+               outputs: Sequence[str] = ("img", "bbox"),
                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Preprocessed pixels and targets for some samples: category index (``img``), box / image
-    size (``bbox``; zeros when not annotated) and metric class (``proxy``).
+    size (``bbox``; zeros when not annotated) and metric class (``proxy``), those in
+    ``outputs`` (the model's output names).
 
     ``crop_share``: the share of annotated photos cut to their box first, as the workers cut
     out detected garments before embedding them."""
@@ -238,13 +241,14 @@ def load_batch(samples: Sequence[EmbedderSample], input_size: int, *, crop_share
         x1, y1, x2, y2 = box
         boxes.append(np.clip([x1 / width, y1 / height, x2 / width, y2 / height], 0.0, 1.0))
         labels.append(sample.label)
-        groups.append(sample.group)
+        # DeepFashion's own CategorySample has no group: its class is its category.
+        groups.append(getattr(sample, "group", sample.label))
         images.append(rgb)
     pixels = preprocess_input(letterbox_batch(images, input_size))
     targets = {"img": np.asarray(labels, dtype=np.int32),
                "bbox": np.asarray(boxes, dtype=np.float32),
                PROXY_LAYER: np.asarray(groups, dtype=np.int32)}
-    return pixels, targets
+    return pixels, {name: targets[name] for name in outputs}
 
 
 def make_dataset(samples: Sequence[EmbedderSample], batch_size: int, input_size: int, *,
@@ -271,9 +275,8 @@ def make_dataset(samples: Sequence[EmbedderSample], batch_size: int, input_size:
         def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
             chosen = self.order[index * batch_size:(index + 1) * batch_size]
             rng = np.random.default_rng((seed, self.epoch, index))
-            pixels, targets = load_batch([self.samples[i] for i in chosen], input_size,
-                                         crop_share=crop_share, rng=rng)
-            return pixels, {name: targets[name] for name in outputs}
+            return load_batch([self.samples[i] for i in chosen], input_size,
+                              crop_share=crop_share, rng=rng, outputs=outputs)
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
