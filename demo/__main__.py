@@ -17,9 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from demo import bundle as bundles
+from demo import recipe
 from demo.catalogue import ensure_catalogue
 from demo.client import ApiClient
 from demo.database import ensure_database, upgrade_head
+from demo.detection import detections_of, print_detection, score_detections
 from demo.environment import (
     demo_paths,
     stack_environment,
@@ -75,10 +77,10 @@ def _raise_on_sigterm() -> None:
 
 
 def _wait_for_cache(client: ApiClient, skus: Sequence[str], timeout_s: float = 120.0) -> None:
-    """Wait until the recommendation cache holds the freshly ingested catalogue.
+    """Wait until the last item's recommendations cover the freshly ingested catalogue.
 
-    Ingestion schedules a (debounced) cache rebuild; until it lands, look-alikes come from the
-    previous generation or none.
+    Answers are exact from the first moment (a query worker searches for items whose own
+    neighbour list is not folded yet); this only waits for the last batch's job to settle.
     """
     want = min(K, len(skus) - 1)
     deadline = time.monotonic() + timeout_s
@@ -90,6 +92,13 @@ def _wait_for_cache(client: ApiClient, skus: Sequence[str], timeout_s: float = 1
             say(f"   warning: the cache still lacks items after {timeout_s:.0f} s")
             return
         time.sleep(1.0)
+
+
+def _serving_model_version(client: ApiClient) -> str | None:
+    ok, body = client.ready()
+    if not ok or not isinstance(body, dict):
+        return None
+    return ((body.get("checks") or {}).get("model_bundle") or {}).get("model_version")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
                 say("   training a small demo bundle on synthetic data (once; cached after)")
                 bundles.train_demo_bundle(model_dir, paths.training, paths.logs / "training.log")
             say(f"   {bundles.check_user_bundle(model_dir, user.replace(embedder_weights=None))}")
+            say(f"   {recipe.training_data_note(args.seed)}")
 
     settings = stack_settings(user, paths, model_dir, port)
     paths.media.mkdir(parents=True, exist_ok=True)
@@ -162,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
                 }
                 scores.append(score_kind(kind, results, catalogue.labels, skus, K))
             print_scores(scores, K)
+            model_version = _serving_model_version(client)
+            detected = {sku: detections_of(client.item(sku), model_version) for sku in skus}
+            print_detection(score_detections(detected, catalogue.labels))
 
         say(f"\nUI:  {stack.base_url}/   (catalogue)")
         say(f"     {stack.base_url}/items/{skus[0]}   (a product and what looks like it)")

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from demo import recipe
 from demo.environment import ROOT
 from shared.config import Settings
 from shared.ml.bundle import BundleError, load_bundle
@@ -21,7 +22,9 @@ DONE_MARKER = ".demo-bundle-complete"
 
 
 def cached_bundle_ok(bundle_dir: Path) -> bool:
-    if not (bundle_dir / DONE_MARKER).is_file():
+    """A finished demo bundle of the current recipe (another recipe's is trained again)."""
+    marker = bundle_dir / DONE_MARKER
+    if not marker.is_file() or marker.read_text(encoding="utf-8").strip() != recipe.fingerprint():
         return False
     try:
         load_bundle(Settings(model_dir=bundle_dir))
@@ -62,4 +65,4 @@ def train_demo_bundle(bundle_dir: Path, work_dir: Path, log_path: Path) -> None:
         raise RuntimeError(
             f"training the demo bundle failed (exit {code}); see {log_path}:\n{tail}"
         )
-    (bundle_dir / DONE_MARKER).write_text("ok\n", encoding="utf-8")
+    (bundle_dir / DONE_MARKER).write_text(recipe.fingerprint() + "\n", encoding="utf-8")

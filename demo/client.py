@@ -74,6 +74,10 @@ class ApiClient:
         )
         return self._json(response)
 
+    def item(self, sku: str) -> dict[str, Any]:
+        response = self.session.get(self._url(f"/api/v1/items/{sku}"), timeout=self.timeout_s)
+        return self._json(response)
+
     def ready(self) -> tuple[bool, Any]:
         try:
             response = self.session.get(self._url("/readyz"), timeout=5)

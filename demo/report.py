@@ -35,15 +35,19 @@ def print_item(sku: str, document: Mapping[str, Any], labels: Mapping[str, Any],
 
 def print_scores(scores: Sequence[KindScore | None], k: int) -> None:
     say(f"\n   precision@{k} (relevant = same garment type and colour; '+' above)")
-    say(f"   {'kind':<8}{'queries':>8}{'measured':>10}{'ceiling':>10}{'chance':>9}")
+    say(
+        f"   {'kind':<8}{'queries':>8}{'measured':>10}{'ceiling':>10}{'of ceiling':>12}"
+        f"{'chance':>9}"
+    )
     for score in scores:
         if score is None:
             continue
+        share = f"{score.precision / score.ceiling:.0%}" if score.ceiling else "-"
         say(
             f"   {score.kind:<8}{score.queries:>8}{score.precision:>10.3f}"
-            f"{score.ceiling:>10.3f}{score.chance:>9.3f}"
+            f"{score.ceiling:>10.3f}{share:>12}{score.chance:>9.3f}"
         )
     say(
         "   ceiling: the best any ranking could score here (few items share type and colour);"
-        "\n   chance: the expected score of a random ranking."
+        "\n   of ceiling: measured / ceiling; chance: the expected score of a random ranking."
     )

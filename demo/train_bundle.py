@@ -3,15 +3,17 @@
 Run by :mod:`demo.bundle` in a child process (ML frameworks stay out of the demo's own process).
 It uses the training library exactly as a user would: synthetic DeepFashion2 -> COCO ->
 ``train_detector`` (``tiny-gn``: ResNet-18 GroupNorm, 160 px, trains from random weights), then
-``train_embedder`` on synthetic DeepFashion at a small input size, both into the same bundle.
-Sized for a couple of minutes on two CPU cores: it shows the pipeline working end to end, not
-a model worth shipping (for that, see the training guide in README.md).
+``train_embedder --loss metric --trainable-layers all`` on synthetic In-shop items, both into
+the same bundle. The numbers are in :mod:`demo.recipe`. Sized for a few minutes on two CPU
+cores: it shows the pipeline working end to end, not a model worth shipping (for that, see the
+training guide in README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,14 +21,7 @@ from pathlib import Path
 # torch/detectron2 load before keras, and keras runs on torch (design.md).
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-DETECTOR_IMAGES = 96
-DETECTOR_ITERATIONS = 200
-# The score threshold the demo bundle ships with: a detector this briefly trained is unsure
-# of itself, and 0.55 would drop most of its (correct) boxes.
-DEMO_SCORE_THRESHOLD = 0.3
-EMBEDDER_IMAGES = 192
-EMBEDDER_INPUT_SIZE = 128
-EMBEDDER_EPOCHS = 2
+from demo import recipe as r
 
 
 def _step(message: str, started: float) -> None:
@@ -40,9 +35,15 @@ def train_detector_part(bundle: Path, work: Path) -> None:
 
     started = time.monotonic()
     data = work / "deepfashion2"
-    write_deepfashion2(data, DETECTOR_IMAGES, size=256, seed=11)
+    write_deepfashion2(
+        data,
+        r.DETECTOR_IMAGES,
+        size=r.DETECTOR_IMAGE_SIZE,
+        seed=r.DETECTOR_SEED,
+        outfit_weights=r.DETECTOR_OUTFIT_WEIGHTS,
+    )
     convert(data / "annos", data / "image", work / "deepfashion2_coco.json", progress=False)
-    _step(f"detector: {DETECTOR_IMAGES} synthetic DeepFashion2 photos converted to COCO", started)
+    _step(f"detector: {r.DETECTOR_IMAGES} synthetic DeepFashion2 photos converted to COCO", started)
     train_detector(
         work / "deepfashion2_coco.json",
         data / "image",
@@ -50,35 +51,42 @@ def train_detector_part(bundle: Path, work: Path) -> None:
         bundle_dir=bundle,
         preset="tiny-gn",
         device="cpu",
-        score_threshold=DEMO_SCORE_THRESHOLD,
+        score_threshold=r.DEMO_SCORE_THRESHOLD,
         opts=[
             "SOLVER.MAX_ITER",
-            DETECTOR_ITERATIONS,
+            r.DETECTOR_ITERATIONS,
             "SOLVER.STEPS",
-            (int(DETECTOR_ITERATIONS * 0.8),),
+            (int(r.DETECTOR_ITERATIONS * 0.8),),
         ],
     )
-    _step(f"detector: tiny-gn trained for {DETECTOR_ITERATIONS} iterations", started)
+    _step(f"detector: tiny-gn trained for {r.DETECTOR_ITERATIONS} iterations", started)
 
 
 def train_embedder_part(bundle: Path, work: Path) -> None:
     from training import train_embedder as embedder_training
-    from training.synthetic import write_deepfashion
+    from training.synthetic import write_inshop
 
     started = time.monotonic()
-    data = work / "deepfashion"
-    write_deepfashion(data, EMBEDDER_IMAGES, size=EMBEDDER_INPUT_SIZE, seed=12)
-    _step(f"embedder: {EMBEDDER_IMAGES} synthetic DeepFashion photos", started)
+    data = work / "inshop"
+    write_inshop(data, r.EMBEDDER_ITEMS, size=r.EMBEDDER_INPUT_SIZE, seed=r.EMBEDDER_SEED)
+    _step(f"embedder: {r.EMBEDDER_ITEMS} synthetic In-shop items", started)
     embedder_training.train_embedder(
         data,
         bundle_dir=bundle,
         output_dir=work / "embedder",
         weights="random",
-        input_size=EMBEDDER_INPUT_SIZE,
-        epochs=EMBEDDER_EPOCHS,
+        input_size=r.EMBEDDER_INPUT_SIZE,
+        epochs=r.EMBEDDER_EPOCHS,
+        batch_size=r.EMBEDDER_BATCH_SIZE,
+        learning_rate=r.EMBEDDER_LEARNING_RATE,
+        loss=r.EMBEDDER_LOSS,
+        trainable_layers=r.EMBEDDER_TRAINABLE_LAYERS,
+        crop_to_box=r.EMBEDDER_CROP_TO_BOX,
+        verbose=2,
     )
     _step(
-        f"embedder: ResNet50 trained for {EMBEDDER_EPOCHS} epochs at {EMBEDDER_INPUT_SIZE} px",
+        f"embedder: ResNet50, {r.EMBEDDER_LOSS} loss, {r.EMBEDDER_TRAINABLE_LAYERS} layers, "
+        f"{r.EMBEDDER_EPOCHS} epochs at {r.EMBEDDER_INPUT_SIZE} px",
         started,
     )
 
@@ -88,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     parser.add_argument("--work", type=Path, required=True, help="scratch folder")
     args = parser.parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
+    # A scratch folder: an earlier recipe's checkpoints there must not be resumed from.
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
     # torch first (design.md: TensorFlow + triton in one process segfault the other way round).
     import torch
 

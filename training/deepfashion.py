@@ -4,7 +4,9 @@
   category_label), ``Anno/list_bbox.txt`` (image_name x_1 y_1 x_2 y_2) and
   ``Eval/list_eval_partition.txt`` (image_name evaluation_status: train/val/test).
 * In-shop Clothes Retrieval: ``Eval/list_eval_partition.txt`` (image_name item_id
-  evaluation_status: train/query/gallery).
+  evaluation_status: train/query/gallery), optionally ``Anno/list_bbox_inshop.txt``
+  (image_name clothes_type pose_type x_1 y_1 x_2 y_2). Images sit in
+  ``img/<GROUP>/<Category>/<item_id>/``: the folder above the item's is its category.
 
 Every list file is: a row count, a header line, then whitespace-separated rows; image names are
 relative to the dataset root. Anything malformed raises :class:`DatasetError` naming the file
@@ -20,6 +22,7 @@ from pathlib import Path
 CATEGORY_LIST = Path("Anno/list_category_img.txt")
 BBOX_LIST = Path("Anno/list_bbox.txt")
 PARTITION_LIST = Path("Eval/list_eval_partition.txt")
+INSHOP_BBOX_LIST = Path("Anno/list_bbox_inshop.txt")
 # The article's head has 46 outputs: DeepFashion labels 1..46 map to indices 0..45.
 NUM_CATEGORIES = 46
 CATEGORY_PARTITIONS = ("train", "val", "test")
@@ -51,6 +54,14 @@ class InShopImage:
     image_path: Path
     item_id: str
     partition: str
+
+
+@dataclass(frozen=True)
+class InShopTrainingImage:
+    image_path: Path
+    item_id: str
+    category: str  # the image's category folder, e.g. "Dresses"
+    bbox: tuple[int, int, int, int] | None  # None without Anno/list_bbox_inshop.txt
 
 
 def read_list(path: Path, columns: int) -> list[tuple[int, list[str]]]:
@@ -147,3 +158,30 @@ def read_inshop(root: Path | str, *, check_images: bool = True) -> list[InShopIm
             raise DatasetError(image_path, f"image listed in {path} not found")
         images.append(InShopImage(image_path, item_id, partition))
     return images
+
+
+def read_inshop_training(root: Path | str) -> list[InShopTrainingImage]:
+    """The ``train`` partition of an In-shop layout, with categories and (if listed) boxes."""
+    root = Path(root)
+    boxes: dict[str, tuple[int, list[str]]] = {}
+    bbox_path = root / INSHOP_BBOX_LIST
+    if bbox_path.is_file():
+        boxes = _by_name(bbox_path, read_list(bbox_path, 7))
+    out = []
+    for image in read_inshop(root):
+        if image.partition != "train":
+            continue
+        name = image.image_path.relative_to(root).as_posix()
+        parts = name.split("/")
+        if len(parts) < 4:
+            raise DatasetError(root / PARTITION_LIST, f"{name}: expected img/<GROUP>/<Category>/"
+                                                      "<item_id>/<file>")
+        if not image.image_path.is_file():
+            raise DatasetError(image.image_path, f"image listed in {root / PARTITION_LIST} "
+                                                 "not found")
+        bbox = None
+        if name in boxes:
+            number, fields = boxes[name]
+            bbox = _parse_bbox(bbox_path, number, fields[2:])
+        out.append(InShopTrainingImage(image.image_path, image.item_id, parts[-3], bbox))
+    return out

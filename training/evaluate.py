@@ -5,6 +5,15 @@ Usage::
     python -m training.evaluate --bundle DIR --data DIR [--kind full|top|bottom]
         [--k 1 5 20] [--embedder-weights imagenet|random|FILE] [--device cpu|cuda]
         [--batch-size N] [--limit N]
+    python -m training.evaluate --compare --data DIR [--train-data DIR] [--weights random|...]
+        [--epochs N] [--train-batch-size N] [--input-size PX] [--output DIR] [--bundle DIR] ...
+
+``--compare`` trains the embedder twice with the same budget (images, epochs, batch size) and
+prints, in one table, Recall@K of: the starting weights untrained, the article's recipe
+(category + box heads, last 12 layers, its learning rate) and the metric-learning recipe
+(Proxy-Anchor on the pooled embedding, every layer). Training data is ``--train-data`` (either
+DeepFashion layout; default: the In-shop folder's own ``train`` partition, item ids as classes).
+``--bundle`` is optional there: its detector is kept, so ``--kind top|bottom`` works too.
 
 Every query and gallery photo goes through the workers' own pipeline
 (``shared.ml.pipeline.get_pipeline``), so the numbers describe what the service would serve.
@@ -169,10 +178,118 @@ def format_table(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    loss: str | None  # None: the starting weights, untrained
+    trainable_layers: str
+    learning_rate: float
+
+
+# The article's settings as train_embedder's defaults have them; the metric recipe trains every
+# layer (from random weights nothing else learns) at a rate that suits that, measured on the
+# synthetic In-shop split (README, training guide).
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("untrained", None, "0", 0.0),
+    Recipe("article", "article", "12", 1e-4),
+    Recipe("metric", "metric", "all", 3e-4),
+)
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    recipe: Recipe
+    result: EvaluationResult
+    train_seconds: float
+
+
+def compare_recipes(
+    data_dir: Path | str,
+    output_dir: Path | str,
+    *,
+    train_data: Path | str | None = None,
+    weights: str = "random",
+    epochs: int = 1,
+    train_batch_size: int = 32,
+    input_size: int = 96,
+    kind: str = "full",
+    ks: Sequence[int] = DEFAULT_KS,
+    base_bundle: Path | str | None = None,
+    recipes: Sequence[Recipe] = RECIPES,
+    device: str = "cpu",
+    batch_size: int = 16,
+    limit: int | None = None,
+    seed: int = 0,
+    verbose: int | str = 2,
+) -> list[ComparisonRow]:
+    """Train each recipe with the same budget, then evaluate each like :func:`evaluate_bundle`."""
+    import shutil
+    import time
+
+    from shared.ml.bundle import write_bundle
+    from training.train_embedder import train_embedder
+
+    output_dir = Path(output_dir)
+    train_data = Path(train_data) if train_data is not None else Path(data_dir)
+    rows = []
+    for recipe in recipes:
+        work = output_dir / recipe.name
+        bundle_dir = work / "bundle"
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        if base_bundle is not None:
+            shutil.copytree(base_bundle, bundle_dir)
+        started = time.monotonic()
+        if recipe.loss is None:
+            if base_bundle is None:
+                write_bundle(bundle_dir, embedder_weights=weights, input_size=input_size)
+            else:
+                from training.bundle_writer import update_bundle
+
+                update_bundle(bundle_dir, embedder_weights=weights, input_size=input_size)
+        else:
+            train_embedder(train_data, work / "train", weights=weights, epochs=epochs,
+                           batch_size=train_batch_size, input_size=input_size,
+                           learning_rate=recipe.learning_rate, loss=recipe.loss,
+                           trainable_layers=recipe.trainable_layers, bundle_dir=bundle_dir,
+                           verbose=verbose, seed=seed)
+        took = time.monotonic() - started
+        result = evaluate_bundle(bundle_dir, data_dir, kind=kind, ks=ks, device=device,
+                                 batch_size=batch_size, limit=limit)
+        rows.append(ComparisonRow(recipe, result, took))
+    return rows
+
+
+def format_comparison(rows: Sequence[ComparisonRow]) -> str:
+    ks = list(rows[0].result.recall)
+    header = f"{'recipe':<12}" + "".join(f"{'R@' + str(k):>8}" for k in ks) + \
+        f"{'train s':>9}  trains"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        what = ("nothing (starting weights)" if row.recipe.loss is None else
+                f"loss {row.recipe.loss}, layers {row.recipe.trainable_layers}, "
+                f"lr {row.recipe.learning_rate:g}")
+        lines.append(f"{row.recipe.name:<12}" +
+                     "".join(f"{row.result.recall[k]:>8.4f}" for k in ks) +
+                     f"{row.train_seconds:>9.0f}  {what}")
+    by_name = {row.recipe.name: row for row in rows}
+    if "article" in by_name and "metric" in by_name:
+        article, metric = by_name["article"].result.recall, by_name["metric"].result.recall
+        first = ks[0]
+        ratio = metric[first] / article[first] if article[first] else float("inf")
+        lines.append(f"metric / article Recall@{first}: {ratio:.2f}x")
+    result = rows[0].result
+    lines.append(f"(kind {result.kind}; {result.queries} queries, {result.gallery} gallery "
+                 "photos)")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate",
                                      description="Recall@K of a model bundle on In-shop.")
-    parser.add_argument("--bundle", required=True, type=Path, help="model bundle folder")
+    parser.add_argument("--bundle", type=Path,
+                        help="model bundle folder (required unless --compare)")
     parser.add_argument("--data", required=True, type=Path, help="In-shop dataset folder")
     parser.add_argument("--kind", default="full", choices=KINDS)
     parser.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS))
@@ -181,13 +298,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, default=None, help="score the first N queries")
+    compare = parser.add_argument_group("--compare: train and compare the recipes")
+    compare.add_argument("--compare", action="store_true",
+                         help="train the article and metric recipes with the same budget and "
+                              "compare them with the untrained start")
+    compare.add_argument("--train-data", type=Path, default=None,
+                         help="training set, either DeepFashion layout (default: --data's "
+                              "train partition)")
+    compare.add_argument("--weights", default="random",
+                         help="starting weights: random, imagenet or a .weights.h5")
+    compare.add_argument("--epochs", type=int, default=1)
+    compare.add_argument("--train-batch-size", type=int, default=32)
+    compare.add_argument("--input-size", type=int, default=96)
+    compare.add_argument("--output", type=Path, default=Path("var/train/compare"),
+                         help="scratch folder for the trained recipes")
+    compare.add_argument("--seed", type=int, default=0)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from shared.ml.bundle import BundleError
+    from training.train_embedder import EmbedderTrainingError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.compare:
+        try:
+            rows = compare_recipes(
+                args.data, args.output, train_data=args.train_data, weights=args.weights,
+                epochs=args.epochs, train_batch_size=args.train_batch_size,
+                input_size=args.input_size, kind=args.kind, ks=args.k,
+                base_bundle=args.bundle, device=args.device, batch_size=args.batch_size,
+                limit=args.limit, seed=args.seed)
+        except (DatasetError, EvaluationError, BundleError, EmbedderTrainingError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        print(format_comparison(rows))
+        for row in rows:
+            print(json.dumps({"recipe": row.recipe.name, "train_seconds": row.train_seconds,
+                              **row.result.as_json()}))
+        return 0
+    if args.bundle is None:
+        parser.error("--bundle is required (unless --compare)")
     try:
         result = evaluate_bundle(args.bundle, args.data, kind=args.kind, ks=args.k,
                                  embedder_weights=args.embedder_weights, device=args.device,

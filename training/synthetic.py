@@ -33,7 +33,8 @@ Layouts written (the real datasets' layouts, so the training code reads either):
   01_1_front.jpg`` and ``Eval/list_eval_partition.txt`` (image_name item_id evaluation_status).
   Each item is one garment (shape, colour, pattern) photographed 2-4 times, shifted and scaled.
   Half the items are ``train``; of each other item the first image is ``query``, the rest
-  ``gallery``. ``--count`` is the number of items.
+  ``gallery``. ``--count`` is the number of items. ``Anno/list_bbox_inshop.txt`` gives each
+  photo's garment box (clothes_type 1 upper, 2 lower, 3 full; pose_type 1).
 * ``catalogue``: product photos ``<SKU>.jpg`` and ``labels.json`` mapping each SKU to
   ``{"top": {"category", "colour", "pattern"} | null, "bottom": {...} | null}`` with DeepFashion2
   category names (a dress is the top; a dress photo has no bottom).
@@ -401,11 +402,18 @@ def _df2_item(garment: DrawnGarment, drawn: Sequence[DrawnGarment], size: int,
     }
 
 
-def make_deepfashion2_sample(seed: int, index: int,
-                             size: int = 256) -> tuple[Image.Image, dict[str, Any]]:
-    """Image ``index`` (from 1) of a synthetic DeepFashion2 split and its annotation dict."""
+OUTFIT_WEIGHTS = (5, 2, 2, 1)  # top + bottom, top alone, dress, bottom alone
+
+
+def make_deepfashion2_sample(seed: int, index: int, size: int = 256,
+                             outfit_weights: Sequence[float] = OUTFIT_WEIGHTS,
+                             ) -> tuple[Image.Image, dict[str, Any]]:
+    """Image ``index`` (from 1) of a synthetic DeepFashion2 split and its annotation dict.
+
+    ``outfit_weights``: how often each kind of photo is drawn (see :func:`plan_outfit`).
+    """
     rng = sample_rng("deepfashion2", seed, index)
-    image, drawn = render(rng, size, plan_outfit(rng, size))
+    image, drawn = render(rng, size, plan_outfit(rng, size, weights=outfit_weights))
     style = rng.choice((0, 1, 2))
     annotation: dict[str, Any] = {
         "source": rng.choice(("user", "shop")),
@@ -417,14 +425,14 @@ def make_deepfashion2_sample(seed: int, index: int,
     return image, annotation
 
 
-def write_deepfashion2(out_dir: Path | str, count: int, size: int = 256,
-                       seed: int = 0) -> list[Path]:
+def write_deepfashion2(out_dir: Path | str, count: int, size: int = 256, seed: int = 0,
+                       outfit_weights: Sequence[float] = OUTFIT_WEIGHTS) -> list[Path]:
     """Write ``image/NNNNNN.jpg`` + ``annos/NNNNNN.json``; returns the annotation paths."""
     out = Path(out_dir)
     (out / "annos").mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(1, count + 1):
-        image, annotation = make_deepfashion2_sample(seed, index, size)
+        image, annotation = make_deepfashion2_sample(seed, index, size, outfit_weights)
         stem = f"{index:06d}"
         _save_jpeg(image, out / "image" / f"{stem}.jpg")
         path = out / "annos" / f"{stem}.json"
@@ -554,19 +562,32 @@ class InShopRecord:
 def make_inshop_item(seed: int, item: int,
                      size: int = 256) -> tuple[GarmentSpec, str, list[Image.Image]]:
     """One retrieval item: its garment, a group folder and 2-4 photos of it."""
+    spec, group, shots = make_inshop_shots(seed, item, size)
+    return spec, group, [image for image, _ in shots]
+
+
+def make_inshop_shots(seed: int, item: int, size: int = 256,
+                      ) -> tuple[GarmentSpec, str, list[tuple[Image.Image, tuple[int, ...]]]]:
+    """Like :func:`make_inshop_item`, each photo with its garment's box."""
     rng = sample_rng("inshop", seed, item)
     category = rng.choice(TOP_CATEGORIES + BOTTOM_CATEGORIES + DRESS_CATEGORIES)
     spec = random_spec(rng, category)
     group = rng.choice(("MEN", "WOMEN")) if category not in DRESS_CATEGORIES else "WOMEN"
     base = _single_rect(rng, size, category)
-    images = []
+    shots = []
     for _ in range(rng.randint(2, 4)):
         scale = rng.uniform(0.85, 1.1)
         w, h = base.w * scale, base.h * scale
         rect = _fit(rng, size, w, h, base.y + (base.h - h) / 2 + rng.uniform(-0.05, 0.05) * size)
-        image, _ = render(rng, size, [(spec, rect)])
-        images.append(image)
-    return spec, group, images
+        image, drawn = render(rng, size, [(spec, rect)])
+        shots.append((image, drawn[0].bbox))
+    return spec, group, shots
+
+
+def _clothes_type(category_id: int) -> int:
+    if category_id in BOTTOM_CATEGORIES:
+        return 2
+    return 3 if category_id in DRESS_CATEGORIES else 1
 
 
 def write_inshop(out_dir: Path | str, items: int, size: int = 256,
@@ -575,11 +596,12 @@ def write_inshop(out_dir: Path | str, items: int, size: int = 256,
     out = Path(out_dir)
     split = _partitions(items, seed, (0.5, 0.0))  # "train" or "test" per item
     records = []
+    boxes = []
     for item in range(1, items + 1):
-        spec, group, images = make_inshop_item(seed, item, size)
+        spec, group, shots = make_inshop_shots(seed, item, size)
         item_id = f"id_{item:08d}"
         folder = f"img/{group}/{_INSHOP_CATEGORIES[spec.category_id]}/{item_id}"
-        for shot, image in enumerate(images, start=1):
+        for shot, (image, bbox) in enumerate(shots, start=1):
             name = f"{folder}/{shot:02d}_{shot}_{_INSHOP_VIEWS[(shot - 1) % 5]}.jpg"
             _save_jpeg(image, out / name)
             if split[item - 1] == "train":
@@ -587,9 +609,12 @@ def write_inshop(out_dir: Path | str, items: int, size: int = 256,
             else:
                 partition = "query" if shot == 1 else "gallery"
             records.append(InShopRecord(name, item_id, partition, spec))
+            boxes.append((name, _clothes_type(spec.category_id), 1, *bbox))
     _write_table(out / "Eval" / "list_eval_partition.txt",
                  "image_name  item_id  evaluation_status",
                  [(r.image_name, r.item_id, r.partition) for r in records])
+    _write_table(out / "Anno" / "list_bbox_inshop.txt",
+                 "image_name  clothes_type  pose_type  x_1  y_1  x_2  y_2", boxes)
     return records
 
 

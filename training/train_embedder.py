@@ -1,17 +1,25 @@
-"""Fine-tune the embedder (the article's ResNet50 recipe) on DeepFashion categories and boxes.
+"""Fine-tune the ResNet50 embedder: the article's recipe, or metric learning for retrieval.
 
 Usage::
 
     python -m training.train_embedder --data DIR --output DIR [--weights imagenet|random|FILE]
+        [--loss article|metric|both] [--trainable-layers N|all]
         [--epochs N] [--batch-size N] [--input-size PX] [--limit N] [--lr X] [--resume]
         [--bundle DIR [--zip]]
 
-``--data`` is the DeepFashion Category and Attribute Prediction layout (see
-:mod:`training.deepfashion`). The model is the article's: ResNet50 (no top, average pooling)
-with all but its last 12 layers frozen (BatchNormalization kept in inference mode), a 46-way
-category head ``img`` (Dense 512 elu -> Dense 46 softmax) and a box head ``bbox`` (Dense 512
-relu -> Dense 128 relu -> Dense 4), L2 0.001 on the hidden layers. Boxes are x1, y1, x2, y2
-divided by the image's width and height.
+``--data`` is either DeepFashion layout (see :mod:`training.deepfashion`): Category and
+Attribute Prediction (classes: its categories) or In-shop Clothes Retrieval (its ``train``
+partition; classes: the item ids, category from the image's folder, boxes from
+``Anno/list_bbox_inshop.txt`` when the article's heads need them).
+
+``--loss article`` (the default) is the article's model: ResNet50 (no top, average pooling), a
+46-way category head ``img`` (Dense 512 elu -> Dense 46 softmax) and a box head ``bbox`` (Dense
+512 relu -> Dense 128 relu -> Dense 4), L2 0.001 on the hidden layers. Boxes are x1, y1, x2, y2
+divided by the image's width and height. ``--loss metric`` trains the pooled 2048-d embedding
+itself with Proxy-Anchor (:mod:`training.metric_loss`), one proxy per class; ``both`` adds it to
+the article's heads. ``--trainable-layers`` is how many of ResNet50's last layers train (the
+article: 12); ``all`` trains every layer, the only sensible choice from random weights.
+BatchNormalization stays in inference mode either way (see :func:`build_models`).
 Images are letterboxed to ``--input-size`` and go through ResNet50's ``preprocess_input``,
 exactly as the workers prepare them.
 
@@ -36,11 +44,20 @@ from typing import Any
 
 import numpy as np
 
-from training.deepfashion import NUM_CATEGORIES, CategorySample, DatasetError, read_category_dataset
+from training.deepfashion import (
+    CATEGORY_LIST,
+    NUM_CATEGORIES,
+    CategorySample,
+    DatasetError,
+    read_category_dataset,
+    read_inshop_training,
+)
 
 log = logging.getLogger(__name__)
 
 TRAINABLE_TAIL = 12  # the article: `for layer in model_resnet.layers[:-12]: trainable = False`
+ALL_LAYERS = "all"
+LOSSES = ("article", "metric", "both")
 L2 = 0.001
 CHECKPOINT_WEIGHTS = "checkpoint.weights.h5"
 CHECKPOINT_STATE = "checkpoint.json"
@@ -50,6 +67,60 @@ EXIT_USER_ERROR = 2
 
 class EmbedderTrainingError(Exception):
     """Bad arguments or files, reported without a traceback."""
+
+
+@dataclass(frozen=True)
+class EmbedderSample:
+    image_path: Path
+    label: int  # 0-based index into the article's 46-way category head
+    bbox: tuple[int, int, int, int] | None  # x1, y1, x2, y2 in pixels; None when not annotated
+    group: int  # metric-learning class: the category (DeepFashion) or the item (In-shop)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    layout: str  # "deepfashion" or "inshop"
+    train: list[EmbedderSample]
+    val: list[EmbedderSample]
+    num_groups: int
+
+
+def read_training_data(root: Path | str) -> TrainingData:
+    """Samples of either DeepFashion layout, told apart by the category list file."""
+    root = Path(root)
+    if (root / CATEGORY_LIST).is_file():
+        splits = read_category_dataset(root)
+
+        def convert(partition: str) -> list[EmbedderSample]:
+            return [EmbedderSample(s.image_path, s.label, s.bbox, s.label)
+                    for s in splits[partition]]
+
+        return TrainingData("deepfashion", convert("train"), convert("val"), NUM_CATEGORIES)
+    images = read_inshop_training(root)
+    categories = sorted({image.category for image in images})
+    if len(categories) > NUM_CATEGORIES:
+        raise DatasetError(root, f"{len(categories)} categories: the article's head has "
+                                 f"{NUM_CATEGORIES}")
+    items = sorted({image.item_id for image in images})
+    category_index = {name: i for i, name in enumerate(categories)}
+    item_index = {item: i for i, item in enumerate(items)}
+    train = [EmbedderSample(i.image_path, category_index[i.category], i.bbox,
+                            item_index[i.item_id]) for i in images]
+    return TrainingData("inshop", train, [], len(items))
+
+
+def parse_trainable_layers(value: str | int) -> int | None:
+    """``all`` -> None (every layer), else a positive layer count."""
+    if str(value).strip().lower() == ALL_LAYERS:
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise EmbedderTrainingError(f"--trainable-layers must be a number or 'all', "
+                                    f"got {value!r}") from None
+    if count < 0:
+        raise EmbedderTrainingError("--trainable-layers must be >= 0")
+    return count
 
 
 @dataclass(frozen=True)
@@ -66,71 +137,123 @@ def _keras() -> Any:
     return import_keras()
 
 
-def build_models(weights: str, input_size: int) -> tuple[Any, Any]:
-    """(training model with heads ``img`` and ``bbox``, its ResNet50 backbone)."""
-    from shared.ml.embedder import build_backbone
+def build_models(weights: str, input_size: int, *, loss: str = "article",
+                 trainable_layers: int | None = TRAINABLE_TAIL,
+                 num_groups: int = NUM_CATEGORIES) -> tuple[Any, Any]:
+    """(training model, its ResNet50 backbone).
 
+    The training model's outputs are the article's heads ``img`` and ``bbox`` (``loss``
+    article or both) and the proxy similarities ``proxy`` (metric or both).
+    ``trainable_layers``: how many of the backbone's last layers train; None for all.
+    """
+    from shared.ml.embedder import build_backbone
+    from training.metric_loss import PROXY_LAYER, proxy_similarity
+
+    if loss not in LOSSES:
+        raise EmbedderTrainingError(f"unknown --loss {loss!r}: one of {', '.join(LOSSES)}")
     keras = _keras()
     layers, regularizers = keras.layers, keras.regularizers
     backbone = build_backbone(weights, (input_size, input_size, 3))
-    for layer in backbone.layers[:-TRAINABLE_TAIL]:
+    tail = len(backbone.layers) if trainable_layers is None else trainable_layers
+    frozen = backbone.layers[:len(backbone.layers) - tail]
+    for layer in frozen:
         layer.trainable = False
-    for layer in backbone.layers[-TRAINABLE_TAIL:]:
-        # Unlike the article, BatchNormalization stays in inference mode (Keras's fine-tuning
-        # advice): its statistics from small fine-tuning batches are noisy, and a trained
-        # gamma/beta under batch statistics does not match the moving statistics used at
-        # inference. Measured here: with trainable BN the loss on a fixed batch rose after an
-        # epoch; with it frozen it fell.
+    for layer in backbone.layers[len(frozen):]:
         if isinstance(layer, keras.layers.BatchNormalization):
+            # Unlike the article, BatchNormalization stays in inference mode (Keras's
+            # fine-tuning advice): its statistics from small fine-tuning batches are noisy, and
+            # a trained gamma/beta under batch statistics does not match the moving statistics
+            # used at inference. Measured here: with trainable BN the loss on a fixed batch
+            # rose after an epoch; with it frozen it fell. From random weights too: training
+            # every layer with batch statistics took In-shop Recall@1 to 0.05, in inference
+            # mode to 0.48 (synthetic split, 64 px, 3 epochs).
             layer.trainable = False
     features = backbone.output
-    x = layers.Dense(512, activation="elu", kernel_regularizer=regularizers.L2(L2))(features)
-    category = layers.Dense(NUM_CATEGORIES, activation="softmax", name="img")(x)
-    b = layers.Dense(512, activation="relu", kernel_regularizer=regularizers.L2(L2))(features)
-    b = layers.Dense(128, activation="relu", kernel_regularizer=regularizers.L2(L2))(b)
-    box = layers.Dense(4, kernel_initializer="normal", name="bbox")(b)
-    model = keras.Model(inputs=backbone.input, outputs=[category, box])
+    outputs: dict[str, Any] = {}
+    if loss in ("article", "both"):
+        x = layers.Dense(512, activation="elu", kernel_regularizer=regularizers.L2(L2))(features)
+        outputs["img"] = layers.Dense(NUM_CATEGORIES, activation="softmax", name="img")(x)
+        b = layers.Dense(512, activation="relu", kernel_regularizer=regularizers.L2(L2))(features)
+        b = layers.Dense(128, activation="relu", kernel_regularizer=regularizers.L2(L2))(b)
+        outputs["bbox"] = layers.Dense(4, kernel_initializer="normal", name="bbox")(b)
+    if loss in ("metric", "both"):
+        outputs[PROXY_LAYER] = proxy_similarity(num_groups)(features)
+    model = keras.Model(inputs=backbone.input, outputs=outputs)
     return model, backbone
 
 
 def compile_model(model: Any, learning_rate: float) -> None:
+    from training.metric_loss import PROXY_LAYER, proxy_anchor
+
     keras = _keras()
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss={"img": "sparse_categorical_crossentropy", "bbox": "mse"},
-        metrics={"img": ["accuracy"], "bbox": ["mae"]},
-    )
+    names = set(model.output_names)
+    losses: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    if "img" in names:
+        losses.update({"img": "sparse_categorical_crossentropy", "bbox": "mse"})
+        metrics.update({"img": ["accuracy"], "bbox": ["mae"]})
+    if PROXY_LAYER in names:
+        losses[PROXY_LAYER] = proxy_anchor()
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                  loss=losses, metrics=metrics or None)
 
 
-def load_batch(samples: Sequence[CategorySample], input_size: int,
+def _cut_to_box(rgb: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator,
+                ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The garment's box with a little random context, and the box in the cut's pixels."""
+    height, width = rgb.shape[:2]
+    x1, y1, x2, y2 = box
+    pad_x, pad_y = (x2 - x1) * rng.uniform(0.0, 0.1, 2), (y2 - y1) * rng.uniform(0.0, 0.1, 2)
+    left, top = max(0, int(x1 - pad_x[0])), max(0, int(y1 - pad_y[0]))
+    right, bottom = min(width, int(x2 + pad_x[1]) + 1), min(height, int(y2 + pad_y[1]) + 1)
+    return rgb[top:bottom, left:right], (x1 - left, y1 - top, x2 - left, y2 - top)
+
+
+def load_batch(samples: Sequence[EmbedderSample | CategorySample], input_size: int, *,
+               crop_share: float = 0.0, rng: np.random.Generator | None = None,
+               outputs: Sequence[str] = ("img", "bbox"),
                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Preprocessed pixels and targets (label index, box / image size) for some samples."""
+    """Preprocessed pixels and targets for some samples: category index (``img``), box / image
+    size (``bbox``; zeros when not annotated) and metric class (``proxy``), those in
+    ``outputs`` (the model's output names).
+
+    ``crop_share``: the share of annotated photos cut to their box first, as the workers cut
+    out detected garments before embedding them."""
     _keras()  # fixes the backend before keras.applications is imported
     from keras.applications.resnet50 import preprocess_input
     from PIL import Image, UnidentifiedImageError
 
     from shared.ml.preprocess import letterbox_batch
+    from training.metric_loss import PROXY_LAYER
 
-    images, labels, boxes = [], [], []
+    images, labels, boxes, groups = [], [], [], []
     for sample in samples:
         try:
             with Image.open(sample.image_path) as image:
                 rgb = np.asarray(image.convert("RGB"))
         except (OSError, UnidentifiedImageError) as exc:
             raise DatasetError(sample.image_path, f"cannot read image: {exc}") from None
+        box = sample.bbox or (0, 0, 0, 0)
+        if sample.bbox is not None and crop_share > 0 and rng is not None \
+                and rng.random() < crop_share:
+            rgb, box = _cut_to_box(rgb, sample.bbox, rng)
         height, width = rgb.shape[:2]
-        x1, y1, x2, y2 = sample.bbox
+        x1, y1, x2, y2 = box
         boxes.append(np.clip([x1 / width, y1 / height, x2 / width, y2 / height], 0.0, 1.0))
         labels.append(sample.label)
+        # DeepFashion's own CategorySample has no group: its class is its category.
+        groups.append(getattr(sample, "group", sample.label))
         images.append(rgb)
     pixels = preprocess_input(letterbox_batch(images, input_size))
     targets = {"img": np.asarray(labels, dtype=np.int32),
-               "bbox": np.asarray(boxes, dtype=np.float32)}
-    return pixels, targets
+               "bbox": np.asarray(boxes, dtype=np.float32),
+               PROXY_LAYER: np.asarray(groups, dtype=np.int32)}
+    return pixels, {name: targets[name] for name in outputs}
 
 
-def make_dataset(samples: Sequence[CategorySample], batch_size: int, input_size: int, *,
-                 shuffle: bool, seed: int = 0) -> Any:
+def make_dataset(samples: Sequence[EmbedderSample], batch_size: int, input_size: int, *,
+                 shuffle: bool, seed: int = 0, outputs: Sequence[str] = ("img", "bbox"),
+                 crop_share: float = 0.0) -> Any:
     """A ``keras.utils.PyDataset`` over ``samples`` (works on every backend)."""
     keras = _keras()
 
@@ -151,7 +274,9 @@ def make_dataset(samples: Sequence[CategorySample], batch_size: int, input_size:
 
         def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
             chosen = self.order[index * batch_size:(index + 1) * batch_size]
-            return load_batch([self.samples[i] for i in chosen], input_size)
+            rng = np.random.default_rng((seed, self.epoch, index))
+            return load_batch([self.samples[i] for i in chosen], input_size,
+                              crop_share=crop_share, rng=rng, outputs=outputs)
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
@@ -186,10 +311,11 @@ def _resume_state(output_dir: Path, meta: dict[str, Any]) -> int:
         done = int(state["epochs_done"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EmbedderTrainingError(f"{state_path}: unreadable checkpoint state: {exc}") from None
-    if state.get("input_size") != meta["input_size"]:
-        raise EmbedderTrainingError(
-            f"{state_path}: checkpoint was trained at input size {state.get('input_size')}, "
-            f"not {meta['input_size']}")
+    for key in ("input_size", "loss", "trainable_layers"):
+        if key in state and state.get(key) != meta[key]:
+            raise EmbedderTrainingError(
+                f"{state_path}: checkpoint was trained with {key} {state.get(key)}, "
+                f"not {meta[key]}")
     return done
 
 
@@ -203,6 +329,9 @@ def train_embedder(
     input_size: int = 224,
     limit: int | None = None,
     learning_rate: float = 1e-4,
+    loss: str = "article",
+    trainable_layers: int | str | None = TRAINABLE_TAIL,
+    crop_to_box: float = 0.0,
     resume: bool = False,
     bundle_dir: Path | str | None = None,
     zip_bundle: bool = False,
@@ -212,26 +341,46 @@ def train_embedder(
     """Train; returns where the backbone weights went and the Keras history of this call.
 
     ``weights``: the backbone's start: 'imagenet' (download), 'random' or a ``.weights.h5``
-    file of a ResNet50(include_top=False, pooling='avg'). ``limit`` caps the train and val
-    sample counts (smoke runs). Raises :class:`DatasetError` or
+    file of a ResNet50(include_top=False, pooling='avg'). ``loss``: article, metric or both.
+    ``trainable_layers``: a count of last layers, or 'all'/None. ``crop_to_box``: the share of
+    training photos cut to their annotated box (see :func:`load_batch`). ``limit`` caps the
+    train and val sample counts (smoke runs). Raises :class:`DatasetError` or
     :class:`EmbedderTrainingError` on bad input before training starts.
     """
+    from training.metric_loss import PROXY_LAYER
+
     if epochs < 1 or batch_size < 1 or input_size < 32:
         raise EmbedderTrainingError("--epochs and --batch-size must be >= 1, --input-size >= 32")
+    if loss not in LOSSES:
+        raise EmbedderTrainingError(f"unknown --loss {loss!r}: one of {', '.join(LOSSES)}")
+    tail = None if trainable_layers is None else parse_trainable_layers(trainable_layers)
     data_dir, output_dir = Path(data_dir), Path(output_dir)
-    splits = read_category_dataset(data_dir)
-    train, val = splits["train"], splits["val"]
+    data = read_training_data(data_dir)
+    train, val = data.train, data.val
     if limit is not None:
         train, val = train[:limit], val[:limit]
     if not train:
         raise EmbedderTrainingError(f"{data_dir}: no 'train' images in the partition file")
+    outputs = []
+    if loss in ("article", "both"):
+        unboxed = next((s for s in train + val if s.bbox is None), None)
+        if unboxed is not None:
+            raise EmbedderTrainingError(
+                f"{unboxed.image_path}: no box, and the article's box head needs one (In-shop: "
+                "Anno/list_bbox_inshop.txt); --loss metric needs none")
+        outputs += ["img", "bbox"]
+    if loss in ("metric", "both"):
+        outputs.append(PROXY_LAYER)
     output_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"input_size": input_size, "weights": str(weights), "data": str(data_dir)}
+    meta = {"input_size": input_size, "weights": str(weights), "data": str(data_dir),
+            "layout": data.layout, "loss": loss, "crop_to_box": crop_to_box,
+            "trainable_layers": ALL_LAYERS if tail is None else tail}
 
     initial_epoch = _resume_state(output_dir, meta) if resume else 0
     keras = _keras()
     keras.utils.set_random_seed(seed)
-    model, backbone = build_models(str(weights), input_size)
+    model, backbone = build_models(str(weights), input_size, loss=loss, trainable_layers=tail,
+                                   num_groups=data.num_groups)
     compile_model(model, learning_rate)
     if initial_epoch:
         # Build the optimizer's slots first, so the checkpoint's Adam state is restored too.
@@ -242,9 +391,10 @@ def train_embedder(
     history: dict[str, list[float]] = {}
     if initial_epoch < epochs:
         fit = model.fit(
-            make_dataset(train, batch_size, input_size, shuffle=True, seed=seed),
-            validation_data=(make_dataset(val, batch_size, input_size, shuffle=False)
-                             if val else None),
+            make_dataset(train, batch_size, input_size, shuffle=True, seed=seed,
+                         outputs=outputs, crop_share=crop_to_box),
+            validation_data=(make_dataset(val, batch_size, input_size, shuffle=False,
+                                          outputs=outputs) if val else None),
             epochs=epochs,
             initial_epoch=initial_epoch,
             callbacks=[_checkpoint_callback(model, output_dir, meta)],
@@ -259,7 +409,7 @@ def train_embedder(
         from training.bundle_writer import update_bundle
 
         provenance = {"embedder": {**meta, "epochs": epochs, "limit": limit,
-                                   "learning_rate": learning_rate,
+                                   "batch_size": batch_size, "learning_rate": learning_rate,
                                    "keras_backend": keras.config.backend()}}
         update_bundle(bundle_dir, embedder_weights=backbone_path, input_size=input_size,
                       provenance=provenance, zip_bundle=zip_bundle)
@@ -272,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.train_embedder",
                                      description="Fine-tune the ResNet50 embedder on DeepFashion.")
     parser.add_argument("--data", required=True, type=Path,
-                        help="DeepFashion Category and Attribute Prediction folder")
+                        help="DeepFashion Category and Attribute Prediction or In-shop folder")
     parser.add_argument("--output", type=Path, default=Path("var/train/embedder"),
                         help="checkpoints and backbone.weights.h5 go here")
     parser.add_argument("--weights", default="imagenet",
@@ -283,6 +433,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None,
                         help="use at most N train and N val images")
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    parser.add_argument("--loss", choices=LOSSES, default="article",
+                        help="article: category + box heads (default); metric: Proxy-Anchor on "
+                             "the pooled embedding; both")
+    parser.add_argument("--trainable-layers", default=str(TRAINABLE_TAIL),
+                        help=f"last N backbone layers train (default {TRAINABLE_TAIL}, the "
+                             "article's), or 'all' (from random weights)")
+    parser.add_argument("--crop-to-box", type=float, default=0.0, metavar="SHARE",
+                        help="share of training photos cut to their annotated box, as the "
+                             "workers embed detected garments (default 0)")
     parser.add_argument("--resume", action="store_true",
                         help="continue after the last completed epoch in --output")
     parser.add_argument("--bundle", type=Path, help="write the backbone into this bundle")
@@ -303,7 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = train_embedder(
             args.data, args.output, weights=args.weights, epochs=args.epochs,
             batch_size=args.batch_size, input_size=args.input_size, limit=args.limit,
-            learning_rate=args.lr, resume=args.resume, bundle_dir=args.bundle,
+            learning_rate=args.lr, loss=args.loss, trainable_layers=args.trainable_layers,
+            crop_to_box=args.crop_to_box,
+            resume=args.resume, bundle_dir=args.bundle,
             zip_bundle=args.zip, seed=args.seed,
         )
     except (DatasetError, EmbedderTrainingError, BundleError, BundleWriteError) as exc:

@@ -90,3 +90,38 @@ def test_evaluate_random_weights_bundle_reports_the_brute_force_recall(
             q, [i.item_id for i in queries], g, [i.item_id for i in gallery], k
         )
         assert recall[f"recall@{k}"] == pytest.approx(expected)
+
+
+def test_compare_needs_no_bundle_but_plain_evaluation_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--data", str(tmp_path)])
+    assert "--bundle is required" in capsys.readouterr().err
+    assert main(["--compare", "--data", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
+    assert "list_eval_partition.txt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.ml
+def test_compare_trains_both_recipes_with_one_budget_and_prints_one_table(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.ml.embedder import import_keras
+
+    import_keras("torch")
+    data = tmp_path / "inshop"
+    synthetic.write_inshop(data, 10, size=64, seed=1)
+    code = main(["--compare", "--data", str(data), "--output", str(tmp_path / "cmp"),
+                 "--epochs", "1", "--train-batch-size", "8", "--input-size", "64",
+                 "--k", "1", "5"])
+    assert code == 0
+    out = capsys.readouterr().out
+    table, *reports = out.strip().split("\n{")
+    assert "metric / article Recall@1" in table
+    rows = [json.loads("{" + line) for line in reports]
+    assert [r["recipe"] for r in rows] == ["untrained", "article", "metric"]
+    assert len({r["model_version"] for r in rows}) == 3  # three different embedders
+    assert len({r["queries"] for r in rows}) == 1  # scored on the same queries
+    for name in ("article", "metric"):
+        manifest = json.loads((tmp_path / "cmp" / name / "bundle" / "manifest.json").read_text())
+        assert manifest["provenance"]["embedder"]["epochs"] == 1
+        assert manifest["provenance"]["embedder"]["loss"] == name

@@ -74,7 +74,12 @@ def item(sku: str) -> str:
     if found is None or found.status != "ready":
         abort(404, description=f"There is no product {sku} in the catalogue.")
     document = search_calls.item_recommendations(sku, RECOMMENDATIONS_PER_ROW)
-    return render_template("ui/item.html", item=found, rows=_rows(document))
+    rows = _rows(document)
+    # The page's own photo and every result get their detected boxes: drawn over the photo,
+    # and cut out as the matched crop in the "tops/bottoms like this one" rows.
+    shown = {sku} | {hit["sku"] for row in rows for hit in row["results"]}
+    boxes = queries.detections(db(), sorted(shown), document.get("model_version"))
+    return render_template("ui/item.html", item=found, rows=rows, detections=boxes)
 
 
 @bp.get("/search")

@@ -1,0 +1,96 @@
+"""The product page shows what the detector found: boxes over the photo, and in the "tops/bottoms
+like this one" rows the crop of each result that was matched."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from shared.models import Embedding, Item
+from shared.vectors import encode
+
+VERSION = "v-detections"
+
+
+def _item(db_session, sku: str, width: int, height: int) -> Item:
+    item = Item(sku=sku, status="ready", media_key="ab" * 32, width=width, height=height)
+    db_session.add(item)
+    db_session.flush()
+    return item
+
+
+def _vector(
+    db_session, item: Item, kind: str, rng, box=None, label=None, score=None, version: str = VERSION
+) -> None:
+    db_session.add(
+        Embedding(
+            item_id=item.id,
+            kind=kind,
+            model_version=version,
+            dim=2048,
+            vector=encode(rng.normal(size=2048).astype(np.float32)),
+            box=box,
+            label=label,
+            score=score,
+        )
+    )
+
+
+@pytest.fixture
+def catalogue(db_session, cache_redis, broker_redis) -> None:
+    rng = np.random.default_rng(3)
+    # SKU-A: a vest (label 5) over trousers (8) on a 200 x 400 photo.
+    a = _item(db_session, "SKU-A", 200, 400)
+    _vector(db_session, a, "full", rng)
+    _vector(db_session, a, "top", rng, [20.0, 40.0, 180.0, 200.0], 5, 0.87)
+    _vector(db_session, a, "bottom", rng, [50.0, 200.0, 150.0, 400.0], 8, 0.61)
+    # An earlier bundle's box for SKU-A must not be drawn.
+    _vector(db_session, a, "top", rng, [0.0, 0.0, 10.0, 10.0], 1, 0.99, version="v-old")
+    # SKU-B: a sling (6) only; SKU-C: nothing detected.
+    b = _item(db_session, "SKU-B", 300, 300)
+    _vector(db_session, b, "full", rng)
+    _vector(db_session, b, "top", rng, [30.0, 60.0, 270.0, 210.0], 6, 0.42)
+    c = _item(db_session, "SKU-C", 300, 300)
+    _vector(db_session, c, "full", rng)
+    db_session.commit()
+
+    from workers.tasks.cache import rebuild
+
+    rebuild("ui detections test")
+
+
+def _styles(html: str, css_class: str) -> list[str]:
+    return re.findall(rf'class="{css_class}"[^>]*style="([^"]*)"', html)
+
+
+def test_product_page_draws_the_detected_boxes_with_category_and_score(client, catalogue) -> None:
+    html = client.get("/items/SKU-A").get_data(as_text=True)
+
+    assert _styles(html, "box box-top") == ["left:10.000%;top:10.000%;width:80.000%;height:40.000%"]
+    assert _styles(html, "box box-bottom") == [
+        "left:25.000%;top:50.000%;width:50.000%;height:50.000%"
+    ]
+    assert "top: vest 0.87" in html and "bottom: trousers 0.61" in html
+    assert "short sleeved shirt" not in html  # the old bundle's box
+
+
+def test_top_row_shows_each_results_matched_crop(client, catalogue) -> None:
+    html = client.get("/items/SKU-A").get_data(as_text=True)
+    top_row = html.split('data-kind="top"', 1)[1].split("</section>", 1)[0]
+
+    # SKU-B's sling, cut out of its photo: 240 x 150 px at (30, 60) of 300 x 300.
+    assert 'alt="Matched top of product SKU-B: sling"' in top_row
+    assert "aspect-ratio: 1.6000" in top_row
+    assert "width:125.000%;left:-12.500%;top:-40.000%" in top_row
+    assert "top: sling 0.42" in top_row
+
+
+def test_a_photo_without_detections_says_so_and_draws_no_box(client, catalogue) -> None:
+    html = client.get("/items/SKU-C").get_data(as_text=True)
+    assert 'class="box ' not in html
+    assert "No top or bottom detected" in html
+    # Its look-alikes still show, as whole photos.
+    full_row = html.split('data-kind="full"', 1)[1].split("</section>", 1)[0]
+    assert 'alt="Product SKU-A"' in full_row
