@@ -141,3 +141,14 @@ def auth_headers() -> dict[str, str]:
 @pytest.fixture
 def worker_log(tmp_path: Path) -> Path:
     return tmp_path / "worker.log"
+
+
+@pytest.fixture(autouse=True)
+def fresh_worker_index() -> Iterator[None]:
+    """Tests that fold or search in this process play the worker: its matrices must not outlive
+    a test's rows (each test's database rows, fold ids included, start afresh)."""
+    from workers.search.index import reset_index
+
+    reset_index()
+    yield
+    reset_index()

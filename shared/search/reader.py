@@ -66,7 +66,8 @@ class Label:
 def find_item(session: Session, sku: str) -> ItemRef | None:
     rows = session.execute(
         text(
-            "SELECT i.id, i.status, i.error, e.model_version, e.kind, e.id AS embedding_id"
+            "SELECT i.id, i.status, i.error, e.model_version, e.kind, e.id AS embedding_id,"
+            " (SELECT model_version FROM embeddings ORDER BY id DESC LIMIT 1) AS newest_version"
             " FROM items i LEFT JOIN embeddings e ON e.item_id = i.id WHERE i.sku = :sku"
         ),
         {"sku": sku},
@@ -75,9 +76,13 @@ def find_item(session: Session, sku: str) -> ItemRef | None:
         return None
     first = rows[0]
     embedded = [r for r in rows if r.kind is not None]
-    # An item has one model version at a time (a new one replaces the old vectors); while a
-    # re-ingest is half-way, the newest row decides.
-    version = max(embedded, key=lambda r: r.embedding_id).model_version if embedded else None
+    # An item has one model version at a time (a re-ingest replaces the old vectors). Should it
+    # hold two, the catalogue's current version (the newest vector's) wins, else its newest.
+    versions = {r.model_version for r in embedded}
+    if first.newest_version in versions:
+        version = first.newest_version
+    else:
+        version = max(embedded, key=lambda r: r.embedding_id).model_version if embedded else None
     kinds = frozenset(r.kind for r in embedded if r.model_version == version)
     return ItemRef(first.id, sku, first.status, first.error, version, kinds)
 

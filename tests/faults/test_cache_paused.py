@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.recommendations.conftest import fold, fresh_worker_index  # noqa: F401
+from tests.recommendations.conftest import fold  # noqa: F401
 from tests.recommendations.helpers import add_catalogue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -10,16 +10,6 @@ import pytest
 from shared.config import Settings
 
 
-@pytest.fixture(autouse=True)
-def fresh_worker_index() -> Iterator[None]:
-    """This process plays the worker too: its matrices must not outlive a test's database."""
-    from workers.search.index import reset_index
-
-    reset_index()
-    yield
-    reset_index()
-
-
 @pytest.fixture
 def fold(settings: Settings) -> Iterator[Callable[..., dict]]:
     """Run the fold task in this process (a fresh worker's matrices for each test)."""

@@ -93,7 +93,8 @@ def test_evaluate_random_weights_bundle_reports_the_brute_force_recall(
 
 
 def test_compare_needs_no_bundle_but_plain_evaluation_does(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit):
         main(["--data", str(tmp_path)])
     assert "--bundle is required" in capsys.readouterr().err
@@ -104,15 +105,31 @@ def test_compare_needs_no_bundle_but_plain_evaluation_does(
 @pytest.mark.slow
 @pytest.mark.ml
 def test_compare_trains_both_recipes_with_one_budget_and_prints_one_table(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from shared.ml.embedder import import_keras
 
     import_keras("torch")
     data = tmp_path / "inshop"
     synthetic.write_inshop(data, 10, size=64, seed=1)
-    code = main(["--compare", "--data", str(data), "--output", str(tmp_path / "cmp"),
-                 "--epochs", "1", "--train-batch-size", "8", "--input-size", "64",
-                 "--k", "1", "5"])
+    code = main(
+        [
+            "--compare",
+            "--data",
+            str(data),
+            "--output",
+            str(tmp_path / "cmp"),
+            "--epochs",
+            "1",
+            "--train-batch-size",
+            "8",
+            "--input-size",
+            "64",
+            "--k",
+            "1",
+            "5",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     table, *reports = out.strip().split("\n{")

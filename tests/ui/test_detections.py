@@ -56,9 +56,9 @@ def catalogue(db_session, cache_redis, broker_redis) -> None:
     _vector(db_session, c, "full", rng)
     db_session.commit()
 
-    from workers.tasks.cache import rebuild
+    from workers.tasks.lists import fold_lists
 
-    rebuild("ui detections test")
+    fold_lists("ui detections test")
 
 
 def _styles(html: str, css_class: str) -> list[str]:

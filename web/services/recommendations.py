@@ -123,8 +123,10 @@ def _not_embedded(item: ItemRef) -> ApiError:
 
 def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> dict[str, Any]:
     session = db()
-    # Reads only, each statement its own snapshot: no BEGIN/ROLLBACK round trips.
-    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    if not session.in_transaction():
+        # Reads only, each statement its own snapshot: no BEGIN/ROLLBACK round trips. (A page
+        # that read the database first already holds a transaction: it simply goes on.)
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     item = reader.find_item(session, sku)
     if item is None:
         raise ApiError(404, "item_not_found", f"No item with SKU {sku!r}.")

@@ -205,7 +205,9 @@ class VectorIndex:
             " (SELECT purged_through FROM list_state WHERE id = 1)"
         ).fetchone()
         matrix = self.matrices.get((version, kind))
-        if matrix is None or matrix.synced_fold < (purged or 0):
+        # Older than the log keeps, or newer than the database (restored from a backup): reload.
+        stale = matrix is not None and not (purged or 0) <= matrix.synced_fold <= newest_fold
+        if matrix is None or stale:
             matrix = KindMatrix(version, kind)
             ids, vectors = _load_matrix(conn, version, kind)
             matrix.bulk_load(ids, vectors)
