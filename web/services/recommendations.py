@@ -22,6 +22,7 @@ from shared.images import ImageRejected, probe
 from shared.queueing import QUEUE_QUERY
 from shared.search import reader
 from shared.search.reader import ItemRef, Neighbour
+from web.api.media import media_url
 from web.errors import ApiError
 from web.lists_pointer import ListsPointer
 from web.resources import celery_client, db, settings
@@ -49,13 +50,6 @@ def lists_pointer(app: Flask | None = None) -> ListsPointer:
     if pointer is None or pointer.settings is not app.config["SETTINGS"]:
         pointer = app.extensions["visrec_lists_pointer"] = ListsPointer(app.config["SETTINGS"])
     return pointer
-
-
-def image_url(media_key: str | None) -> str | None:
-    if not media_key:
-        return None
-    base = (settings().public_base_url or "").rstrip("/")
-    return f"{base}/media/{media_key}"
 
 
 def _ask_worker(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +85,7 @@ def _documents(
             {
                 "sku": labels[n.item_id].sku,
                 "distance": n.distance,
-                "image_url": image_url(labels[n.item_id].media_key),
+                "image_url": media_url(labels[n.item_id].media_key),
             }
             for n in hits
             if n.item_id in labels
