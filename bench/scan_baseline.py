@@ -22,12 +22,12 @@ from sqlalchemy import text
 
 from shared.config import load_settings
 from shared.search.knn import squared_norms, top_k
-from shared.search.loader import begin_snapshot, libpq_url, stream_vectors
-from shared.vectors import DTYPE
+from shared.search.loader import libpq_url
 from web import create_app
 from web.api.recommendation_schemas import RecommendationQuery, RecommendationsSchema
 from web.errors import ApiError
 from web.resources import db
+from workers.search.index import load_matrix
 
 _lock = threading.Lock()
 _matrices: dict[str, Any] = {}
@@ -41,19 +41,17 @@ def _load() -> dict[str, Any]:
             return _matrices
         settings = load_settings()
         with psycopg.connect(libpq_url(settings.database_url), autocommit=True) as conn:
-            snapshot = begin_snapshot(conn)
-            version = snapshot.current_version
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            # The version of the newest vector, and the watermark of the copy (its delta).
+            watermark, version = conn.execute(
+                "SELECT id, model_version FROM embeddings ORDER BY id DESC LIMIT 1"
+            ).fetchone()
             for kind in ("top", "bottom", "full"):
-                ids, chunks = [], []
-                for row in stream_vectors(conn, version, kind):
-                    ids.append(row.item_id)
-                    chunks.append(row.vector)
-                vectors = np.frombuffer(b"".join(chunks), dtype=DTYPE).reshape(len(ids), -1)
-                vectors = vectors.astype(np.float32)
-                _matrices[kind] = (vectors, squared_norms(vectors), np.asarray(ids, np.int64))
+                ids, vectors = load_matrix(conn, version, kind)
+                _matrices[kind] = (vectors, squared_norms(vectors), ids)
             conn.execute("COMMIT")
         _matrices["version"] = version
-        _matrices["watermark"] = snapshot.max_embedding_id
+        _matrices["watermark"] = watermark
     return _matrices
 
 

@@ -3,11 +3,8 @@
 psycopg 3 parses the binary COPY stream in C (psycopg-binary) with no ORM object per row: this
 is the fastest way it offers to move hundreds of megabytes of bytea out of the database.
 
-Which model version is current: the one with the most recently inserted embedding (highest
-``embeddings.id``). Workers stamp every vector with their bundle's ``model_version``, so after a
-model upgrade the newest ingestion wins. The cache still holds every version present (one
-matrix set each) so that a query photo embedded by a worker still on the old bundle is compared
-with vectors of its own version, never across versions.
+Workers load their matrices with it (workers.search.index), one (model version, kind) at a
+time: vectors of different versions are never compared.
 """
 
 from __future__ import annotations
@@ -24,45 +21,11 @@ _ROW_TYPES = ["int8", "text", "text", "int4", "bytea"]
 
 
 @dataclass(frozen=True)
-class CatalogueSnapshot:
-    """What one consistent read of the catalogue saw, before any vector is streamed."""
-
-    versions: tuple[str, ...]  # newest first
-    current_version: str | None
-    max_embedding_id: int  # every embedding with a larger id arrived after this snapshot
-    kinds_by_version: dict[str, tuple[str, ...]]
-
-
-@dataclass(frozen=True)
 class VectorRow:
     item_id: int
     sku: str
     media_key: str | None
     vector: bytes
-
-
-def begin_snapshot(conn: psycopg.Connection[Any]) -> CatalogueSnapshot:
-    """Start a REPEATABLE READ read-only transaction and describe what it sees.
-
-    Every later ``stream_vectors`` on the same connection reads the same snapshot, so the
-    matrices of one generation and its watermark agree with each other.
-    """
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    rows = conn.execute(
-        "SELECT model_version, kind, max(id) FROM embeddings GROUP BY model_version, kind"
-    ).fetchall()
-    newest: dict[str, int] = {}
-    kinds: dict[str, list[str]] = {}
-    for version, kind, max_id in rows:
-        newest[version] = max(newest.get(version, 0), int(max_id))
-        kinds.setdefault(version, []).append(kind)
-    versions = tuple(sorted(newest, key=lambda v: newest[v], reverse=True))
-    return CatalogueSnapshot(
-        versions=versions,
-        current_version=versions[0] if versions else None,
-        max_embedding_id=max(newest.values(), default=0),
-        kinds_by_version={v: tuple(sorted(k)) for v, k in kinds.items()},
-    )
 
 
 def stream_vectors(

@@ -163,7 +163,7 @@ class KindMatrix:
         self.lists_loaded = False
 
 
-def _load_matrix(
+def load_matrix(
     conn: psycopg.Connection[Any], version: str, kind: str
 ) -> tuple[np.ndarray, np.ndarray]:
     ids: list[int] = []
@@ -209,7 +209,7 @@ class VectorIndex:
         stale = matrix is not None and not (purged or 0) <= matrix.synced_fold <= newest_fold
         if matrix is None or stale:
             matrix = KindMatrix(version, kind)
-            ids, vectors = _load_matrix(conn, version, kind)
+            ids, vectors = load_matrix(conn, version, kind)
             matrix.bulk_load(ids, vectors)
             matrix.synced_fold = int(newest_fold)
             self.matrices[(version, kind)] = matrix
