@@ -767,7 +767,6 @@ def report(out: dict) -> dict:
         else None,
         "fold_64_s_100k": fold.get("seconds"),
         "http_errors": sum(x.get("errors", 0) for x in (lists, scan, big)),
-        "new_item_in_lists_s": latency.get("seconds_to_lists"),
     }
     lines = ["", "visrec recommendations benchmark (one run, this machine)", ""]
     for name, r in (
