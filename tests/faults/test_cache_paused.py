@@ -39,10 +39,11 @@ def test_product_pages_answer_through_a_paused_cache(client, db_session, cache_r
             answered += 1
         time.sleep(0.2)
     time.sleep(max(0.0, PAUSE_S - (time.monotonic() - paused_at)) + 0.5)
-    # Requests went on all through the pause; the cache's 0.5 s timeout was paid once at most
-    # per back-off window, never Redis's default of waiting for good.
-    assert answered >= 100
-    assert slowest < 2.0
+    # Requests went on all through the pause: none waited for it to end, nor on a long socket
+    # timeout (the cache's is 0.5 s, paid once per back-off window). The bound leaves a loaded
+    # two-core machine room and still fails a client that blocks on the paused server.
+    assert answered >= 10
+    assert slowest < PAUSE_S / 4
     # And the cache is used again once it answers.
     deadline = time.monotonic() + 15
     while not client.get(urls[0]).headers.get("X-Lists-Generation"):
