@@ -2,7 +2,7 @@
 
 A request thread must never wait on Redis's default (no) timeout: a paused or unreachable
 cache turns into a fast RedisError that callers handle (the read path then asks PostgreSQL).
-After a fork, a child must not reuse its parent's sockets: ``reset_clients`` forgets them.
+Clients are kept per process id: a forked child never reuses its parent's sockets.
 """
 
 from __future__ import annotations
@@ -34,8 +34,3 @@ def redis_client(url: str, timeout_s: float = SOCKET_TIMEOUT_S) -> redis.Redis:
                     health_check_interval=30,
                 )
     return client
-
-
-def reset_clients() -> None:
-    with _lock:
-        _clients.clear()

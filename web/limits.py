@@ -11,8 +11,6 @@ from flask import Flask, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from web.auth import presented_key_is_valid
-
 limiter = Limiter(
     key_func=get_remote_address,
     headers_enabled=True,
@@ -33,6 +31,3 @@ def init_app(app: Flask) -> None:
         "RATELIMIT_STORAGE_OPTIONS", {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
     )
     limiter.init_app(app)
-
-
-__all__ = ["init_app", "limiter", "photo_search_limit", "presented_key_is_valid"]
