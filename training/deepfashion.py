@@ -110,8 +110,11 @@ def _parse_bbox(path: Path, number: int, values: Sequence[str]) -> tuple[int, in
     return x1, y1, x2, y2
 
 
-def read_category_dataset(root: Path | str, *, check_images: bool = True,
-                          ) -> dict[str, list[CategorySample]]:
+def read_category_dataset(
+    root: Path | str,
+    *,
+    check_images: bool = True,
+) -> dict[str, list[CategorySample]]:
     """Samples of the Category and Attribute Prediction layout, by partition."""
     root = Path(root)
     categories = _by_name(root / CATEGORY_LIST, read_list(root / CATEGORY_LIST, 2))
@@ -121,8 +124,10 @@ def read_category_dataset(root: Path | str, *, check_images: bool = True,
     out: dict[str, list[CategorySample]] = {name: [] for name in CATEGORY_PARTITIONS}
     for number, (name, partition) in partitions:
         if partition not in out:
-            raise DatasetError(partition_path, f"line {number}: unknown evaluation_status "
-                                               f"{partition!r} (train, val or test)")
+            raise DatasetError(
+                partition_path,
+                f"line {number}: unknown evaluation_status {partition!r} (train, val or test)",
+            )
         if name not in categories:
             raise DatasetError(root / CATEGORY_LIST, f"no category label for {name}")
         if name not in boxes:
@@ -133,8 +138,10 @@ def read_category_dataset(root: Path | str, *, check_images: bool = True,
         except ValueError:
             label = -1
         if not 1 <= label <= NUM_CATEGORIES:
-            raise DatasetError(root / CATEGORY_LIST, f"line {label_line}: unknown category label "
-                                                     f"{label_text!r} (1..{NUM_CATEGORIES})")
+            raise DatasetError(
+                root / CATEGORY_LIST,
+                f"line {label_line}: unknown category label {label_text!r} (1..{NUM_CATEGORIES})",
+            )
         bbox_line, bbox_values = boxes[name]
         bbox = _parse_bbox(root / BBOX_LIST, bbox_line, bbox_values)
         image_path = root / name
@@ -151,8 +158,10 @@ def read_inshop(root: Path | str, *, check_images: bool = True) -> list[InShopIm
     images = []
     for number, (name, item_id, partition) in read_list(path, 3):
         if partition not in INSHOP_PARTITIONS:
-            raise DatasetError(path, f"line {number}: unknown evaluation_status {partition!r} "
-                                     "(train, query or gallery)")
+            raise DatasetError(
+                path,
+                f"line {number}: unknown evaluation_status {partition!r} (train, query or gallery)",
+            )
         image_path = root / name
         if check_images and partition != "train" and not image_path.is_file():
             raise DatasetError(image_path, f"image listed in {path} not found")
@@ -174,11 +183,13 @@ def read_inshop_training(root: Path | str) -> list[InShopTrainingImage]:
         name = image.image_path.relative_to(root).as_posix()
         parts = name.split("/")
         if len(parts) < 4:
-            raise DatasetError(root / PARTITION_LIST, f"{name}: expected img/<GROUP>/<Category>/"
-                                                      "<item_id>/<file>")
+            raise DatasetError(
+                root / PARTITION_LIST, f"{name}: expected img/<GROUP>/<Category>/<item_id>/<file>"
+            )
         if not image.image_path.is_file():
-            raise DatasetError(image.image_path, f"image listed in {root / PARTITION_LIST} "
-                                                 "not found")
+            raise DatasetError(
+                image.image_path, f"image listed in {root / PARTITION_LIST} not found"
+            )
         bbox = None
         if name in boxes:
             number, fields = boxes[name]

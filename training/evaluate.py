@@ -62,9 +62,14 @@ class EvaluationResult:
         return data
 
 
-def recall_at_k(query_vectors: np.ndarray, query_items: Sequence[str],
-                gallery_vectors: np.ndarray, gallery_items: Sequence[str],
-                ks: Sequence[int] = DEFAULT_KS, chunk: int = 512) -> dict[int, float]:
+def recall_at_k(
+    query_vectors: np.ndarray,
+    query_items: Sequence[str],
+    gallery_vectors: np.ndarray,
+    gallery_items: Sequence[str],
+    ks: Sequence[int] = DEFAULT_KS,
+    chunk: int = 512,
+) -> dict[int, float]:
     """Share of queries with a same-item gallery photo among their k nearest (Euclidean).
 
     Every query must have at least one same-item gallery photo. Ties keep gallery order.
@@ -77,8 +82,8 @@ def recall_at_k(query_vectors: np.ndarray, query_items: Sequence[str],
     max_k = min(max(ks), len(gallery_ids))
     hits = {k: 0 for k in ks}
     for start in range(0, len(query_items), chunk):
-        queries = np.asarray(query_vectors[start:start + chunk], dtype=np.float64)
-        ids = np.asarray(query_items[start:start + chunk])
+        queries = np.asarray(query_vectors[start : start + chunk], dtype=np.float64)
+        ids = np.asarray(query_items[start : start + chunk])
         # Squared distances; the query's own norm does not change its ranking.
         distances = gallery_sq[None, :] - 2.0 * queries @ gallery.T
         nearest = np.argsort(distances, axis=1, kind="stable")[:, :max_k]
@@ -88,15 +93,16 @@ def recall_at_k(query_vectors: np.ndarray, query_items: Sequence[str],
     return {k: hits[k] / len(query_items) for k in ks}
 
 
-def embed_images(pipeline: Any, images: Sequence[InShopImage], kind: str,
-                 batch_size: int) -> list[np.ndarray | None]:
+def embed_images(
+    pipeline: Any, images: Sequence[InShopImage], kind: str, batch_size: int
+) -> list[np.ndarray | None]:
     """The ``kind`` vector of each image (None when the pipeline gave none), with progress."""
     from tqdm import tqdm
 
     vectors: list[np.ndarray | None] = []
     with tqdm(total=len(images), desc=f"embedding ({kind})", unit="img") as progress:
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
+            chunk = images[start : start + batch_size]
             try:
                 photos = [image.image_path.read_bytes() for image in chunk]
             except OSError as exc:
@@ -139,8 +145,7 @@ def evaluate_bundle(
     if limit is not None:
         queries = queries[:limit]
     if not queries or not gallery:
-        raise EvaluationError(f"{data_dir}: the partition file lists no query or no gallery "
-                              "images")
+        raise EvaluationError(f"{data_dir}: the partition file lists no query or no gallery images")
     overrides = {"model_dir": Path(bundle_dir), "device": device, **(settings_overrides or {})}
     if embedder_weights:
         overrides["embedder_weights"] = embedder_weights
@@ -152,17 +157,28 @@ def evaluate_bundle(
         raise EvaluationError(f"no gallery photo got a '{kind}' vector")
     gallery_items = {item for _, item in kept}
     query_vectors = embed_images(pipeline, queries, kind, batch_size)
-    scored = [(v, q.item_id) for v, q in zip(query_vectors, queries, strict=True)
-              if v is not None and q.item_id in gallery_items]
+    scored = [
+        (v, q.item_id)
+        for v, q in zip(query_vectors, queries, strict=True)
+        if v is not None and q.item_id in gallery_items
+    ]
     no_vector = sum(v is None for v in query_vectors)
-    no_match = sum(v is not None and q.item_id not in gallery_items
-                   for v, q in zip(query_vectors, queries, strict=True))
+    no_match = sum(
+        v is not None and q.item_id not in gallery_items
+        for v, q in zip(query_vectors, queries, strict=True)
+    )
     if not scored:
         raise EvaluationError(f"no query got a '{kind}' vector with a matching gallery photo")
-    recall = recall_at_k(np.stack([v for v, _ in scored]), [i for _, i in scored],
-                         np.stack([v for v, _ in kept]), [i for _, i in kept], ks)
-    return EvaluationResult(kind, pipeline.model_version, recall, len(scored), len(kept),
-                            no_vector, no_match)
+    recall = recall_at_k(
+        np.stack([v for v, _ in scored]),
+        [i for _, i in scored],
+        np.stack([v for v, _ in kept]),
+        [i for _, i in kept],
+        ks,
+    )
+    return EvaluationResult(
+        kind, pipeline.model_version, recall, len(scored), len(kept), no_vector, no_match
+    )
 
 
 def format_table(result: EvaluationResult) -> str:
@@ -249,30 +265,52 @@ def compare_recipes(
 
                 update_bundle(bundle_dir, embedder_weights=weights, input_size=input_size)
         else:
-            train_embedder(train_data, work / "train", weights=weights, epochs=epochs,
-                           batch_size=train_batch_size, input_size=input_size,
-                           learning_rate=recipe.learning_rate, loss=recipe.loss,
-                           trainable_layers=recipe.trainable_layers, bundle_dir=bundle_dir,
-                           verbose=verbose, seed=seed)
+            train_embedder(
+                train_data,
+                work / "train",
+                weights=weights,
+                epochs=epochs,
+                batch_size=train_batch_size,
+                input_size=input_size,
+                learning_rate=recipe.learning_rate,
+                loss=recipe.loss,
+                trainable_layers=recipe.trainable_layers,
+                bundle_dir=bundle_dir,
+                verbose=verbose,
+                seed=seed,
+            )
         took = time.monotonic() - started
-        result = evaluate_bundle(bundle_dir, data_dir, kind=kind, ks=ks, device=device,
-                                 batch_size=batch_size, limit=limit)
+        result = evaluate_bundle(
+            bundle_dir,
+            data_dir,
+            kind=kind,
+            ks=ks,
+            device=device,
+            batch_size=batch_size,
+            limit=limit,
+        )
         rows.append(ComparisonRow(recipe, result, took))
     return rows
 
 
 def format_comparison(rows: Sequence[ComparisonRow]) -> str:
     ks = list(rows[0].result.recall)
-    header = f"{'recipe':<12}" + "".join(f"{'R@' + str(k):>8}" for k in ks) + \
-        f"{'train s':>9}  trains"
+    header = (
+        f"{'recipe':<12}" + "".join(f"{'R@' + str(k):>8}" for k in ks) + f"{'train s':>9}  trains"
+    )
     lines = [header, "-" * len(header)]
     for row in rows:
-        what = ("nothing (starting weights)" if row.recipe.loss is None else
-                f"loss {row.recipe.loss}, layers {row.recipe.trainable_layers}, "
-                f"lr {row.recipe.learning_rate:g}")
-        lines.append(f"{row.recipe.name:<12}" +
-                     "".join(f"{row.result.recall[k]:>8.4f}" for k in ks) +
-                     f"{row.train_seconds:>9.0f}  {what}")
+        what = (
+            "nothing (starting weights)"
+            if row.recipe.loss is None
+            else f"loss {row.recipe.loss}, layers {row.recipe.trainable_layers}, "
+            f"lr {row.recipe.learning_rate:g}"
+        )
+        lines.append(
+            f"{row.recipe.name:<12}"
+            + "".join(f"{row.result.recall[k]:>8.4f}" for k in ks)
+            + f"{row.train_seconds:>9.0f}  {what}"
+        )
     by_name = {row.recipe.name: row for row in rows}
     if "article" in by_name and "metric" in by_name:
         article, metric = by_name["article"].result.recall, by_name["metric"].result.recall
@@ -280,38 +318,53 @@ def format_comparison(rows: Sequence[ComparisonRow]) -> str:
         ratio = metric[first] / article[first] if article[first] else float("inf")
         lines.append(f"metric / article Recall@{first}: {ratio:.2f}x")
     result = rows[0].result
-    lines.append(f"(kind {result.kind}; {result.queries} queries, {result.gallery} gallery "
-                 "photos)")
+    lines.append(f"(kind {result.kind}; {result.queries} queries, {result.gallery} gallery photos)")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate",
-                                     description="Recall@K of a model bundle on In-shop.")
-    parser.add_argument("--bundle", type=Path,
-                        help="model bundle folder (required unless --compare)")
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate", description="Recall@K of a model bundle on In-shop."
+    )
+    parser.add_argument(
+        "--bundle", type=Path, help="model bundle folder (required unless --compare)"
+    )
     parser.add_argument("--data", required=True, type=Path, help="In-shop dataset folder")
     parser.add_argument("--kind", default="full", choices=KINDS)
     parser.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS))
-    parser.add_argument("--embedder-weights", default=None,
-                        help="override the bundle's embedder: imagenet, random or a file")
+    parser.add_argument(
+        "--embedder-weights",
+        default=None,
+        help="override the bundle's embedder: imagenet, random or a file",
+    )
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, default=None, help="score the first N queries")
     compare = parser.add_argument_group("--compare: train and compare the recipes")
-    compare.add_argument("--compare", action="store_true",
-                         help="train the article and metric recipes with the same budget and "
-                              "compare them with the untrained start")
-    compare.add_argument("--train-data", type=Path, default=None,
-                         help="training set, either DeepFashion layout (default: --data's "
-                              "train partition)")
-    compare.add_argument("--weights", default="random",
-                         help="starting weights: random, imagenet or a .weights.h5")
+    compare.add_argument(
+        "--compare",
+        action="store_true",
+        help="train the article and metric recipes with the same budget and "
+        "compare them with the untrained start",
+    )
+    compare.add_argument(
+        "--train-data",
+        type=Path,
+        default=None,
+        help="training set, either DeepFashion layout (default: --data's train partition)",
+    )
+    compare.add_argument(
+        "--weights", default="random", help="starting weights: random, imagenet or a .weights.h5"
+    )
     compare.add_argument("--epochs", type=int, default=1)
     compare.add_argument("--train-batch-size", type=int, default=32)
     compare.add_argument("--input-size", type=int, default=96)
-    compare.add_argument("--output", type=Path, default=Path("var/train/compare"),
-                         help="scratch folder for the trained recipes")
+    compare.add_argument(
+        "--output",
+        type=Path,
+        default=Path("var/train/compare"),
+        help="scratch folder for the trained recipes",
+    )
     compare.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -325,25 +378,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.compare:
         try:
             rows = compare_recipes(
-                args.data, args.output, train_data=args.train_data, weights=args.weights,
-                epochs=args.epochs, train_batch_size=args.train_batch_size,
-                input_size=args.input_size, kind=args.kind, ks=args.k,
-                base_bundle=args.bundle, device=args.device, batch_size=args.batch_size,
-                limit=args.limit, seed=args.seed)
+                args.data,
+                args.output,
+                train_data=args.train_data,
+                weights=args.weights,
+                epochs=args.epochs,
+                train_batch_size=args.train_batch_size,
+                input_size=args.input_size,
+                kind=args.kind,
+                ks=args.k,
+                base_bundle=args.bundle,
+                device=args.device,
+                batch_size=args.batch_size,
+                limit=args.limit,
+                seed=args.seed,
+            )
         except (DatasetError, EvaluationError, BundleError, EmbedderTrainingError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USER_ERROR
         print(format_comparison(rows))
         for row in rows:
-            print(json.dumps({"recipe": row.recipe.name, "train_seconds": row.train_seconds,
-                              **row.result.as_json()}))
+            print(
+                json.dumps(
+                    {
+                        "recipe": row.recipe.name,
+                        "train_seconds": row.train_seconds,
+                        **row.result.as_json(),
+                    }
+                )
+            )
         return 0
     if args.bundle is None:
         parser.error("--bundle is required (unless --compare)")
     try:
-        result = evaluate_bundle(args.bundle, args.data, kind=args.kind, ks=args.k,
-                                 embedder_weights=args.embedder_weights, device=args.device,
-                                 batch_size=args.batch_size, limit=args.limit)
+        result = evaluate_bundle(
+            args.bundle,
+            args.data,
+            kind=args.kind,
+            ks=args.k,
+            embedder_weights=args.embedder_weights,
+            device=args.device,
+            batch_size=args.batch_size,
+            limit=args.limit,
+        )
     except (DatasetError, EvaluationError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

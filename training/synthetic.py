@@ -83,14 +83,45 @@ DRESS_CATEGORIES: tuple[int, ...] = (10, 11, 12, 13)
 # Left halves of the outlines in a unit box, from the centre of the neckline round the left
 # side to the centre of the hem; the right half is the mirror image.
 _TOP_HALVES: dict[str, list[Point]] = {
-    "short_sleeve": [(0.5, 0.10), (0.38, 0.0), (0.22, 0.04), (0.0, 0.32), (0.12, 0.41),
-                     (0.22, 0.30), (0.22, 1.0), (0.5, 1.0)],
-    "long_sleeve": [(0.5, 0.10), (0.38, 0.0), (0.22, 0.04), (0.0, 0.92), (0.11, 0.95),
-                    (0.22, 0.30), (0.22, 1.0), (0.5, 1.0)],
-    "vest": [(0.5, 0.18), (0.38, 0.0), (0.28, 0.0), (0.26, 0.22), (0.15, 0.32),
-             (0.15, 1.0), (0.5, 1.0)],
-    "sling": [(0.5, 0.30), (0.36, 0.27), (0.31, 0.0), (0.28, 0.0), (0.28, 0.28),
-              (0.15, 0.34), (0.15, 1.0), (0.5, 1.0)],
+    "short_sleeve": [
+        (0.5, 0.10),
+        (0.38, 0.0),
+        (0.22, 0.04),
+        (0.0, 0.32),
+        (0.12, 0.41),
+        (0.22, 0.30),
+        (0.22, 1.0),
+        (0.5, 1.0),
+    ],
+    "long_sleeve": [
+        (0.5, 0.10),
+        (0.38, 0.0),
+        (0.22, 0.04),
+        (0.0, 0.92),
+        (0.11, 0.95),
+        (0.22, 0.30),
+        (0.22, 1.0),
+        (0.5, 1.0),
+    ],
+    "vest": [
+        (0.5, 0.18),
+        (0.38, 0.0),
+        (0.28, 0.0),
+        (0.26, 0.22),
+        (0.15, 0.32),
+        (0.15, 1.0),
+        (0.5, 1.0),
+    ],
+    "sling": [
+        (0.5, 0.30),
+        (0.36, 0.27),
+        (0.31, 0.0),
+        (0.28, 0.0),
+        (0.28, 0.28),
+        (0.15, 0.34),
+        (0.15, 1.0),
+        (0.5, 1.0),
+    ],
 }
 _BOTTOM_HALVES: dict[int, list[Point]] = {
     7: [(0.5, 0.0), (0.06, 0.0), (0.0, 1.0), (0.42, 1.0), (0.5, 0.62)],  # shorts
@@ -99,42 +130,137 @@ _BOTTOM_HALVES: dict[int, list[Point]] = {
 }
 # category -> (top outline, open front)
 _TOP_SHAPES: dict[int, tuple[str, bool]] = {
-    1: ("short_sleeve", False), 2: ("long_sleeve", False),
-    3: ("short_sleeve", True), 4: ("long_sleeve", True),
-    5: ("vest", False), 6: ("sling", False),
-    10: ("short_sleeve", False), 11: ("long_sleeve", False),
-    12: ("vest", False), 13: ("sling", False),
+    1: ("short_sleeve", False),
+    2: ("long_sleeve", False),
+    3: ("short_sleeve", True),
+    4: ("long_sleeve", True),
+    5: ("vest", False),
+    6: ("sling", False),
+    10: ("short_sleeve", False),
+    11: ("long_sleeve", False),
+    12: ("vest", False),
+    13: ("sling", False),
 }
 _DRESS_WAIST = 0.42
 _OPEN_FRONT_GAP = 0.03
 
 # The DeepFashion Category and Attribute Prediction list: (name, type 1 upper/2 lower/3 full).
 DEEPFASHION_CATEGORIES: tuple[tuple[str, int], ...] = (
-    ("Anorak", 1), ("Blazer", 1), ("Blouse", 1), ("Bomber", 1), ("Button-Down", 1),
-    ("Cardigan", 1), ("Flannel", 1), ("Halter", 1), ("Henley", 1), ("Hoodie", 1),
-    ("Jacket", 1), ("Jersey", 1), ("Parka", 1), ("Peacoat", 1), ("Poncho", 1),
-    ("Sweater", 1), ("Tank", 1), ("Tee", 1), ("Top", 1), ("Turtleneck", 1),
-    ("Capris", 2), ("Chinos", 2), ("Culottes", 2), ("Cutoffs", 2), ("Gauchos", 2),
-    ("Jeans", 2), ("Jeggings", 2), ("Jodhpurs", 2), ("Joggers", 2), ("Leggings", 2),
-    ("Sarong", 2), ("Shorts", 2), ("Skirt", 2), ("Sweatpants", 2), ("Sweatshorts", 2),
+    ("Anorak", 1),
+    ("Blazer", 1),
+    ("Blouse", 1),
+    ("Bomber", 1),
+    ("Button-Down", 1),
+    ("Cardigan", 1),
+    ("Flannel", 1),
+    ("Halter", 1),
+    ("Henley", 1),
+    ("Hoodie", 1),
+    ("Jacket", 1),
+    ("Jersey", 1),
+    ("Parka", 1),
+    ("Peacoat", 1),
+    ("Poncho", 1),
+    ("Sweater", 1),
+    ("Tank", 1),
+    ("Tee", 1),
+    ("Top", 1),
+    ("Turtleneck", 1),
+    ("Capris", 2),
+    ("Chinos", 2),
+    ("Culottes", 2),
+    ("Cutoffs", 2),
+    ("Gauchos", 2),
+    ("Jeans", 2),
+    ("Jeggings", 2),
+    ("Jodhpurs", 2),
+    ("Joggers", 2),
+    ("Leggings", 2),
+    ("Sarong", 2),
+    ("Shorts", 2),
+    ("Skirt", 2),
+    ("Sweatpants", 2),
+    ("Sweatshorts", 2),
     ("Trunks", 2),
-    ("Caftan", 3), ("Cape", 3), ("Coat", 3), ("Coverup", 3), ("Dress", 3),
-    ("Jumpsuit", 3), ("Kaftan", 3), ("Kimono", 3), ("Nightdress", 3), ("Onesie", 3),
-    ("Robe", 3), ("Romper", 3), ("Shirtdress", 3), ("Sundress", 3),
+    ("Caftan", 3),
+    ("Cape", 3),
+    ("Coat", 3),
+    ("Coverup", 3),
+    ("Dress", 3),
+    ("Jumpsuit", 3),
+    ("Kaftan", 3),
+    ("Kimono", 3),
+    ("Nightdress", 3),
+    ("Onesie", 3),
+    ("Robe", 3),
+    ("Romper", 3),
+    ("Shirtdress", 3),
+    ("Sundress", 3),
 )
 DEEPFASHION_LABELS: tuple[int, ...] = tuple(range(1, 47))
 # DeepFashion label -> the DeepFashion2 shape that stands in for it.
 _DEEPFASHION_SHAPES: dict[int, int] = {
-    1: 4, 2: 4, 3: 2, 4: 4, 5: 2, 6: 4, 7: 2, 8: 6, 9: 2, 10: 2,
-    11: 4, 12: 1, 13: 4, 14: 4, 15: 3, 16: 2, 17: 5, 18: 1, 19: 6, 20: 2,
-    21: 8, 22: 8, 23: 7, 24: 7, 25: 8, 26: 8, 27: 8, 28: 8, 29: 8, 30: 8,
-    31: 9, 32: 7, 33: 9, 34: 8, 35: 7, 36: 7,
-    37: 11, 38: 3, 39: 4, 40: 12, 41: 10, 42: 11, 43: 11, 44: 4, 45: 13, 46: 11,
+    1: 4,
+    2: 4,
+    3: 2,
+    4: 4,
+    5: 2,
+    6: 4,
+    7: 2,
+    8: 6,
+    9: 2,
+    10: 2,
+    11: 4,
+    12: 1,
+    13: 4,
+    14: 4,
+    15: 3,
+    16: 2,
+    17: 5,
+    18: 1,
+    19: 6,
+    20: 2,
+    21: 8,
+    22: 8,
+    23: 7,
+    24: 7,
+    25: 8,
+    26: 8,
+    27: 8,
+    28: 8,
+    29: 8,
+    30: 8,
+    31: 9,
+    32: 7,
+    33: 9,
+    34: 8,
+    35: 7,
+    36: 7,
+    37: 11,
+    38: 3,
+    39: 4,
+    40: 12,
+    41: 10,
+    42: 11,
+    43: 11,
+    44: 4,
+    45: 13,
+    46: 11,
 }
 _INSHOP_CATEGORIES: dict[int, str] = {
-    1: "Tees_Tanks", 2: "Shirts_Polos", 3: "Jackets_Vests", 4: "Jackets_Coats",
-    5: "Tees_Tanks", 6: "Blouses_Shirts", 7: "Shorts", 8: "Pants", 9: "Skirts",
-    10: "Dresses", 11: "Dresses", 12: "Dresses", 13: "Dresses",
+    1: "Tees_Tanks",
+    2: "Shirts_Polos",
+    3: "Jackets_Vests",
+    4: "Jackets_Coats",
+    5: "Tees_Tanks",
+    6: "Blouses_Shirts",
+    7: "Shorts",
+    8: "Pants",
+    9: "Skirts",
+    10: "Dresses",
+    11: "Dresses",
+    12: "Dresses",
+    13: "Dresses",
 }
 _INSHOP_VIEWS: tuple[str, ...] = ("front", "side", "back", "full", "additional")
 
@@ -227,8 +353,9 @@ def place(category_id: int, rect: Rect) -> tuple[tuple[tuple[int, ...], ...], tu
     return tuple(polygons), (min(xs), min(ys), max(xs), max(ys))
 
 
-def outline_landmarks(polygons: Sequence[Sequence[int]], count: int,
-                      rng: random.Random) -> list[int]:
+def outline_landmarks(
+    polygons: Sequence[Sequence[int]], count: int, rng: random.Random
+) -> list[int]:
     """``count`` x,y,v triples spaced evenly along the polygons' outlines."""
     segments = []
     for flat in polygons:
@@ -248,8 +375,9 @@ def outline_landmarks(polygons: Sequence[Sequence[int]], count: int,
     return landmarks
 
 
-def _point_along(segments: Sequence[tuple[tuple[int, int], tuple[int, int], float]],
-                 distance: float) -> Point:
+def _point_along(
+    segments: Sequence[tuple[tuple[int, int], tuple[int, int], float]], distance: float
+) -> Point:
     for start, end, length in segments:
         if distance <= length and length > 0:
             t = distance / length
@@ -332,8 +460,9 @@ def _bottom_height(category_id: int, available: float, rng: random.Random) -> fl
     return available * rng.uniform(*share)
 
 
-def plan_outfit(rng: random.Random, size: int,
-                weights: Sequence[float] = (5, 2, 2, 1)) -> list[tuple[GarmentSpec, Rect]]:
+def plan_outfit(
+    rng: random.Random, size: int, weights: Sequence[float] = (5, 2, 2, 1)
+) -> list[tuple[GarmentSpec, Rect]]:
     """Garments to draw, in drawing order (bottom before top, as a top hangs over the waist).
 
     ``weights``: how often a top + bottom, a top alone, a dress, a bottom alone.
@@ -355,16 +484,22 @@ def plan_outfit(rng: random.Random, size: int,
         return [(spec, _fit(rng, size, rng.uniform(0.45, 0.65) * size, h, y))]
     top = random_spec(rng, rng.choice(TOP_CATEGORIES))
     bottom = random_spec(rng, rng.choice(BOTTOM_CATEGORIES), avoid=top.colour)
-    top_rect = _fit(rng, size, rng.uniform(0.48, 0.66) * size, rng.uniform(0.32, 0.42) * size,
-                    rng.uniform(0.04, 0.08) * size)
+    top_rect = _fit(
+        rng,
+        size,
+        rng.uniform(0.48, 0.66) * size,
+        rng.uniform(0.32, 0.42) * size,
+        rng.uniform(0.04, 0.08) * size,
+    )
     bottom_y = top_rect.y + 0.9 * top_rect.h
     bottom_h = _bottom_height(bottom.category_id, size - margin - bottom_y, rng)
     bottom_rect = _fit(rng, size, top_rect.w * rng.uniform(0.55, 0.75), bottom_h, bottom_y)
     return [(bottom, bottom_rect), (top, top_rect)]
 
 
-def render(rng: random.Random, size: int,
-           plan: Sequence[tuple[GarmentSpec, Rect]]) -> tuple[Image.Image, list[DrawnGarment]]:
+def render(
+    rng: random.Random, size: int, plan: Sequence[tuple[GarmentSpec, Rect]]
+) -> tuple[Image.Image, list[DrawnGarment]]:
     canvas = background(rng, size)
     return canvas, [draw_garment(canvas, spec, rect) for spec, rect in plan]
 
@@ -381,11 +516,12 @@ def _overlaps(a: Sequence[int], b: Sequence[int]) -> bool:
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
-def _df2_item(garment: DrawnGarment, drawn: Sequence[DrawnGarment], size: int,
-              style: int, rng: random.Random) -> dict[str, Any]:
+def _df2_item(
+    garment: DrawnGarment, drawn: Sequence[DrawnGarment], size: int, style: int, rng: random.Random
+) -> dict[str, Any]:
     x1, y1, x2, y2 = garment.bbox
     share = (x2 - x1) * (y2 - y1) / (size * size)
-    later = drawn[drawn.index(garment) + 1:]
+    later = drawn[drawn.index(garment) + 1 :]
     covered = any(_overlaps(garment.bbox, other.bbox) for other in later)
     count = LANDMARK_COUNTS[garment.spec.category_id - 1]
     return {
@@ -405,9 +541,12 @@ def _df2_item(garment: DrawnGarment, drawn: Sequence[DrawnGarment], size: int,
 OUTFIT_WEIGHTS = (5, 2, 2, 1)  # top + bottom, top alone, dress, bottom alone
 
 
-def make_deepfashion2_sample(seed: int, index: int, size: int = 256,
-                             outfit_weights: Sequence[float] = OUTFIT_WEIGHTS,
-                             ) -> tuple[Image.Image, dict[str, Any]]:
+def make_deepfashion2_sample(
+    seed: int,
+    index: int,
+    size: int = 256,
+    outfit_weights: Sequence[float] = OUTFIT_WEIGHTS,
+) -> tuple[Image.Image, dict[str, Any]]:
     """Image ``index`` (from 1) of a synthetic DeepFashion2 split and its annotation dict.
 
     ``outfit_weights``: how often each kind of photo is drawn (see :func:`plan_outfit`).
@@ -425,8 +564,13 @@ def make_deepfashion2_sample(seed: int, index: int, size: int = 256,
     return image, annotation
 
 
-def write_deepfashion2(out_dir: Path | str, count: int, size: int = 256, seed: int = 0,
-                       outfit_weights: Sequence[float] = OUTFIT_WEIGHTS) -> list[Path]:
+def write_deepfashion2(
+    out_dir: Path | str,
+    count: int,
+    size: int = 256,
+    seed: int = 0,
+    outfit_weights: Sequence[float] = OUTFIT_WEIGHTS,
+) -> list[Path]:
     """Write ``image/NNNNNN.jpg`` + ``annos/NNNNNN.json``; returns the annotation paths."""
     out = Path(out_dir)
     (out / "annos").mkdir(parents=True, exist_ok=True)
@@ -452,9 +596,11 @@ class DeepFashionRecord:
     partition: str  # train | val | test
 
 
-def make_deepfashion_sample(seed: int, index: int,
-                            size: int = 256,
-                            ) -> tuple[Image.Image, int, GarmentSpec, tuple[int, ...]]:
+def make_deepfashion_sample(
+    seed: int,
+    index: int,
+    size: int = 256,
+) -> tuple[Image.Image, int, GarmentSpec, tuple[int, ...]]:
     """Image ``index`` of a synthetic category split: (image, label, garment, its box)."""
     rng = sample_rng("deepfashion", seed, index)
     label = rng.choice(DEEPFASHION_LABELS)
@@ -481,8 +627,9 @@ def _single_rect(rng: random.Random, size: int, shape: int) -> Rect:
     return _fit(rng, size, rng.uniform(0.6, 0.85) * size, h, (size - h) / 2)
 
 
-def _with_companion(rng: random.Random, size: int,
-                    spec: GarmentSpec) -> list[tuple[GarmentSpec, Rect]]:
+def _with_companion(
+    rng: random.Random, size: int, spec: GarmentSpec
+) -> list[tuple[GarmentSpec, Rect]]:
     """``spec`` worn with a random other-half garment, top drawn last."""
     while True:
         plan = plan_outfit(rng, size, weights=(1, 0, 0, 0))
@@ -522,8 +669,9 @@ def _write_table(path: Path, header: str, rows: Sequence[Sequence[Any]]) -> None
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def write_deepfashion(out_dir: Path | str, count: int, size: int = 256,
-                      seed: int = 0) -> list[DeepFashionRecord]:
+def write_deepfashion(
+    out_dir: Path | str, count: int, size: int = 256, seed: int = 0
+) -> list[DeepFashionRecord]:
     """Write the Category and Attribute Prediction layout; returns one record per image."""
     out = Path(out_dir)
     partitions = _partitions(count, seed, (0.7, 0.15))
@@ -531,20 +679,34 @@ def write_deepfashion(out_dir: Path | str, count: int, size: int = 256,
     records = []
     for index in range(1, count + 1):
         image, label, spec, bbox = make_deepfashion_sample(seed, index, size)
-        folder = f"{spec.pattern.capitalize()}_{spec.colour.capitalize()}_" \
-                 f"{DEEPFASHION_CATEGORIES[label - 1][0]}"
+        folder = (
+            f"{spec.pattern.capitalize()}_{spec.colour.capitalize()}_"
+            f"{DEEPFASHION_CATEGORIES[label - 1][0]}"
+        )
         per_folder[folder] = per_folder.get(folder, 0) + 1
         name = f"img/{folder}/img_{per_folder[folder]:08d}.jpg"
         _save_jpeg(image, out / name)
         records.append(DeepFashionRecord(name, label, bbox, partitions[index - 1]))
-    _write_table(out / "Anno" / "list_category_img.txt", "image_name  category_label",
-                 [(r.image_name, r.label) for r in records])
-    _write_table(out / "Anno" / "list_bbox.txt", "image_name  x_1  y_1  x_2  y_2",
-                 [(r.image_name, *r.bbox) for r in records])
-    _write_table(out / "Anno" / "list_category_cloth.txt", "category_name  category_type",
-                 DEEPFASHION_CATEGORIES)
-    _write_table(out / "Eval" / "list_eval_partition.txt", "image_name  evaluation_status",
-                 [(r.image_name, r.partition) for r in records])
+    _write_table(
+        out / "Anno" / "list_category_img.txt",
+        "image_name  category_label",
+        [(r.image_name, r.label) for r in records],
+    )
+    _write_table(
+        out / "Anno" / "list_bbox.txt",
+        "image_name  x_1  y_1  x_2  y_2",
+        [(r.image_name, *r.bbox) for r in records],
+    )
+    _write_table(
+        out / "Anno" / "list_category_cloth.txt",
+        "category_name  category_type",
+        DEEPFASHION_CATEGORIES,
+    )
+    _write_table(
+        out / "Eval" / "list_eval_partition.txt",
+        "image_name  evaluation_status",
+        [(r.image_name, r.partition) for r in records],
+    )
     return records
 
 
@@ -559,15 +721,19 @@ class InShopRecord:
     spec: GarmentSpec
 
 
-def make_inshop_item(seed: int, item: int,
-                     size: int = 256) -> tuple[GarmentSpec, str, list[Image.Image]]:
+def make_inshop_item(
+    seed: int, item: int, size: int = 256
+) -> tuple[GarmentSpec, str, list[Image.Image]]:
     """One retrieval item: its garment, a group folder and 2-4 photos of it."""
     spec, group, shots = make_inshop_shots(seed, item, size)
     return spec, group, [image for image, _ in shots]
 
 
-def make_inshop_shots(seed: int, item: int, size: int = 256,
-                      ) -> tuple[GarmentSpec, str, list[tuple[Image.Image, tuple[int, ...]]]]:
+def make_inshop_shots(
+    seed: int,
+    item: int,
+    size: int = 256,
+) -> tuple[GarmentSpec, str, list[tuple[Image.Image, tuple[int, ...]]]]:
     """Like :func:`make_inshop_item`, each photo with its garment's box."""
     rng = sample_rng("inshop", seed, item)
     category = rng.choice(TOP_CATEGORIES + BOTTOM_CATEGORIES + DRESS_CATEGORIES)
@@ -590,8 +756,9 @@ def _clothes_type(category_id: int) -> int:
     return 3 if category_id in DRESS_CATEGORIES else 1
 
 
-def write_inshop(out_dir: Path | str, items: int, size: int = 256,
-                 seed: int = 0) -> list[InShopRecord]:
+def write_inshop(
+    out_dir: Path | str, items: int, size: int = 256, seed: int = 0
+) -> list[InShopRecord]:
     """Write the In-shop retrieval layout; returns one record per image."""
     out = Path(out_dir)
     split = _partitions(items, seed, (0.5, 0.0))  # "train" or "test" per item
@@ -610,11 +777,16 @@ def write_inshop(out_dir: Path | str, items: int, size: int = 256,
                 partition = "query" if shot == 1 else "gallery"
             records.append(InShopRecord(name, item_id, partition, spec))
             boxes.append((name, _clothes_type(spec.category_id), 1, *bbox))
-    _write_table(out / "Eval" / "list_eval_partition.txt",
-                 "image_name  item_id  evaluation_status",
-                 [(r.image_name, r.item_id, r.partition) for r in records])
-    _write_table(out / "Anno" / "list_bbox_inshop.txt",
-                 "image_name  clothes_type  pose_type  x_1  y_1  x_2  y_2", boxes)
+    _write_table(
+        out / "Eval" / "list_eval_partition.txt",
+        "image_name  item_id  evaluation_status",
+        [(r.image_name, r.item_id, r.partition) for r in records],
+    )
+    _write_table(
+        out / "Anno" / "list_bbox_inshop.txt",
+        "image_name  clothes_type  pose_type  x_1  y_1  x_2  y_2",
+        boxes,
+    )
     return records
 
 
@@ -627,8 +799,9 @@ def _label(spec: GarmentSpec | None) -> dict[str, str] | None:
     return {"category": spec.category_name, "colour": spec.colour, "pattern": spec.pattern}
 
 
-def make_catalogue_sample(seed: int, index: int,
-                          size: int = 384) -> tuple[Image.Image, dict[str, Any]]:
+def make_catalogue_sample(
+    seed: int, index: int, size: int = 384
+) -> tuple[Image.Image, dict[str, Any]]:
     """One product photo and its labels ``{"top": ..., "bottom": ...}``."""
     rng = sample_rng("catalogue", seed, index)
     # Mostly outfits, so most products have both a top and a bottom to match on.
@@ -640,8 +813,9 @@ def make_catalogue_sample(seed: int, index: int,
     return image, {"top": _label(top), "bottom": _label(bottom)}
 
 
-def make_catalogue(out_dir: Path | str, count: int = 24, seed: int = 0,
-                   size: int = 384) -> dict[str, dict[str, Any]]:
+def make_catalogue(
+    out_dir: Path | str, count: int = 24, seed: int = 0, size: int = 384
+) -> dict[str, dict[str, Any]]:
     """Write ``<SKU>.jpg`` product photos and ``labels.json``; returns the labels by SKU."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -666,8 +840,9 @@ _DEFAULTS = {  # command -> (count, size)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.synthetic",
-                                     description="Write small synthetic fashion datasets.")
+    parser = argparse.ArgumentParser(
+        prog="python -m training.synthetic", description="Write small synthetic fashion datasets."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     helps = {
         "deepfashion2": "DeepFashion2 layout (image/, annos/)",

@@ -104,19 +104,29 @@ def save_model_weights(model: Any, path: Path) -> Path:
     return path
 
 
-def write_detector_bundle(cfg: Any, weights_path: Path, bundle_dir: Path | str, *,
-                          provenance: dict[str, Any] | None = None,
-                          score_threshold: float | None = None,
-                          embedder_weights: str | None = None,
-                          zip_bundle: bool = False) -> Path:
+def write_detector_bundle(
+    cfg: Any,
+    weights_path: Path,
+    bundle_dir: Path | str,
+    *,
+    provenance: dict[str, Any] | None = None,
+    score_threshold: float | None = None,
+    embedder_weights: str | None = None,
+    zip_bundle: bool = False,
+) -> Path:
     """Put config.yaml + model_final.pth into a bundle, keeping an embedder already there."""
     from training.bundle_writer import update_bundle
 
     bundle_dir = Path(bundle_dir)
-    update_bundle(bundle_dir, detector_config=inference_config(cfg),
-                  detector_weights=weights_path, embedder_weights=embedder_weights,
-                  score_threshold=score_threshold, provenance=provenance,
-                  zip_bundle=zip_bundle)
+    update_bundle(
+        bundle_dir,
+        detector_config=inference_config(cfg),
+        detector_weights=weights_path,
+        embedder_weights=embedder_weights,
+        score_threshold=score_threshold,
+        provenance=provenance,
+        zip_bundle=zip_bundle,
+    )
     return bundle_dir
 
 
@@ -152,9 +162,16 @@ def train_detector(
     test_names: tuple[str, ...] = ()
     if val_json is not None and val_images is not None:
         test_names = (register_dataset(VAL_DATASET, val_json, val_images),)
-    cfg = build_config(base_config=base_config, preset=preset, train_datasets=(train_name,),
-                       test_datasets=test_names, weights=weights, device=device,
-                       output_dir=output_dir, opts=opts)
+    cfg = build_config(
+        base_config=base_config,
+        preset=preset,
+        train_datasets=(train_name,),
+        test_datasets=test_names,
+        weights=weights,
+        device=device,
+        output_dir=output_dir,
+        opts=opts,
+    )
     (output_dir / "config.yaml").write_text(cfg.dump(), encoding="utf-8")
 
     from detectron2.utils.logger import setup_logger
@@ -179,9 +196,15 @@ def train_detector(
             "opts": [str(o) for o in opts],
         }
     }
-    return write_detector_bundle(cfg, weights_path, bundle_dir, provenance=provenance,
-                                 score_threshold=score_threshold,
-                                 embedder_weights=embedder_weights, zip_bundle=zip_bundle)
+    return write_detector_bundle(
+        cfg,
+        weights_path,
+        bundle_dir,
+        provenance=provenance,
+        score_threshold=score_threshold,
+        embedder_weights=embedder_weights,
+        zip_bundle=zip_bundle,
+    )
 
 
 def _skip_architecture_dump(record: logging.LogRecord) -> bool:
@@ -191,33 +214,59 @@ def _skip_architecture_dump(record: logging.LogRecord) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.train_detector",
-                                     description="Train the Detectron2 garment detector.")
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train_detector",
+        description="Train the Detectron2 garment detector.",
+    )
     parser.add_argument("--train-json", required=True, type=Path, help="COCO file (converter)")
     parser.add_argument("--train-images", required=True, type=Path, help="its images folder")
     parser.add_argument("--val-json", type=Path, help="COCO file evaluated during training")
     parser.add_argument("--val-images", type=Path)
-    parser.add_argument("--base-config", default=DEFAULT_BASE_CONFIG,
-                        help=f"model zoo name or yaml file (default {DEFAULT_BASE_CONFIG})")
-    parser.add_argument("--preset", default="article", choices=sorted(PRESETS),
-                        help="article: the article's settings; tiny-gn: R18 GroupNorm, small "
-                             "images, trains from random weights on a CPU")
-    parser.add_argument("--weights", default=None,
-                        help="initial weights: a .pth/.pkl file, or 'zoo' for the model zoo "
-                             "checkpoint (internet); default random")
+    parser.add_argument(
+        "--base-config",
+        default=DEFAULT_BASE_CONFIG,
+        help=f"model zoo name or yaml file (default {DEFAULT_BASE_CONFIG})",
+    )
+    parser.add_argument(
+        "--preset",
+        default="article",
+        choices=sorted(PRESETS),
+        help="article: the article's settings; tiny-gn: R18 GroupNorm, small "
+        "images, trains from random weights on a CPU",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="initial weights: a .pth/.pkl file, or 'zoo' for the model zoo "
+        "checkpoint (internet); default random",
+    )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--output", type=Path, default=Path("var/train/detector"),
-                        help="trainer output folder (logs, checkpoints)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("var/train/detector"),
+        help="trainer output folder (logs, checkpoints)",
+    )
     parser.add_argument("--bundle", type=Path, help="write a model bundle here")
     parser.add_argument("--zip", action="store_true", help="also write <bundle>.zip")
-    parser.add_argument("--score-threshold", type=float, default=None,
-                        help="detection score threshold stored in the bundle (default: the "
-                             "bundle's, else 0.55)")
-    parser.add_argument("--embedder-weights", default=None,
-                        help="embedder named in a new bundle: imagenet, random or a .weights.h5 "
-                             "(default: keep the bundle's, else imagenet)")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                        help="detectron2 config overrides: KEY VALUE ... (must come last)")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help="detection score threshold stored in the bundle (default: the bundle's, else 0.55)",
+    )
+    parser.add_argument(
+        "--embedder-weights",
+        default=None,
+        help="embedder named in a new bundle: imagenet, random or a .weights.h5 "
+        "(default: keep the bundle's, else imagenet)",
+    )
+    parser.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="detectron2 config overrides: KEY VALUE ... (must come last)",
+    )
     return parser
 
 
@@ -233,11 +282,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--device cuda: no CUDA device is available")
     try:
         result = train_detector(
-            args.train_json, args.train_images, val_json=args.val_json,
-            val_images=args.val_images, output_dir=args.output, bundle_dir=args.bundle,
-            zip_bundle=args.zip, base_config=args.base_config, preset=args.preset,
-            weights=args.weights, device=args.device, opts=args.opts,
-            score_threshold=args.score_threshold, embedder_weights=args.embedder_weights,
+            args.train_json,
+            args.train_images,
+            val_json=args.val_json,
+            val_images=args.val_images,
+            output_dir=args.output,
+            bundle_dir=args.bundle,
+            zip_bundle=args.zip,
+            base_config=args.base_config,
+            preset=args.preset,
+            weights=args.weights,
+            device=args.device,
+            opts=args.opts,
+            score_threshold=args.score_threshold,
+            embedder_weights=args.embedder_weights,
         )
     except (TrainingInputError, ConfigError, BundleWriteError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)

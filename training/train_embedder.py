@@ -92,20 +92,24 @@ def read_training_data(root: Path | str) -> TrainingData:
         splits = read_category_dataset(root)
 
         def convert(partition: str) -> list[EmbedderSample]:
-            return [EmbedderSample(s.image_path, s.label, s.bbox, s.label)
-                    for s in splits[partition]]
+            return [
+                EmbedderSample(s.image_path, s.label, s.bbox, s.label) for s in splits[partition]
+            ]
 
         return TrainingData("deepfashion", convert("train"), convert("val"), NUM_CATEGORIES)
     images = read_inshop_training(root)
     categories = sorted({image.category for image in images})
     if len(categories) > NUM_CATEGORIES:
-        raise DatasetError(root, f"{len(categories)} categories: the article's head has "
-                                 f"{NUM_CATEGORIES}")
+        raise DatasetError(
+            root, f"{len(categories)} categories: the article's head has {NUM_CATEGORIES}"
+        )
     items = sorted({image.item_id for image in images})
     category_index = {name: i for i, name in enumerate(categories)}
     item_index = {item: i for i, item in enumerate(items)}
-    train = [EmbedderSample(i.image_path, category_index[i.category], i.bbox,
-                            item_index[i.item_id]) for i in images]
+    train = [
+        EmbedderSample(i.image_path, category_index[i.category], i.bbox, item_index[i.item_id])
+        for i in images
+    ]
     return TrainingData("inshop", train, [], len(items))
 
 
@@ -116,8 +120,9 @@ def parse_trainable_layers(value: str | int) -> int | None:
     try:
         count = int(value)
     except ValueError:
-        raise EmbedderTrainingError(f"--trainable-layers must be a number or 'all', "
-                                    f"got {value!r}") from None
+        raise EmbedderTrainingError(
+            f"--trainable-layers must be a number or 'all', got {value!r}"
+        ) from None
     if count < 0:
         raise EmbedderTrainingError("--trainable-layers must be >= 0")
     return count
@@ -137,9 +142,14 @@ def _keras() -> Any:
     return import_keras()
 
 
-def build_models(weights: str, input_size: int, *, loss: str = "article",
-                 trainable_layers: int | None = TRAINABLE_TAIL,
-                 num_groups: int = NUM_CATEGORIES) -> tuple[Any, Any]:
+def build_models(
+    weights: str,
+    input_size: int,
+    *,
+    loss: str = "article",
+    trainable_layers: int | None = TRAINABLE_TAIL,
+    num_groups: int = NUM_CATEGORIES,
+) -> tuple[Any, Any]:
     """(training model, its ResNet50 backbone).
 
     The training model's outputs are the article's heads ``img`` and ``bbox`` (``loss``
@@ -155,10 +165,10 @@ def build_models(weights: str, input_size: int, *, loss: str = "article",
     layers, regularizers = keras.layers, keras.regularizers
     backbone = build_backbone(weights, (input_size, input_size, 3))
     tail = len(backbone.layers) if trainable_layers is None else trainable_layers
-    frozen = backbone.layers[:len(backbone.layers) - tail]
+    frozen = backbone.layers[: len(backbone.layers) - tail]
     for layer in frozen:
         layer.trainable = False
-    for layer in backbone.layers[len(frozen):]:
+    for layer in backbone.layers[len(frozen) :]:
         if isinstance(layer, keras.layers.BatchNormalization):
             # Unlike the article, BatchNormalization stays in inference mode (Keras's
             # fine-tuning advice): its statistics from small fine-tuning batches are noisy, and
@@ -194,12 +204,18 @@ def compile_model(model: Any, learning_rate: float) -> None:
         metrics.update({"img": ["accuracy"], "bbox": ["mae"]})
     if PROXY_LAYER in names:
         losses[PROXY_LAYER] = proxy_anchor()
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-                  loss=losses, metrics=metrics or None)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=losses,
+        metrics=metrics or None,
+    )
 
 
-def _cut_to_box(rgb: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator,
-                ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def _cut_to_box(
+    rgb: np.ndarray,
+    box: tuple[int, int, int, int],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The garment's box with a little random context, and the box in the cut's pixels."""
     height, width = rgb.shape[:2]
     x1, y1, x2, y2 = box
@@ -209,10 +225,14 @@ def _cut_to_box(rgb: np.ndarray, box: tuple[int, int, int, int], rng: np.random.
     return rgb[top:bottom, left:right], (x1 - left, y1 - top, x2 - left, y2 - top)
 
 
-def load_batch(samples: Sequence[EmbedderSample | CategorySample], input_size: int, *,
-               crop_share: float = 0.0, rng: np.random.Generator | None = None,
-               outputs: Sequence[str] = ("img", "bbox"),
-               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def load_batch(
+    samples: Sequence[EmbedderSample | CategorySample],
+    input_size: int,
+    *,
+    crop_share: float = 0.0,
+    rng: np.random.Generator | None = None,
+    outputs: Sequence[str] = ("img", "bbox"),
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Preprocessed pixels and targets for some samples: category index (``img``), box / image
     size (``bbox``; zeros when not annotated) and metric class (``proxy``), those in
     ``outputs`` (the model's output names).
@@ -234,8 +254,12 @@ def load_batch(samples: Sequence[EmbedderSample | CategorySample], input_size: i
         except (OSError, UnidentifiedImageError) as exc:
             raise DatasetError(sample.image_path, f"cannot read image: {exc}") from None
         box = sample.bbox or (0, 0, 0, 0)
-        if sample.bbox is not None and crop_share > 0 and rng is not None \
-                and rng.random() < crop_share:
+        if (
+            sample.bbox is not None
+            and crop_share > 0
+            and rng is not None
+            and rng.random() < crop_share
+        ):
             rgb, box = _cut_to_box(rgb, sample.bbox, rng)
         height, width = rgb.shape[:2]
         x1, y1, x2, y2 = box
@@ -245,15 +269,24 @@ def load_batch(samples: Sequence[EmbedderSample | CategorySample], input_size: i
         groups.append(getattr(sample, "group", sample.label))
         images.append(rgb)
     pixels = preprocess_input(letterbox_batch(images, input_size))
-    targets = {"img": np.asarray(labels, dtype=np.int32),
-               "bbox": np.asarray(boxes, dtype=np.float32),
-               PROXY_LAYER: np.asarray(groups, dtype=np.int32)}
+    targets = {
+        "img": np.asarray(labels, dtype=np.int32),
+        "bbox": np.asarray(boxes, dtype=np.float32),
+        PROXY_LAYER: np.asarray(groups, dtype=np.int32),
+    }
     return pixels, {name: targets[name] for name in outputs}
 
 
-def make_dataset(samples: Sequence[EmbedderSample], batch_size: int, input_size: int, *,
-                 shuffle: bool, seed: int = 0, outputs: Sequence[str] = ("img", "bbox"),
-                 crop_share: float = 0.0) -> Any:
+def make_dataset(
+    samples: Sequence[EmbedderSample],
+    batch_size: int,
+    input_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    outputs: Sequence[str] = ("img", "bbox"),
+    crop_share: float = 0.0,
+) -> Any:
     """A ``keras.utils.PyDataset`` over ``samples`` (works on every backend)."""
     keras = _keras()
 
@@ -273,10 +306,15 @@ def make_dataset(samples: Sequence[EmbedderSample], batch_size: int, input_size:
             return -(-len(self.samples) // batch_size)
 
         def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-            chosen = self.order[index * batch_size:(index + 1) * batch_size]
+            chosen = self.order[index * batch_size : (index + 1) * batch_size]
             rng = np.random.default_rng((seed, self.epoch, index))
-            return load_batch([self.samples[i] for i in chosen], input_size,
-                              crop_share=crop_share, rng=rng, outputs=outputs)
+            return load_batch(
+                [self.samples[i] for i in chosen],
+                input_size,
+                crop_share=crop_share,
+                rng=rng,
+                outputs=outputs,
+            )
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
@@ -293,10 +331,14 @@ def _checkpoint_callback(model: Any, output_dir: Path, meta: dict[str, Any]) -> 
             # Weights first, then the epoch count: a crash between the two re-runs one epoch
             # rather than skipping one.
             model.save_weights(str(output_dir / CHECKPOINT_WEIGHTS))
-            state = {**meta, "epochs_done": epoch + 1,
-                     "logs": {k: float(v) for k, v in (logs or {}).items()}}
-            (output_dir / CHECKPOINT_STATE).write_text(json.dumps(state, indent=2) + "\n",
-                                                       encoding="utf-8")
+            state = {
+                **meta,
+                "epochs_done": epoch + 1,
+                "logs": {k: float(v) for k, v in (logs or {}).items()},
+            }
+            (output_dir / CHECKPOINT_STATE).write_text(
+                json.dumps(state, indent=2) + "\n", encoding="utf-8"
+            )
 
     return EpochCheckpoint()
 
@@ -314,8 +356,8 @@ def _resume_state(output_dir: Path, meta: dict[str, Any]) -> int:
     for key in ("input_size", "loss", "trainable_layers"):
         if key in state and state.get(key) != meta[key]:
             raise EmbedderTrainingError(
-                f"{state_path}: checkpoint was trained with {key} {state.get(key)}, "
-                f"not {meta[key]}")
+                f"{state_path}: checkpoint was trained with {key} {state.get(key)}, not {meta[key]}"
+            )
     return done
 
 
@@ -367,20 +409,28 @@ def train_embedder(
         if unboxed is not None:
             raise EmbedderTrainingError(
                 f"{unboxed.image_path}: no box, and the article's box head needs one (In-shop: "
-                "Anno/list_bbox_inshop.txt); --loss metric needs none")
+                "Anno/list_bbox_inshop.txt); --loss metric needs none"
+            )
         outputs += ["img", "bbox"]
     if loss in ("metric", "both"):
         outputs.append(PROXY_LAYER)
     output_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"input_size": input_size, "weights": str(weights), "data": str(data_dir),
-            "layout": data.layout, "loss": loss, "crop_to_box": crop_to_box,
-            "trainable_layers": ALL_LAYERS if tail is None else tail}
+    meta = {
+        "input_size": input_size,
+        "weights": str(weights),
+        "data": str(data_dir),
+        "layout": data.layout,
+        "loss": loss,
+        "crop_to_box": crop_to_box,
+        "trainable_layers": ALL_LAYERS if tail is None else tail,
+    }
 
     initial_epoch = _resume_state(output_dir, meta) if resume else 0
     keras = _keras()
     keras.utils.set_random_seed(seed)
-    model, backbone = build_models(str(weights), input_size, loss=loss, trainable_layers=tail,
-                                   num_groups=data.num_groups)
+    model, backbone = build_models(
+        str(weights), input_size, loss=loss, trainable_layers=tail, num_groups=data.num_groups
+    )
     compile_model(model, learning_rate)
     if initial_epoch:
         # Build the optimizer's slots first, so the checkpoint's Adam state is restored too.
@@ -391,10 +441,20 @@ def train_embedder(
     history: dict[str, list[float]] = {}
     if initial_epoch < epochs:
         fit = model.fit(
-            make_dataset(train, batch_size, input_size, shuffle=True, seed=seed,
-                         outputs=outputs, crop_share=crop_to_box),
-            validation_data=(make_dataset(val, batch_size, input_size, shuffle=False,
-                                          outputs=outputs) if val else None),
+            make_dataset(
+                train,
+                batch_size,
+                input_size,
+                shuffle=True,
+                seed=seed,
+                outputs=outputs,
+                crop_share=crop_to_box,
+            ),
+            validation_data=(
+                make_dataset(val, batch_size, input_size, shuffle=False, outputs=outputs)
+                if val
+                else None
+            ),
             epochs=epochs,
             initial_epoch=initial_epoch,
             callbacks=[_checkpoint_callback(model, output_dir, meta)],
@@ -408,42 +468,82 @@ def train_embedder(
     if bundle_dir is not None:
         from training.bundle_writer import update_bundle
 
-        provenance = {"embedder": {**meta, "epochs": epochs, "limit": limit,
-                                   "batch_size": batch_size, "learning_rate": learning_rate,
-                                   "keras_backend": keras.config.backend()}}
-        update_bundle(bundle_dir, embedder_weights=backbone_path, input_size=input_size,
-                      provenance=provenance, zip_bundle=zip_bundle)
+        provenance = {
+            "embedder": {
+                **meta,
+                "epochs": epochs,
+                "limit": limit,
+                "batch_size": batch_size,
+                "learning_rate": learning_rate,
+                "keras_backend": keras.config.backend(),
+            }
+        }
+        update_bundle(
+            bundle_dir,
+            embedder_weights=backbone_path,
+            input_size=input_size,
+            provenance=provenance,
+            zip_bundle=zip_bundle,
+        )
         written_bundle = Path(bundle_dir)
-    return EmbedderTrainingResult(backbone_path, tuple(range(initial_epoch + 1, epochs + 1)),
-                                  history, written_bundle)
+    return EmbedderTrainingResult(
+        backbone_path, tuple(range(initial_epoch + 1, epochs + 1)), history, written_bundle
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.train_embedder",
-                                     description="Fine-tune the ResNet50 embedder on DeepFashion.")
-    parser.add_argument("--data", required=True, type=Path,
-                        help="DeepFashion Category and Attribute Prediction or In-shop folder")
-    parser.add_argument("--output", type=Path, default=Path("var/train/embedder"),
-                        help="checkpoints and backbone.weights.h5 go here")
-    parser.add_argument("--weights", default="imagenet",
-                        help="backbone start: imagenet (download), random, or a .weights.h5")
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train_embedder",
+        description="Fine-tune the ResNet50 embedder on DeepFashion.",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="DeepFashion Category and Attribute Prediction or In-shop folder",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("var/train/embedder"),
+        help="checkpoints and backbone.weights.h5 go here",
+    )
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="backbone start: imagenet (download), random, or a .weights.h5",
+    )
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--input-size", type=int, default=224)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use at most N train and N val images")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="use at most N train and N val images"
+    )
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
-    parser.add_argument("--loss", choices=LOSSES, default="article",
-                        help="article: category + box heads (default); metric: Proxy-Anchor on "
-                             "the pooled embedding; both")
-    parser.add_argument("--trainable-layers", default=str(TRAINABLE_TAIL),
-                        help=f"last N backbone layers train (default {TRAINABLE_TAIL}, the "
-                             "article's), or 'all' (from random weights)")
-    parser.add_argument("--crop-to-box", type=float, default=0.0, metavar="SHARE",
-                        help="share of training photos cut to their annotated box, as the "
-                             "workers embed detected garments (default 0)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue after the last completed epoch in --output")
+    parser.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="article",
+        help="article: category + box heads (default); metric: Proxy-Anchor on "
+        "the pooled embedding; both",
+    )
+    parser.add_argument(
+        "--trainable-layers",
+        default=str(TRAINABLE_TAIL),
+        help=f"last N backbone layers train (default {TRAINABLE_TAIL}, the "
+        "article's), or 'all' (from random weights)",
+    )
+    parser.add_argument(
+        "--crop-to-box",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of training photos cut to their annotated box, as the "
+        "workers embed detected garments (default 0)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue after the last completed epoch in --output"
+    )
     parser.add_argument("--bundle", type=Path, help="write the backbone into this bundle")
     parser.add_argument("--zip", action="store_true", help="also write <bundle>.zip")
     parser.add_argument("--seed", type=int, default=0)
@@ -460,12 +560,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--zip needs --bundle")
     try:
         result = train_embedder(
-            args.data, args.output, weights=args.weights, epochs=args.epochs,
-            batch_size=args.batch_size, input_size=args.input_size, limit=args.limit,
-            learning_rate=args.lr, loss=args.loss, trainable_layers=args.trainable_layers,
+            args.data,
+            args.output,
+            weights=args.weights,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            input_size=args.input_size,
+            limit=args.limit,
+            learning_rate=args.lr,
+            loss=args.loss,
+            trainable_layers=args.trainable_layers,
             crop_to_box=args.crop_to_box,
-            resume=args.resume, bundle_dir=args.bundle,
-            zip_bundle=args.zip, seed=args.seed,
+            resume=args.resume,
+            bundle_dir=args.bundle,
+            zip_bundle=args.zip,
+            seed=args.seed,
         )
     except (DatasetError, EmbedderTrainingError, BundleError, BundleWriteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
