@@ -15,6 +15,7 @@ services:
 test: install services
 	@bash scripts/install_test_tools.sh
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
