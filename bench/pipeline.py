@@ -65,8 +65,8 @@ def article_way(
     from detectron2.config import get_cfg
     from detectron2.engine import DefaultPredictor
 
-    from shared.ml.categories import BOTTOM_IDS, CATEGORY_NAMES, TOP_IDS
     from shared.ml.embedder import build_backbone
+    from shared.vocabulary import BOTTOM_IDS, CATEGORY_NAMES, TOP_IDS
 
     # The article's embed(): the network called on a raw (1, h, w, 3) BGR crop of any size.
     raw_model = build_backbone(bundle.embedder_weights, (None, None, 3))

@@ -50,9 +50,9 @@ import numpy as np
 from tqdm import tqdm
 
 from shared.search.knn import squared_norms, top_k
+from shared.vocabulary import DISPLAY_ORDER as KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("top", "bottom", "full")
 
 
 # --- 1. the article, faithfully --------------------------------------------------------------

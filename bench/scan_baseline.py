@@ -23,6 +23,7 @@ from sqlalchemy import text
 from shared.config import load_settings
 from shared.search.knn import squared_norms, top_k
 from shared.search.loader import libpq_url
+from shared.vocabulary import DISPLAY_ORDER
 from web import create_app
 from web.api.recommendation_schemas import RecommendationQuery, RecommendationsSchema
 from web.errors import ApiError
@@ -46,7 +47,7 @@ def _load() -> dict[str, Any]:
             watermark, version = conn.execute(
                 "SELECT id, model_version FROM embeddings ORDER BY id DESC LIMIT 1"
             ).fetchone()
-            for kind in ("top", "bottom", "full"):
+            for kind in DISPLAY_ORDER:
                 ids, vectors = load_matrix(conn, version, kind)
                 _matrices[kind] = (vectors, squared_norms(vectors), ids)
             conn.execute("COMMIT")

@@ -32,9 +32,10 @@ from demo.phases import elapsed, phase, say
 from demo.report import print_item, print_scores
 from demo.scoring import score_kind
 from demo.stack import Stack, StackError, free_port, port_is_free
+from shared.vocabulary import DISPLAY_ORDER as KINDS
+from shared.vocabulary import VectorKind
 
 K = 5
-KINDS = ("top", "bottom", "full")
 SHOWN_ITEMS = 3
 
 
@@ -85,8 +86,8 @@ def _wait_for_cache(client: ApiClient, skus: Sequence[str], timeout_s: float = 1
     want = min(K, len(skus) - 1)
     deadline = time.monotonic() + timeout_s
     while True:
-        document = client.recommendations(skus[-1], K, ("full",))
-        if len((document.get("results") or {}).get("full") or []) >= want:
+        document = client.recommendations(skus[-1], K, (VectorKind.FULL,))
+        if len((document.get("results") or {}).get(VectorKind.FULL) or []) >= want:
             return
         if time.monotonic() > deadline:
             say(f"   warning: the cache still lacks items after {timeout_s:.0f} s")

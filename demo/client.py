@@ -11,7 +11,7 @@ from typing import Any
 import requests
 from tqdm import tqdm
 
-FINISHED = ("succeeded", "partial", "failed")
+from shared.vocabulary import FINISHED_JOB_STATUSES as FINISHED
 
 
 class ApiClient:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from demo.phases import say
-
-CROP_KINDS = ("top", "bottom")
+from shared.vocabulary import CROP_KINDS
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.vocabulary import CROP_KINDS
+
 Labels = Mapping[str, Mapping[str, Any]]
 
 
@@ -22,7 +24,7 @@ def _same(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
 
 
 def is_relevant(kind: str, query: Mapping[str, Any], candidate: Mapping[str, Any]) -> bool:
-    if kind in ("top", "bottom"):
+    if kind in CROP_KINDS:
         return _same(query.get(kind), candidate.get(kind))
     return _same(query.get("top"), candidate.get("top")) or _same(
         query.get("bottom"), candidate.get("bottom")

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-TERMINAL_JOB_STATUSES = frozenset({"succeeded", "partial", "failed"})
-
 _LOCK = text("SELECT status FROM jobs WHERE id = :id FOR UPDATE")
 
 _RECOUNT = text(
@@ -65,10 +63,6 @@ class JobCounts:
     total: int
     done: int
     failed: int
-
-    @property
-    def finished(self) -> bool:
-        return self.status in TERMINAL_JOB_STATUSES
 
 
 def lock_job(session: Session, job_id: uuid.UUID) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from shared.vocabulary import ItemStatus, JobItemStatus, JobStatus, VectorKind
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -35,13 +38,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-ITEM_STATUSES = ("pending", "ready", "failed")
-JOB_STATUSES = ("queued", "running", "succeeded", "partial", "failed")
-JOB_ITEM_STATUSES = ("pending", "succeeded", "failed")
-EMBEDDING_KINDS = ("full", "top", "bottom")
 
-
-def _in(column: str, values: tuple[str, ...]) -> str:
+def _in(column: str, values: Iterable[str]) -> str:
     quoted = ", ".join(f"'{v}'" for v in values)
     return f"{column} IN ({quoted})"
 
@@ -61,7 +59,7 @@ class Item(TimestampMixin, Base):
     """One catalogue product, identified by the client's SKU."""
 
     __tablename__ = "items"
-    __table_args__ = (CheckConstraint(_in("status", ITEM_STATUSES), name="status"),)
+    __table_args__ = (CheckConstraint(_in("status", ItemStatus), name="status"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     sku: Mapped[str] = mapped_column(String(255), unique=True)
@@ -73,7 +71,9 @@ class Item(TimestampMixin, Base):
     height: Mapped[int | None] = mapped_column(Integer)
     source_url: Mapped[str | None] = mapped_column(Text)
     source_path: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    status: Mapped[str] = mapped_column(
+        String(16), default=ItemStatus.PENDING, server_default=ItemStatus.PENDING
+    )
     error: Mapped[str | None] = mapped_column(Text)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
 
@@ -88,7 +88,7 @@ class Embedding(TimestampMixin, Base):
     __tablename__ = "embeddings"
     __table_args__ = (
         UniqueConstraint("item_id", "kind", "model_version"),
-        CheckConstraint(_in("kind", EMBEDDING_KINDS), name="kind"),
+        CheckConstraint(_in("kind", VectorKind), name="kind"),
         CheckConstraint("octet_length(vector) = dim * 4", name="vector_length"),
         Index("ix_embeddings_model_version_kind_item_id", "model_version", "kind", "item_id"),
     )
@@ -112,17 +112,19 @@ class Job(TimestampMixin, Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        CheckConstraint(_in("status", JOB_STATUSES), name="status"),
+        CheckConstraint(_in("status", JobStatus), name="status"),
         # The stalled-work sweeper's scan: only unfinished jobs, by their last progress.
         Index(
             "ix_jobs_active_updated_at",
             "updated_at",
-            postgresql_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text(_in("status", (JobStatus.QUEUED, JobStatus.RUNNING))),
         ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
+    status: Mapped[str] = mapped_column(
+        String(16), default=JobStatus.QUEUED, server_default=JobStatus.QUEUED
+    )
     source: Mapped[str] = mapped_column(String(16))
     total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -145,7 +147,7 @@ class JobItem(TimestampMixin, Base):
     __tablename__ = "job_items"
     __table_args__ = (
         UniqueConstraint("job_id", "position"),
-        CheckConstraint(_in("status", JOB_ITEM_STATUSES), name="status"),
+        CheckConstraint(_in("status", JobItemStatus), name="status"),
         Index("ix_job_items_job_id_status", "job_id", "status"),
     )
 
@@ -157,7 +159,9 @@ class JobItem(TimestampMixin, Base):
     )
     position: Mapped[int] = mapped_column(Integer)
     sku: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    status: Mapped[str] = mapped_column(
+        String(16), default=JobItemStatus.PENDING, server_default=JobItemStatus.PENDING
+    )
     # Stable machine-readable reason (undecodable, too_large, fetch_failed...), then detail.
     reason: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)

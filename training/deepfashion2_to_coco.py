@@ -49,7 +49,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 # One list of the 13 classes for the whole project; re-exported for the training tools.
-from shared.ml.categories import CATEGORY_NAMES
+from shared.vocabulary import CATEGORY_NAMES
 
 # Start of each category's landmarks in the shared 294-point vector; category c owns
 # KEYPOINT_OFFSETS[c - 1] up to KEYPOINT_OFFSETS[c].

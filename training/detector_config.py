@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.ml.categories import CATEGORY_NAMES
+from shared.vocabulary import CATEGORY_NAMES
 
 DEFAULT_BASE_CONFIG = "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"
 ZOO_WEIGHTS = "zoo"

@@ -35,10 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from shared.vocabulary import VectorKind
 from training.deepfashion import DatasetError, InShopImage, read_inshop
 
 DEFAULT_KS = (1, 5, 20)
-KINDS = ("full", "top", "bottom")
+KINDS: tuple[VectorKind, ...] = tuple(VectorKind)
 EXIT_USER_ERROR = 2
 
 

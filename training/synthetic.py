@@ -53,7 +53,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from shared.ml.categories import CATEGORY_NAMES
+from shared.vocabulary import CATEGORY_NAMES
 from training.deepfashion2_to_coco import LANDMARK_COUNTS
 
 RGB = tuple[int, int, int]

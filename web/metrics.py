@@ -27,23 +27,15 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy import func, select
 
 from shared.metrics_store import read_task_durations
-from shared.models import (
-    EMBEDDING_KINDS,
-    ITEM_STATUSES,
-    JOB_ITEM_STATUSES,
-    JOB_STATUSES,
-    Embedding,
-    Item,
-    Job,
-    JobItem,
-)
+from shared.models import Embedding, Item, Job, JobItem
 from shared.queueing import QUEUES
+from shared.vocabulary import ItemStatus, JobItemStatus, JobStatus, VectorKind
 from web.resources import broker_redis, db, settings
 
 log = logging.getLogger(__name__)
 
 
-def _by_status(column, statuses: tuple[str, ...]) -> dict[str, int]:
+def _by_status(column, statuses: Iterable[str]) -> dict[str, int]:
     counts = dict.fromkeys(statuses, 0)
     for value, n in db().execute(select(column, func.count()).group_by(column)):
         counts[value] = n
@@ -52,7 +44,7 @@ def _by_status(column, statuses: tuple[str, ...]) -> dict[str, int]:
 
 def _database() -> Iterable[Metric]:
     jobs = GaugeMetricFamily("visrec_jobs", "Ingestion jobs by status", labels=["status"])
-    for status, n in _by_status(Job.status, JOB_STATUSES).items():
+    for status, n in _by_status(Job.status, JobStatus).items():
         jobs.add_metric([status], n)
     job_items = GaugeMetricFamily(
         "visrec_job_items", "Job items by outcome", labels=["status", "reason"]
@@ -66,14 +58,14 @@ def _database() -> Iterable[Metric]:
     for status, reason, n in rows:
         job_items.add_metric([status, reason or ""], n)
         seen.add(status)
-    for status in JOB_ITEM_STATUSES:
+    for status in JobItemStatus:
         if status not in seen:
             job_items.add_metric([status, ""], 0)
     items = GaugeMetricFamily("visrec_items", "Catalogue items by status", labels=["status"])
-    for status, n in _by_status(Item.status, ITEM_STATUSES).items():
+    for status, n in _by_status(Item.status, ItemStatus).items():
         items.add_metric([status], n)
     vectors = GaugeMetricFamily("visrec_embeddings", "Stored vectors by kind", labels=["kind"])
-    for kind, n in _by_status(Embedding.kind, EMBEDDING_KINDS).items():
+    for kind, n in _by_status(Embedding.kind, VectorKind).items():
         vectors.add_metric([kind], n)
     return [jobs, job_items, items, vectors]
 

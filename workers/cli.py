@@ -20,8 +20,10 @@ from typing import Any
 import requests
 from tqdm import tqdm
 
+from shared.vocabulary import FINISHED_JOB_STATUSES
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-TERMINAL = frozenset({"succeeded", "partial", "failed"})
+TERMINAL = FINISHED_JOB_STATUSES
 
 
 class CliError(Exception):

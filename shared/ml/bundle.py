@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from shared.ml.categories import BOTTOM_IDS, CATEGORY_NAMES, NUM_CATEGORIES, TOP_IDS
+from shared.vocabulary import BOTTOM_IDS, CATEGORY_NAMES, NUM_CATEGORIES, TOP_IDS
 
 MANIFEST_NAME = "manifest.json"
 DETECTOR_CONFIG = "detector/config.yaml"

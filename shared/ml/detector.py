@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from shared.ml.bundle import Bundle, BundleError, check_detector_config
-from shared.ml.categories import BOTTOM, BOTTOM_IDS, TOP, TOP_IDS, group_of
 from shared.ml.preprocess import Box, clip_box
+from shared.vocabulary import BOTTOM_IDS, TOP_IDS, VectorKind, group_of
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,11 @@ class ImageDetections:
 
     @property
     def top(self) -> Detection | None:
-        return self.best.get(TOP)
+        return self.best.get(VectorKind.TOP)
 
     @property
     def bottom(self) -> Detection | None:
-        return self.best.get(BOTTOM)
+        return self.best.get(VectorKind.BOTTOM)
 
 
 def best_per_group(

@@ -18,8 +18,8 @@ import numpy as np
 from shared.images import ImageRejected, decode_rgb
 from shared.ml import resolve_device
 from shared.ml.bundle import Bundle, load_bundle
-from shared.ml.categories import BOTTOM, FULL, TOP, category_name
 from shared.ml.preprocess import Box, crop
+from shared.vocabulary import CROP_KINDS, VectorKind, category_name
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,10 @@ class Pipeline:
         )
         for array, result, found in zip(rgb_arrays, results, detections, strict=True):
             pictures.append(array)
-            owners.append((result, FULL))
+            owners.append((result, VectorKind.FULL))
             if found is None:
                 continue
-            for kind in (TOP, BOTTOM):
+            for kind in CROP_KINDS:
                 best = found.best.get(kind)
                 if best is None:
                     continue

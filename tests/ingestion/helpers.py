@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from shared.vocabulary import FINISHED_JOB_STATUSES
+
 
 def jpeg_bytes(seed: int, size: tuple[int, int] = (80, 96)) -> bytes:
     """A small, distinct, valid JPEG per seed."""
@@ -47,7 +49,7 @@ def wait_for_job(client: Any, job_id: str, timeout_s: float = 240.0) -> dict[str
         response = client.get(f"/api/v1/jobs/{job_id}")
         assert response.status_code == 200, response.get_json()
         doc = response.get_json()
-        if doc["status"] in ("succeeded", "partial", "failed"):
+        if doc["status"] in FINISHED_JOB_STATUSES:
             return doc
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} did not finish in {timeout_s}s: {doc}")

@@ -15,7 +15,7 @@ from shared.ml.bundle import (
     inspect_bundle,
     load_bundle,
 )
-from shared.ml.categories import CATEGORY_NAMES
+from shared.vocabulary import CATEGORY_NAMES
 from tests.ml.helpers import ml_settings
 
 ROOT = Path(__file__).resolve().parents[2]

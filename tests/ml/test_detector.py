@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from shared.ml.bundle import BundleError
-from shared.ml.categories import BOTTOM_IDS, TOP_IDS
+from shared.vocabulary import BOTTOM_IDS, TOP_IDS
 
 pytestmark = pytest.mark.ml
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.ml.categories import BOTTOM_IDS, CATEGORY_NAMES, TOP_IDS, category_name, group_of
 from shared.ml.detector import best_per_group
 from shared.ml.preprocess import IMAGENET_MEAN_RGB, clip_box, crop, letterbox
+from shared.vocabulary import BOTTOM_IDS, CATEGORY_NAMES, TOP_IDS, category_name, group_of
 
 W, H = 200, 300
 

@@ -15,9 +15,8 @@ from shared.models import ListFold, NeighbourList
 from shared.queueing import QUEUE_LISTS
 from shared.search import lists_cache
 from shared.search.lists import from_bytes, from_columns
+from shared.vocabulary import DISPLAY_ORDER as KINDS
 from tests.recommendations.helpers import add_catalogue, expected
-
-KINDS = ("top", "bottom", "full")
 
 
 def _catalogue(n: int, dim: int, seed: int = 0) -> dict:

@@ -7,6 +7,7 @@ import pytest
 
 from shared.search import lists_cache
 from shared.vectors import decode
+from shared.vocabulary import DISPLAY_ORDER as KINDS
 from tests.recommendations.helpers import (
     VERSION,
     add_catalogue,
@@ -16,8 +17,6 @@ from tests.recommendations.helpers import (
     stored_vectors,
     tie_heavy_vectors,
 )
-
-KINDS = ("top", "bottom", "full")
 
 
 def _catalogue(rng: np.random.Generator, n: int, dim: int) -> dict[str, dict[str, np.ndarray]]:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from shared.models import Embedding, Item, NeighbourList
 from shared.search import lists_cache, reader
 from shared.search.lists import K_MAX, LIST_SLACK, LIST_WIDTH, from_columns
+from shared.vocabulary import VectorKind
 from tests.recommendations.helpers import (
     add_item,
     brute_force,
@@ -28,7 +29,7 @@ from workers.search.fold import fold
 from workers.search.index import VectorIndex
 from workers.search.queries import search_item
 
-KINDS = ("full", "top")
+KINDS = (VectorKind.FULL, VectorKind.TOP)
 
 
 def _vector(rng: np.random.Generator, dim: int, tie_heavy: bool) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from shared.config import Settings, set_settings
+from shared.vocabulary import DISPLAY_ORDER, VectorKind
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -93,7 +94,7 @@ def catalogue(
         db_session.add(item)
         db_session.flush()
         if ready:
-            for kind in ("full", "top", "bottom"):
+            for kind in VectorKind:
                 vector = rng.normal(size=2048).astype(np.float32)
                 db_session.add(
                     Embedding(
@@ -191,7 +192,7 @@ def test_browse_product_and_search_by_photo(
     cards[2].click()
     wait.until(ec.url_contains(f"/items/{READY_SKUS[2]}"))
     assert browser.find_element(By.TAG_NAME, "h1").text == READY_SKUS[2]
-    for kind in ("top", "bottom", "full"):
+    for kind in DISPLAY_ORDER:
         shown = [
             c.find_element(By.CSS_SELECTOR, ".sku").text
             for c in _cards(browser, f'section[data-kind="{kind}"] a.card')

@@ -6,13 +6,15 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from shared.models import EMBEDDING_KINDS
+from shared.vocabulary import DISPLAY_ORDER, VectorKind
 
 MAX_K = 100
 DEFAULT_K = 10
-DEFAULT_KINDS = ("top", "bottom", "full")
+# Plain strings: the OpenAPI document shows this default as it is.
+DEFAULT_KINDS: tuple[str, ...] = tuple(kind.value for kind in DISPLAY_ORDER)
+_ANY_KIND = "|".join(DEFAULT_KINDS)
 # What ``kinds`` accepts, for the OpenAPI document (parse_kinds is the rule itself).
-KINDS_PATTERN = r"^\s*((top|bottom|full)\s*(,\s*(top|bottom|full)\s*)*)?$"
+KINDS_PATTERN = rf"^\s*(({_ANY_KIND})\s*(,\s*({_ANY_KIND})\s*)*)?$"
 
 
 def parse_kinds(raw: str | None) -> tuple[str, ...]:
@@ -21,12 +23,13 @@ def parse_kinds(raw: str | None) -> tuple[str, ...]:
         return DEFAULT_KINDS
     kinds: list[str] = []
     for part in raw.split(","):
-        kind = part.strip()
-        if kind not in EMBEDDING_KINDS:
+        try:
+            kind = VectorKind(part.strip()).value
+        except ValueError:
             raise ValidationError(
                 f"unknown kind {part.strip()!r}; use a comma-separated subset of "
                 f"{', '.join(DEFAULT_KINDS)}"
-            )
+            ) from None
         if kind not in kinds:
             kinds.append(kind)
     return tuple(kinds)

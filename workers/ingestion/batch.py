@@ -30,18 +30,13 @@ from sqlalchemy.orm import Session
 from shared import task_names
 from shared.config import Settings
 from shared.db import session_scope
-from shared.ingest_state import (
-    TERMINAL_JOB_STATUSES,
-    lock_for_dispatch,
-    lock_job,
-    mark_running,
-    refresh_job,
-)
+from shared.ingest_state import lock_for_dispatch, lock_job, mark_running, refresh_job
 from shared.media import MediaStore
 from shared.models import Embedding, Item, JobItem
 from shared.queueing import QUEUE_INGEST, task_sender
 from shared.search.scheduling import request_fold
 from shared.vectors import encode
+from shared.vocabulary import FINISHED_JOB_STATUSES
 from workers.ingestion.errors import TRANSIENT_ERRORS, SourceError
 from workers.ingestion.fetch import FetchPolicy, fetch_url
 from workers.ingestion.paths import read_import_path
@@ -60,7 +55,7 @@ def dispatch_job(settings: Settings, job_id: uuid.UUID) -> int:
         # Waits for the sender's commit: the web sends this task before committing the job.
         lock_for_dispatch(session, job_id)
         status = lock_job(session, job_id)
-        if status is None or status in TERMINAL_JOB_STATUSES:
+        if status is None or status in FINISHED_JOB_STATUSES:
             log.info("job not dispatched", extra={"job_id": str(job_id), "status": status})
             return 0
         mark_running(session, job_id)
@@ -536,7 +531,7 @@ def run_batch(
         status = session.execute(
             text("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}
         ).scalar_one_or_none()
-        if status is None or status in TERMINAL_JOB_STATUSES:
+        if status is None or status in FINISHED_JOB_STATUSES:
             log.info("batch for a finished or unknown job", extra={**extra, "status": status})
             return report
         if counted:
