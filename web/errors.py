@@ -1,4 +1,6 @@
-"""Every error leaves as JSON ``{"code": ..., "message": ...}``: never HTML, never a traceback."""
+"""Every error leaves as JSON ``{"code": ..., "message": ..., "details"?}``: never HTML, never a
+traceback. Views raise :class:`ApiError` for what is wrong with the HTTP request itself; the
+domain services raise web.services.errors, mapped to statuses here."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
+
+from web.services.errors import Conflict, Invalid, NotFound, ServiceError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,23 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+# The HTTP status of each kind of domain refusal (web.services.errors).
+_SERVICE_STATUSES: dict[type[ServiceError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    Unavailable: 503,
+}
+
+
+def api_error(exc: ServiceError) -> ApiError:
+    """The HTTP error a domain refusal is answered with (its code, message and details kept)."""
+    status = next((code for kind, code in _SERVICE_STATUSES.items() if isinstance(exc, kind)), 500)
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": retry_after} if retry_after else None
+    return ApiError(status, exc.code, exc.message, exc.details, headers)
+
+
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> Response:
@@ -61,6 +82,10 @@ def error_response(
 
 def _handle_api_error(exc: ApiError) -> Response:
     return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+def _handle_service_error(exc: ServiceError) -> Response:
+    return _handle_api_error(api_error(exc))
 
 
 def _handle_http(exc: HTTPException) -> Response:
@@ -88,5 +113,6 @@ def _handle_unexpected(exc: Exception) -> Response:
 def init_app(app: Flask) -> None:
     # Registered after flask-smorest's own handler, so ours wins.
     app.register_error_handler(ApiError, _handle_api_error)
+    app.register_error_handler(ServiceError, _handle_service_error)
     app.register_error_handler(HTTPException, _handle_http)
     app.register_error_handler(Exception, _handle_unexpected)

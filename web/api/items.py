@@ -7,44 +7,20 @@ hashes, vectors and error details are for API-key holders.
 
 from __future__ import annotations
 
-import logging
+from dataclasses import asdict
 from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from sqlalchemy import select
 
-from shared.ml.categories import category_name
-from shared.models import Embedding, Item
-from shared.search.scheduling import request_fold
 from web.api.media import media_url
 from web.api.schemas import ItemSchema
 from web.auth import caller_has_key, require_api_key
-from web.errors import ApiError
-from web.resources import db, settings
-
-log = logging.getLogger(__name__)
+from web.services import items
 
 blp = Blueprint("items", __name__, url_prefix="/api/v1", description="Catalogue items")
 
-_KIND_ORDER = {"full": 0, "top": 1, "bottom": 2}
 PUBLIC_ITEM_FIELDS = ("sku", "status", "image_url", "width", "height", "attributes", "kinds")
-
-
-def _item_or_404(sku: str) -> Item:
-    item = db().scalars(select(Item).where(Item.sku == sku)).one_or_none()
-    if item is None:
-        raise ApiError(404, "item_not_found", f"No item has the SKU {sku!r}.")
-    return item
-
-
-def _label_name(label: int | None) -> str | None:
-    if label is None:
-        return None
-    try:
-        return category_name(label)
-    except ValueError:
-        return None
 
 
 @blp.route("/items/<string:sku>")
@@ -60,23 +36,8 @@ class ItemBySku(MethodView):
         image_url, width, height, attributes, kinds); with one, every field.
         """
         full = caller_has_key()
-        item = _item_or_404(sku)
-        rows = db().scalars(select(Embedding).where(Embedding.item_id == item.id)).all()
-        vectors = sorted(
-            (
-                {
-                    "kind": e.kind,
-                    "model_version": e.model_version,
-                    "dim": e.dim,
-                    "box": e.box,
-                    "label": e.label,
-                    "label_name": _label_name(e.label),
-                    "score": e.score,
-                }
-                for e in rows
-            ),
-            key=lambda v: (_KIND_ORDER.get(v["kind"], 9), v["model_version"]),
-        )
+        detail = items.item_detail(sku)
+        item = detail.item
         document = {
             "sku": item.sku,
             "status": item.status,
@@ -89,8 +50,8 @@ class ItemBySku(MethodView):
             "source_url": item.source_url,
             "source_path": item.source_path,
             "attributes": item.attributes or {},
-            "kinds": list(dict.fromkeys(v["kind"] for v in vectors)),
-            "vectors": vectors,
+            "kinds": detail.kinds,
+            "vectors": [asdict(vector) for vector in detail.vectors],
             "created_at": item.created_at,
             "updated_at": item.updated_at,
         }
@@ -105,12 +66,4 @@ class ItemBySku(MethodView):
     @require_api_key
     def delete(self, sku: str) -> None:
         """Remove an item and its vectors; recommendations stop returning it."""
-        session = db()
-        item = _item_or_404(sku)
-        session.delete(item)
-        session.commit()
-        log.info("item deleted", extra={"sku": sku})
-        try:
-            request_fold(settings(), reason=f"item {sku} deleted")
-        except Exception:  # the delete stands and answers already skip it; a later fold tidies
-            log.exception("could not schedule a fold of the neighbour lists", extra={"sku": sku})
+        items.delete_item(sku)

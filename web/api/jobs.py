@@ -1,37 +1,21 @@
-"""``POST /api/v1/jobs`` (submit images for ingestion) and ``GET /api/v1/jobs/<id>``.
+"""``POST /api/v1/jobs`` (submit images for ingestion) and ``GET /api/v1/jobs/<id>``: HTTP only.
 
-The request is validated completely before anything is written. Items, the job and its job
-items are then written in one transaction, the job's start task is sent while that transaction
-is still open, and only then does it commit: a broker that cannot be reached rolls everything
-back (503, nothing half-created), and a process that dies at any point leaves either no job or
-a job whose task is already queued (the worker waits for the commit: lock_for_dispatch).
-Whether an image is usable is the worker's decision: a bad file fails as its own item, not the
-whole request.
+The request is parsed and validated completely before anything is written; the job itself is
+made and read by web.services.ingestion (a queue that cannot be reached: 503, nothing created).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import uuid
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import PurePath
 from typing import Any
 
 from flask import request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from sqlalchemy import case, func, literal, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
-from shared import task_names
-from shared.ingest_state import lock_for_dispatch
-from shared.media import MediaStore, StoredMedia
-from shared.models import Item, Job, JobItem
-from shared.queueing import QUEUE_DEFAULT
 from web.api.media import public_url
 from web.api.schemas import (
     JobCreatedSchema,
@@ -45,24 +29,13 @@ from web.api.schemas import (
 )
 from web.auth import require_api_key
 from web.errors import ApiError
-from web.resources import celery_client, db, settings
-
-log = logging.getLogger(__name__)
+from web.services import ingestion
+from web.services.ingestion import NewItem
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Ingestion jobs")
 
 _JSON = "application/json"
 _MULTIPART = "multipart/form-data"
-
-
-@dataclass
-class NewItem:
-    sku: str
-    attributes: dict[str, Any] | None
-    upload: FileStorage | None = None
-    url: str | None = None
-    path: str | None = None
-    stored: StoredMedia | None = None
 
 
 def _parse_body(schema: type, location: str) -> dict[str, Any]:
@@ -124,118 +97,9 @@ def _items_from_multipart() -> list[NewItem]:
         if problem:
             raise ApiError(422, "invalid_sku", f"file #{i + 1} ({upload.filename!r}): {problem}")
         items.append(
-            NewItem(sku=sku, attributes=attributes[i] if attributes else None, upload=upload)
+            NewItem(sku=sku, attributes=attributes[i] if attributes else None, upload=upload.stream)
         )
     return items
-
-
-def _check_unique(items: list[NewItem]) -> None:
-    counts = Counter(item.sku for item in items)
-    repeated = sorted(sku for sku, n in counts.items() if n > 1)
-    if repeated:
-        raise ApiError(
-            422,
-            "duplicate_sku",
-            f"each SKU may appear once per job; {repeated[0]!r} appears more than once",
-            details={"repeated": repeated[:10]},
-        )
-
-
-def _upsert_item(session: Session, new: NewItem) -> int:
-    table = Item.__table__
-    values: dict[str, Any] = {"sku": new.sku, "status": "pending", "error": None}
-    if new.attributes is not None:
-        values["attributes"] = new.attributes
-    statement = pg_insert(table)
-    current, incoming = table.c, statement.excluded
-    updates: dict[str, Any] = {"updated_at": func.now()}
-    if new.attributes is not None:
-        updates["attributes"] = incoming.attributes
-    if new.stored is not None:
-        values.update(
-            media_key=new.stored.key,
-            image_sha256=new.stored.sha256,
-            byte_size=new.stored.size,
-            source_url=None,
-            source_path=None,
-        )
-        same_image = (current.status == "ready") & (current.image_sha256 == incoming.image_sha256)
-        # The same photo of a ready item stays ready (the worker will skip it); a new photo
-        # makes the item pending until it is embedded.
-        updates.update(
-            media_key=incoming.media_key,
-            image_sha256=incoming.image_sha256,
-            byte_size=incoming.byte_size,
-            source_url=None,
-            source_path=None,
-            status=func.coalesce(_when(same_image, "ready"), "pending"),
-            error=None,
-        )
-    else:
-        values.update(source_url=new.url, source_path=new.path)
-        # Bytes behind a URL or path are only known once fetched: the worker compares hashes.
-        updates.update(
-            source_url=incoming.source_url,
-            source_path=incoming.source_path,
-            status=func.coalesce(_when(current.status == "ready", "ready"), "pending"),
-            error=None,
-        )
-    statement = (
-        statement.values(**values)
-        .on_conflict_do_update(index_elements=["sku"], set_=updates)
-        .returning(table.c.id)
-    )
-    return session.execute(statement).scalar_one()
-
-
-def _when(condition: Any, value: str) -> Any:
-    return case((condition, literal(value)), else_=None)
-
-
-def _job_source(items: list[NewItem]) -> str:
-    kinds = {"upload" if i.upload else "url" if i.url else "path" for i in items}
-    return kinds.pop() if len(kinds) == 1 else "mixed"
-
-
-def _create_job(items: list[NewItem]) -> Job:
-    session = db()
-    try:
-        job = Job(id=uuid.uuid4(), status="queued", source=_job_source(items), total=len(items))
-        session.add(job)
-        session.flush()
-        # Rows are locked in one canonical order (SKU, by code point, as PostgreSQL's "C"
-        # collation sorts them) whatever the submission order: two jobs naming the same items in
-        # different orders, or a job and a worker's batch commit, then wait for each other
-        # instead of deadlocking. Positions keep the submitted order.
-        by_sku = sorted(enumerate(items), key=lambda pair: pair[1].sku)
-        for position, new in by_sku:
-            item_id = _upsert_item(session, new)
-            session.add(JobItem(job_id=job.id, item_id=item_id, position=position, sku=new.sku))
-        session.flush()
-        lock_for_dispatch(session, job.id)
-        _enqueue(job)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    return job
-
-
-def _enqueue(job: Job) -> None:
-    try:
-        # Nobody reads this task's result: without ignore_result the client also subscribes to
-        # it on the result backend, which retries for ~20 s when the broker is down, all of it
-        # inside the open transaction.
-        celery_client().send_task(
-            task_names.START_JOB, args=[str(job.id)], queue=QUEUE_DEFAULT, ignore_result=True
-        )
-    except Exception:  # any broker failure: the caller rolls the job back
-        log.exception("could not enqueue job", extra={"job_id": str(job.id)})
-        raise ApiError(
-            503,
-            "queue_unavailable",
-            "The job could not be queued, so nothing was created. Try again later.",
-        ) from None
 
 
 _POST_DOC = {
@@ -273,31 +137,10 @@ class Jobs(MethodView):
                 "unsupported_media_type",
                 "Send multipart/form-data with 'images' files, or application/json items.",
             )
-        _check_unique(items)
-        media = MediaStore(settings().media_root)
-        for new in items:
-            if new.upload is not None:
-                # Bytes are kept as sent; the worker decides whether they are an image.
-                new.stored = media.put_stream(new.upload.stream)
-        job = _create_job(items)
+        job = ingestion.create_job(items)
         status_url = public_url(url_for("jobs.JobById", job_id=str(job.id)))
-        log.info(
-            "job created",
-            extra={"job_id": str(job.id), "items": len(items), "source": job.source},
-        )
         body = {"id": job.id, "status": job.status, "status_url": status_url}
         return body, 202, {"Location": status_url}
-
-
-def _job_or_404(job_id: str) -> Job:
-    try:
-        key = uuid.UUID(job_id)
-    except ValueError:
-        key = None
-    job = db().get(Job, key) if key else None
-    if job is None:
-        raise ApiError(404, "job_not_found", f"No job has the id {job_id!r}.")
-    return job
 
 
 @blp.route("/jobs/<string:job_id>")
@@ -307,23 +150,8 @@ class JobById(MethodView):
     @blp.alt_response(404, description="Unknown job")
     def get(self, args: dict[str, Any], job_id: str) -> dict[str, Any]:
         """A job's status, counters, progress and failed items (paged)."""
-        job = _job_or_404(job_id)
-        session = db()
-        counts = session.execute(
-            select(
-                func.count().filter(JobItem.status == "pending"),
-                func.count().filter(JobItem.skipped.is_(True)),
-            ).where(JobItem.job_id == job.id)
-        ).one()
         page, per_page = args["page"], args["per_page"]
-        failed_rows = session.execute(
-            select(JobItem.position, JobItem.sku, JobItem.reason, JobItem.error)
-            .where(JobItem.job_id == job.id, JobItem.status == "failed")
-            .order_by(JobItem.position)
-            .limit(per_page)
-            .offset((page - 1) * per_page)
-        ).all()
-        finished = job.done + job.failed
+        job = ingestion.job_report(job_id, page, per_page)
         return {
             "id": job.id,
             "status": job.status,
@@ -331,9 +159,9 @@ class JobById(MethodView):
             "total": job.total,
             "done": job.done,
             "failed": job.failed,
-            "skipped": counts[1],
-            "pending": counts[0],
-            "progress": round(finished / job.total, 4) if job.total else 1.0,
+            "skipped": job.skipped,
+            "pending": job.pending,
+            "progress": job.progress,
             "model_version": job.model_version,
             "error": job.error,
             "created_at": job.created_at,
@@ -344,6 +172,6 @@ class JobById(MethodView):
                 "per_page": per_page,
                 "total": job.failed,
                 "pages": math.ceil(job.failed / per_page) if job.failed else 0,
-                "items": [row._asdict() for row in failed_rows],
+                "items": [asdict(failure) for failure in job.failures],
             },
         }

@@ -21,7 +21,7 @@ from web.limits import limiter, photo_search_limit
 from web.resources import settings
 from web.services.recommendations import (
     lists_pointer,
-    read_upload,
+    read_photo,
     recommend_for_item,
     recommend_for_photo,
 )
@@ -94,5 +94,8 @@ def photo_recommendations() -> Any:
         raise ApiError(
             422, "validation_error", "The request is not valid; see details.", exc.messages
         ) from exc
-    data = read_upload(request.files.get("image"))
+    upload = request.files.get("image")
+    if upload is None:
+        raise ApiError(422, "image_required", "Send the photo as the multipart file 'image'.")
+    data = read_photo(upload.stream)
     return recommend_for_photo(data, k=args["k"], kinds=args["kinds"])

@@ -4,7 +4,8 @@ Web processes hold no vectors. An item's answer comes from its neighbour lists, 
 against PostgreSQL (shared.search.reader); where the lists cannot answer exactly (the item
 itself changed seconds ago, or too many of its neighbours did), a ``query`` worker searches its
 matrices. An uploaded photo is embedded and searched by a ``query`` worker. Both paths return
-``{"results": {kind: [{"sku", "distance", "image_url"}]}, "missing": {kind: reason}, ...}``.
+the API's document ``{"results": {kind: [Hit]}, "missing": {kind: reason}, ...}``, and refuse
+with web.services.errors (the API answers them as JSON errors, the pages as pages).
 """
 
 from __future__ import annotations
@@ -12,36 +13,54 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO, NotRequired, TypedDict
 
 from flask import Flask, current_app
-from werkzeug.datastructures import FileStorage
 
 from shared import task_names
 from shared.images import ImageRejected, probe
 from shared.queueing import QUEUE_QUERY
 from shared.search import reader
 from shared.search.reader import ItemRef, Neighbour
+from shared.vocabulary import ItemStatus, VectorKind
 from web.api.media import media_url
-from web.errors import ApiError
 from web.lists_pointer import ListsPointer
 from web.resources import celery_client, db, settings
+from web.services.errors import Conflict, Invalid, NotFound, Unavailable
 
 RETRY_AFTER_S = "2"
 ITEM_MISSING = {
-    "top": "no top garment was detected in this item's photo",
-    "bottom": "no bottom garment was detected in this item's photo",
-    "full": "this item has no whole-photo vector",
+    VectorKind.TOP: "no top garment was detected in this item's photo",
+    VectorKind.BOTTOM: "no bottom garment was detected in this item's photo",
+    VectorKind.FULL: "this item has no whole-photo vector",
 }
 PHOTO_MISSING = {
-    "top": "no top garment was detected in the uploaded photo",
-    "bottom": "no bottom garment was detected in the uploaded photo",
-    "full": "the uploaded photo has no whole-photo vector",
+    VectorKind.TOP: "no top garment was detected in the uploaded photo",
+    VectorKind.BOTTOM: "no bottom garment was detected in the uploaded photo",
+    VectorKind.FULL: "the uploaded photo has no whole-photo vector",
 }
 
 
-def unavailable(code: str, message: str) -> ApiError:
-    return ApiError(503, code, message, headers={"Retry-After": RETRY_AFTER_S})
+class Hit(TypedDict):
+    """One recommended item."""
+
+    sku: str
+    distance: float
+    image_url: str | None
+
+
+class Recommendations(TypedDict):
+    """The API's answer, for an item (``sku``) or an uploaded photo (``query``)."""
+
+    sku: NotRequired[str]
+    model_version: str | None
+    query: NotRequired[dict[str, Any]]
+    results: dict[str, list[Hit]]
+    missing: dict[str, str]
+
+
+def unavailable(code: str, message: str) -> Unavailable:
+    return Unavailable(code, message, retry_after=RETRY_AFTER_S)
 
 
 def lists_pointer(app: Flask | None = None) -> ListsPointer:
@@ -53,7 +72,7 @@ def lists_pointer(app: Flask | None = None) -> ListsPointer:
 
 
 def _ask_worker(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Run a ``query`` task and wait for its answer; 503 when no worker answers in time."""
+    """Run a ``query`` task and wait for its answer; Unavailable when no worker answers in time."""
     timeout = settings().query_timeout_s
     # expires: a worker that only gets to it after we gave up skips it instead of wasting time.
     result = celery_client().send_task(task, kwargs=kwargs, queue=QUEUE_QUERY, expires=timeout)
@@ -76,17 +95,17 @@ def _ask_worker(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _documents(
     found: Mapping[str, Sequence[Neighbour]], known: dict[int, reader.Label] | None = None
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, list[Hit]]:
     labels = reader.labels(db(), [n.item_id for hits in found.values() for n in hits], known)
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, list[Hit]] = {}
     for kind, hits in found.items():
         # An item deleted between the search and this read is simply left out.
         out[kind] = [
-            {
-                "sku": labels[n.item_id].sku,
-                "distance": n.distance,
-                "image_url": media_url(labels[n.item_id].media_key),
-            }
+            Hit(
+                sku=labels[n.item_id].sku,
+                distance=n.distance,
+                image_url=media_url(labels[n.item_id].media_key),
+            )
             for n in hits
             if n.item_id in labels
         ]
@@ -100,14 +119,13 @@ def _from_worker(payload: Mapping[str, Sequence[Sequence[float]]]) -> dict[str, 
     }
 
 
-def _not_embedded(item: ItemRef) -> ApiError:
+def _not_embedded(item: ItemRef) -> Conflict:
     detail = {"status": item.status}
-    if item.status == "failed":
-        return ApiError(
-            409, "item_not_embedded", f"Item {item.sku!r} failed ingestion: {item.error}", detail
+    if item.status == ItemStatus.FAILED:
+        return Conflict(
+            "item_not_embedded", f"Item {item.sku!r} failed ingestion: {item.error}", detail
         )
-    return ApiError(
-        409,
+    return Conflict(
         "item_not_embedded",
         f"Item {item.sku!r} has no vectors yet (status {item.status}); retry once ingestion is"
         " done.",
@@ -115,7 +133,9 @@ def _not_embedded(item: ItemRef) -> ApiError:
     )
 
 
-def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> dict[str, Any]:
+def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> Recommendations:
+    """The k nearest other items per kind; NotFound for an unknown SKU, Conflict for an item
+    without vectors yet, Unavailable when a worker had to search and did not answer."""
     session = db()
     if not session.in_transaction():
         # Reads only, each statement its own snapshot: no BEGIN/ROLLBACK round trips. (A page
@@ -123,7 +143,7 @@ def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> dict[str, Any]
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     item = reader.find_item(session, sku)
     if item is None:
-        raise ApiError(404, "item_not_found", f"No item with SKU {sku!r}.")
+        raise NotFound("item_not_found", f"No item with SKU {sku!r}.")
     if item.version is None:
         raise _not_embedded(item)
     pointer = lists_pointer()
@@ -141,42 +161,34 @@ def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> dict[str, Any]
             {"item_id": item.id, "version": item.version, "kinds": waiting, "k": k},
         )
         if "error" in answer:
-            raise ApiError(404, "item_not_found", f"No item with SKU {sku!r}.")
+            raise NotFound("item_not_found", f"No item with SKU {sku!r}.")
         answered.update(_from_worker(answer["results"]))
     documents = _documents(answered, found.labels)
     results = {kind: documents.get(kind, []) for kind in kinds}
     missing = {kind: ITEM_MISSING[kind] for kind in kinds if kind not in item.kinds}
-    return {
-        "sku": sku,
-        "model_version": item.version,
-        "results": results,
-        "missing": missing,
-    }
+    return Recommendations(sku=sku, model_version=item.version, results=results, missing=missing)
 
 
-def read_upload(upload: FileStorage | None) -> bytes:
-    """The uploaded photo's bytes, checked to be an image within the limits (else 422)."""
+def read_photo(stream: BinaryIO) -> bytes:
+    """An uploaded photo's bytes, checked to be an image within the limits (Invalid
+    ``image_rejected`` otherwise, its ``reason`` in the details). Reads at most one byte past
+    the limit, so a huge upload is refused without being read whole."""
     limit = settings().max_upload_bytes
-    if upload is None:
-        raise ApiError(422, "image_required", "Send the photo as the multipart file 'image'.")
-    data = upload.stream.read(limit + 1)
+    data = stream.read(limit + 1)
     if not data:
-        raise ApiError(422, "image_rejected", "The uploaded file is empty.", {"reason": "empty"})
+        raise Invalid("image_rejected", "The uploaded file is empty.", {"reason": "empty"})
     if len(data) > limit:
-        raise ApiError(
-            422,
-            "image_rejected",
-            f"The photo is larger than {limit} bytes.",
-            {"reason": "too_large"},
+        raise Invalid(
+            "image_rejected", f"The photo is larger than {limit} bytes.", {"reason": "too_large"}
         )
     try:
         probe(data, settings().max_image_pixels)
     except ImageRejected as exc:
-        raise ApiError(422, "image_rejected", exc.message, {"reason": exc.reason}) from exc
+        raise Invalid("image_rejected", exc.message, {"reason": exc.reason}) from exc
     return data
 
 
-def recommend_for_photo(data: bytes, k: int, kinds: Sequence[str]) -> dict[str, Any]:
+def recommend_for_photo(data: bytes, k: int, kinds: Sequence[str]) -> Recommendations:
     """Search the catalogue with a shopper's photo. The photo is never stored: it travels to
     the worker inside the task message and is gone once the answer is back."""
     answer = _ask_worker(
@@ -185,16 +197,16 @@ def recommend_for_photo(data: bytes, k: int, kinds: Sequence[str]) -> dict[str, 
     )
     if "error" in answer:
         error = answer["error"]
-        raise ApiError(422, "image_rejected", error["message"], {"reason": error["reason"]})
+        raise Invalid("image_rejected", error["message"], {"reason": error["reason"]})
     documents = _documents(_from_worker(answer["results"]))
     present = set(answer.get("kinds", []))
-    return {
-        "model_version": answer["model_version"],
-        "query": {
+    return Recommendations(
+        model_version=answer["model_version"],
+        query={
             "crops": answer.get("crops", {}),
             "width": answer.get("width"),
             "height": answer.get("height"),
         },
-        "results": {kind: documents.get(kind, []) for kind in kinds},
-        "missing": {kind: PHOTO_MISSING[kind] for kind in kinds if kind not in present},
-    }
+        results={kind: documents.get(kind, []) for kind in kinds},
+        missing={kind: PHOTO_MISSING[kind] for kind in kinds if kind not in present},
+    )

@@ -1,48 +1,17 @@
-"""What the pages read from the database: ready items for the grid, one item, its detected
-garments (and those of the items recommended with it), one job."""
+"""What only the pages read from the database: the garments detected on an item's photo (and on
+those of the items recommended with it), as boxes the browser draws. Items, jobs and
+recommendations come from web.services, as the API's do."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.ml.categories import CROP_KINDS, category_name
-from shared.models import Embedding, Item, Job, JobItem
-
-PAGE_SIZE = 24
-
-
-@dataclass(frozen=True)
-class CataloguePage:
-    items: list[Item]
-    page: int
-    pages: int
-    total: int
-
-
-def catalogue_page(session: Session, page: int, page_size: int = PAGE_SIZE) -> CataloguePage:
-    """Ready items only (pending and failed ones have nothing to show), in SKU order."""
-    total = session.scalar(select(func.count()).select_from(Item).where(Item.status == "ready"))
-    total = int(total or 0)
-    pages = max(1, -(-total // page_size))
-    page = min(max(1, page), pages)
-    items = session.scalars(
-        select(Item)
-        .where(Item.status == "ready")
-        .order_by(Item.sku)
-        .offset((page - 1) * page_size)
-        .limit(page_size)
-    ).all()
-    return CataloguePage(list(items), page, pages, total)
-
-
-def item_by_sku(session: Session, sku: str) -> Item | None:
-    return session.scalar(select(Item).where(Item.sku == sku))
+from shared.models import Embedding, Item
+from shared.vocabulary import CROP_KINDS, category_name
 
 
 @dataclass(frozen=True)
@@ -142,49 +111,13 @@ def detections(
         query = query.where(Embedding.model_version == model_version)
     found: dict[str, dict[str, Detection]] = {}
     newest: dict[str, str] = {}
-    for sku, width, height, kind, box, label, score, version in session.execute(query):
-        if newest.setdefault(sku, version) != version or kind in found.get(sku, {}):
+    for row in session.execute(query):
+        sku, kind = row.sku, row.kind
+        if newest.setdefault(sku, row.model_version) != row.model_version:
             continue
-        if box is None or len(box) < 4:
+        if kind in found.get(sku, {}) or row.box is None or len(row.box) < 4:
             continue
-        detection = _detection(kind, box, label, score, width, height)
+        detection = _detection(kind, row.box, row.label, row.score, row.width, row.height)
         if detection is not None:
             found.setdefault(sku, {})[kind] = detection
     return found
-
-
-@dataclass(frozen=True)
-class JobView:
-    id: str
-    status: str
-    total: int
-    done: int
-    failed: int
-    error: str | None
-    failures: list[dict[str, Any]]
-
-    @property
-    def finished(self) -> bool:
-        return self.status in ("succeeded", "partial", "failed")
-
-    @property
-    def percent(self) -> int:
-        return int(100 * (self.done + self.failed) / self.total) if self.total else 0
-
-
-def job_view(session: Session, job_id: str, max_failures: int = 20) -> JobView | None:
-    try:
-        key = uuid.UUID(job_id)
-    except ValueError:
-        return None
-    job = session.get(Job, key)
-    if job is None:
-        return None
-    failed_items = session.scalars(
-        select(JobItem)
-        .where(JobItem.job_id == key, JobItem.status == "failed")
-        .order_by(JobItem.position)
-        .limit(max_failures)
-    ).all()
-    failures = [{"sku": it.sku, "reason": it.reason, "error": it.error} for it in failed_items]
-    return JobView(str(job.id), job.status, job.total, job.done, job.failed, job.error, failures)

@@ -1,22 +1,27 @@
-"""Routes of the browser UI. Pages read the database directly and get recommendations from the
-same code the JSON API runs (see :mod:`web.ui.search_calls`)."""
+"""Routes of the browser UI. Pages call the same domain services as the JSON API
+(web.services): a fix or a change in ranking shows up in both at once, and a service's refusal
+is shown as a page with the status the API would answer with."""
 
 from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, abort, render_template, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException
 
+from shared.vocabulary import DISPLAY_ORDER, ItemStatus, VectorKind
 from web.api.media import media_url
 from web.auth import presented_key_is_valid
-from web.errors import ApiError
+from web.errors import ApiError, api_error
 from web.limits import limiter, photo_search_limit
 from web.resources import db
-from web.ui import queries, search_calls
+from web.services import ingestion, items, recommendations
+from web.services.errors import NotFound, ServiceError
+from web.ui import queries
 from web.ui.headers import add_security_headers
 
 bp = Blueprint(
@@ -29,15 +34,18 @@ bp = Blueprint(
 bp.after_request(add_security_headers)
 
 RECOMMENDATIONS_PER_ROW = 8
+CATALOGUE_PAGE_SIZE = 24
+JOB_FAILURES_SHOWN = 20
+TITLES = {
+    VectorKind.TOP: "Tops like this one",
+    VectorKind.BOTTOM: "Bottoms like this one",
+    VectorKind.FULL: "Look-alikes",
+}
 # Row order and headings on the product and search pages.
-ROWS: tuple[tuple[str, str], ...] = (
-    ("top", "Tops like this one"),
-    ("bottom", "Bottoms like this one"),
-    ("full", "Look-alikes"),
-)
+ROWS: tuple[tuple[str, str], ...] = tuple((kind, TITLES[kind]) for kind in DISPLAY_ORDER)
 
 
-def _rows(document: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A recommendations document (the API's shape) as the rows the templates draw."""
     results = document.get("results") or {}
     missing = document.get("missing") or {}
@@ -64,16 +72,18 @@ def ui_media_url(key: str | None) -> str | None:
 @bp.get("/")
 def catalogue() -> str:
     page = request.args.get("page", default=1, type=int) or 1
-    listing = queries.catalogue_page(db(), page)
+    listing = items.ready_items_page(page, CATALOGUE_PAGE_SIZE)
     return render_template("ui/catalogue.html", listing=listing)
 
 
 @bp.get("/items/<path:sku>")
 def item(sku: str) -> str:
-    found = queries.item_by_sku(db(), sku)
-    if found is None or found.status != "ready":
+    found = items.find_item(sku)
+    if found is None or found.status != ItemStatus.READY:
         abort(404, description=f"There is no product {sku} in the catalogue.")
-    document = search_calls.item_recommendations(sku, RECOMMENDATIONS_PER_ROW)
+    document = recommendations.recommend_for_item(
+        sku, k=RECOMMENDATIONS_PER_ROW, kinds=tuple(VectorKind)
+    )
     rows = _rows(document)
     # The page's own photo and every result get their detected boxes: drawn over the photo,
     # and cut out as the matched crop in the "tops/bottoms like this one" rows.
@@ -96,11 +106,15 @@ def search() -> tuple[str, int] | str:
             "ui/search.html", rows=None, error="Choose a photo to search with."
         ), 400
     try:
-        data, document = search_calls.photo_recommendations(upload, RECOMMENDATIONS_PER_ROW)
-    except ApiError as exc:
+        # Shown back from these bytes below: the shopper's photo is never stored.
+        data = recommendations.read_photo(upload.stream)
+        document = recommendations.recommend_for_photo(
+            data, k=RECOMMENDATIONS_PER_ROW, kinds=tuple(VectorKind)
+        )
+    except ServiceError as exc:
         # The same refusal the API would give (bad image, no worker in time), said on the page.
-        return render_template("ui/search.html", rows=None, error=exc.message), exc.status
-    # Shown back from the bytes in hand: the shopper's photo is never stored.
+        status = api_error(exc).status
+        return render_template("ui/search.html", rows=None, error=exc.message), status
     mime = Image.MIME.get(Image.open(io.BytesIO(data)).format or "", "image/jpeg")
     query_image_url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
     return render_template(
@@ -110,10 +124,11 @@ def search() -> tuple[str, int] | str:
 
 @bp.get("/jobs/<job_id>")
 def job(job_id: str) -> str:
-    view = queries.job_view(db(), job_id)
-    if view is None:
+    try:
+        report = ingestion.job_report(job_id, per_page=JOB_FAILURES_SHOWN)
+    except NotFound:
         abort(404, description="There is no such ingestion job.")
-    return render_template("ui/job.html", job=view, status_url=f"/api/v1/jobs/{view.id}")
+    return render_template("ui/job.html", job=report, status_url=f"/api/v1/jobs/{report.id}")
 
 
 @bp.errorhandler(HTTPException)
@@ -130,3 +145,9 @@ def _html_api_error(exc: ApiError) -> tuple[str, int]:
     return render_template(
         "ui/error.html", status=exc.status, title=exc.code, message=exc.message
     ), exc.status
+
+
+@bp.errorhandler(ServiceError)
+def _html_service_error(exc: ServiceError) -> tuple[str, int]:
+    # Refused as the API would refuse (an item without vectors yet, no worker in time).
+    return _html_api_error(api_error(exc))

@@ -1,0 +1,197 @@
+"""Catalogue items: one item with its vectors, the ready ones a page at a time, deleting one,
+and the insert-or-update an ingestion job makes for each SKU it names."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, func, literal, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from shared.media import StoredMedia
+from shared.models import Embedding, Item
+from shared.search.scheduling import request_fold
+from shared.vocabulary import ItemStatus, VectorKind, category_name
+from web.resources import db, settings
+from web.services.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+# An item's vectors are listed whole photo first, then its crops.
+_KIND_ORDER = {kind: rank for rank, kind in enumerate(VectorKind)}
+
+
+@dataclass(frozen=True)
+class VectorInfo:
+    """What is known about one stored vector, without the vector itself."""
+
+    kind: str
+    model_version: str
+    dim: int
+    box: list[float] | None
+    label: int | None
+    label_name: str | None
+    score: float | None
+
+
+@dataclass(frozen=True)
+class ItemDetail:
+    item: Item
+    vectors: list[VectorInfo]  # by kind (full, top, bottom), then model version
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds it has vectors of, each once, in the vectors' order."""
+        return list(dict.fromkeys(v.kind for v in self.vectors))
+
+
+def find_item(sku: str) -> Item | None:
+    return db().scalars(select(Item).where(Item.sku == sku)).one_or_none()
+
+
+def _item_or_not_found(sku: str) -> Item:
+    item = find_item(sku)
+    if item is None:
+        raise NotFound("item_not_found", f"No item has the SKU {sku!r}.")
+    return item
+
+
+def _label_name(label: int | None) -> str | None:
+    if label is None:
+        return None
+    try:
+        return category_name(label)
+    except ValueError:
+        return None
+
+
+def item_detail(sku: str) -> ItemDetail:
+    """The item and its vectors' kinds, boxes and labels (NotFound for an unknown SKU)."""
+    item = _item_or_not_found(sku)
+    rows = db().scalars(select(Embedding).where(Embedding.item_id == item.id)).all()
+    vectors = sorted(
+        (
+            VectorInfo(
+                kind=e.kind,
+                model_version=e.model_version,
+                dim=e.dim,
+                box=e.box,
+                label=e.label,
+                label_name=_label_name(e.label),
+                score=e.score,
+            )
+            for e in rows
+        ),
+        key=lambda v: (_KIND_ORDER.get(v.kind, 9), v.model_version),
+    )
+    return ItemDetail(item, vectors)
+
+
+def delete_item(sku: str) -> None:
+    """Remove an item and its vectors (NotFound for an unknown SKU), then have the neighbour
+    lists catch up."""
+    session = db()
+    session.delete(_item_or_not_found(sku))
+    session.commit()
+    log.info("item deleted", extra={"sku": sku})
+    try:
+        request_fold(settings(), reason=f"item {sku} deleted")
+    except Exception:  # the delete stands and answers already skip it; a later fold tidies
+        log.exception("could not schedule a fold of the neighbour lists", extra={"sku": sku})
+
+
+@dataclass(frozen=True)
+class ReadyPage:
+    items: list[Item]
+    page: int
+    pages: int
+    total: int
+
+
+def ready_items_page(page: int, page_size: int) -> ReadyPage:
+    """Ready items only (pending and failed ones have nothing to show), in SKU order; a page
+    past the last gives the last."""
+    session = db()
+    total = session.scalar(
+        select(func.count()).select_from(Item).where(Item.status == ItemStatus.READY)
+    )
+    total = int(total or 0)
+    pages = max(1, -(-total // page_size))
+    page = min(max(1, page), pages)
+    items = session.scalars(
+        select(Item)
+        .where(Item.status == ItemStatus.READY)
+        .order_by(Item.sku)
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    ).all()
+    return ReadyPage(list(items), page, pages, total)
+
+
+def upsert_item(
+    session: Session,
+    sku: str,
+    attributes: dict[str, Any] | None,
+    stored: StoredMedia | None = None,
+    url: str | None = None,
+    path: str | None = None,
+) -> int:
+    """Insert or update the item an ingestion job names; its id.
+
+    Its image is either ``stored`` (uploaded bytes, already in the media store) or behind
+    ``url`` / ``path`` (fetched by a worker). ``attributes`` None keeps the item's current ones.
+    """
+    table = Item.__table__
+    values: dict[str, Any] = {"sku": sku, "status": ItemStatus.PENDING, "error": None}
+    if attributes is not None:
+        values["attributes"] = attributes
+    statement = pg_insert(table)
+    current, incoming = table.c, statement.excluded
+    updates: dict[str, Any] = {"updated_at": func.now()}
+    if attributes is not None:
+        updates["attributes"] = incoming.attributes
+    ready = current.status == ItemStatus.READY
+    if stored is not None:
+        values.update(
+            media_key=stored.key,
+            image_sha256=stored.sha256,
+            byte_size=stored.size,
+            source_url=None,
+            source_path=None,
+        )
+        same_image = ready & (current.image_sha256 == incoming.image_sha256)
+        # The same photo of a ready item stays ready (the worker will skip it); a new photo
+        # makes the item pending until it is embedded.
+        updates.update(
+            media_key=incoming.media_key,
+            image_sha256=incoming.image_sha256,
+            byte_size=incoming.byte_size,
+            source_url=None,
+            source_path=None,
+            status=_ready_when(same_image),
+            error=None,
+        )
+    else:
+        values.update(source_url=url, source_path=path)
+        # Bytes behind a URL or path are only known once fetched: the worker compares hashes.
+        updates.update(
+            source_url=incoming.source_url,
+            source_path=incoming.source_path,
+            status=_ready_when(ready),
+            error=None,
+        )
+    statement = (
+        statement.values(**values)
+        .on_conflict_do_update(index_elements=["sku"], set_=updates)
+        .returning(table.c.id)
+    )
+    return session.execute(statement).scalar_one()
+
+
+def _ready_when(condition: Any) -> Any:
+    """SQL: ``'ready'`` where ``condition`` holds, else ``'pending'``."""
+    ready = case((condition, literal(ItemStatus.READY.value)), else_=None)
+    return func.coalesce(ready, ItemStatus.PENDING.value)
