@@ -104,8 +104,8 @@ _CHANGES_SQL = text(
          WHERE model_version = :version AND kind = ANY(:kinds)
            AND (fold_id IS NULL OR fold_id > :applied)
     )
-    SELECT 'list' AS part, kind, NULL::bigint AS item_id, neighbour_ids AS a,
-           sq_distances AS b, complete, NULL AS sku, NULL AS media_key
+    SELECT 'list' AS part, kind, NULL::bigint AS item_id, neighbour_ids AS data,
+           sq_distances AS distances, complete, NULL AS sku, NULL AS media_key
       FROM neighbour_lists
      WHERE :with_lists AND model_version = :version AND item_id = :item_id
        AND kind = ANY(:kinds)
@@ -124,6 +124,9 @@ _CHANGES_SQL = text(
       FROM items WHERE id = ANY(:label_ids)
     """
 )
+# One statement, so one snapshot; each row's ``part`` says what it is: this item's stored
+# ``list`` of a kind (ids in ``data``, ``distances``), a ``change`` (the changed item's vector now
+# in ``data``, NULL when gone), this item's ``own`` vector (in ``data``), or a ``label``.
 # Labels fetched with the changes: the first k entries of each list and this many more (a few
 # may be dropped as changed); anything else is looked up afterwards.
 _LABEL_SPARE = 4
@@ -149,17 +152,18 @@ def _read_changes(
         },
     ).all()
     out = _Changes({kind: {} for kind in kinds}, {}, {}, {})
-    for part, kind, item_id, a, b, complete, sku, media_key in rows:
-        if part == "list":
-            out.lists[kind] = from_columns(a, b, complete)
-        elif part == "change":
-            out.vectors[kind][int(item_id)] = decode(a) if a is not None else None
-            if sku is not None:
-                out.labels[int(item_id)] = Label(sku, media_key)
-        elif part == "own":
-            out.own[kind] = decode(a)
+    for row in rows:
+        if row.part == "list":
+            out.lists[row.kind] = from_columns(row.data, row.distances, row.complete)
+        elif row.part == "change":
+            vector = decode(row.data) if row.data is not None else None
+            out.vectors[row.kind][int(row.item_id)] = vector
+            if row.sku is not None:
+                out.labels[int(row.item_id)] = Label(row.sku, row.media_key)
+        elif row.part == "own":
+            out.own[row.kind] = decode(row.data)
         else:
-            out.labels[int(item_id)] = Label(sku, media_key)
+            out.labels[int(row.item_id)] = Label(row.sku, row.media_key)
     return out
 
 
