@@ -8,6 +8,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from shared.vocabulary import ItemStatus, JobStatus
+
 MAX_ITEMS_PER_JOB = 10_000
 # Multipart parts one item may use: its file, its 'sku' field and its 'attributes' field.
 MAX_FORM_FIELDS_PER_ITEM = 3
@@ -108,7 +110,7 @@ class JobItemInSchema(Schema):
 
 class JobCreateJsonSchema(Schema):
     # SKUs must be unique in a job: checked after parsing, for JSON and multipart alike, and
-    # refused as ``duplicate_sku`` (web.api.jobs).
+    # refused as ``duplicate_sku`` (web.services.ingestion).
     items = fields.List(
         fields.Nested(JobItemInSchema),
         required=True,
@@ -169,9 +171,7 @@ class ErrorPageSchema(Schema):
 
 class JobSchema(Schema):
     id = fields.UUID()
-    status = fields.String(
-        metadata={"enum": ["queued", "running", "succeeded", "partial", "failed"]}
-    )
+    status = fields.String(metadata={"enum": [status.value for status in JobStatus]})
     source = fields.String()
     total = fields.Integer()
     done = fields.Integer(metadata={"description": "Items that succeeded (skipped included)."})
@@ -199,7 +199,7 @@ class VectorSchema(Schema):
 
 class ItemSchema(Schema):
     sku = fields.String()
-    status = fields.String(metadata={"enum": ["pending", "ready", "failed"]})
+    status = fields.String(metadata={"enum": [status.value for status in ItemStatus]})
     error = fields.String(allow_none=True)
     image_url = fields.String(allow_none=True)
     image_sha256 = fields.String(allow_none=True)
