@@ -13,9 +13,9 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from web.api.media import media_url
 from web.api.schemas import ItemSchema
 from web.auth import caller_has_key, require_api_key
+from web.links import media_url
 from web.services import items
 
 blp = Blueprint("items", __name__, url_prefix="/api/v1", description="Catalogue items")

@@ -16,7 +16,6 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from werkzeug.datastructures import FileStorage
 
-from web.api.media import public_url
 from web.api.schemas import (
     JobCreatedSchema,
     JobCreateJsonSchema,
@@ -29,6 +28,7 @@ from web.api.schemas import (
 )
 from web.auth import require_api_key
 from web.errors import ApiError
+from web.links import public_url
 from web.services import ingestion
 from web.services.ingestion import NewItem
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, send_file, url_for
+from flask import Response, send_file
 from flask_smorest import Blueprint
 
 from shared.media import MediaStore, is_valid_key, sniff_content_type
@@ -13,19 +13,6 @@ blp = Blueprint("media", __name__, url_prefix="/media", description="Stored imag
 
 # Content-addressed: the bytes behind a key never change, so caches may keep them forever.
 _IMMUTABLE_S = 365 * 24 * 3600
-
-
-def public_url(path: str) -> str:
-    """``path`` made absolute with PUBLIC_BASE_URL when one is set, else left relative."""
-    base = settings().public_base_url
-    return f"{base.rstrip('/')}{path}" if base else path
-
-
-def media_url(key: str | None) -> str | None:
-    """The URL an image is served at, for any API document that shows one."""
-    if not key:
-        return None
-    return public_url(url_for("media.get_media", key=key))
 
 
 @blp.route("/<string:key>")

@@ -23,7 +23,7 @@ from shared.queueing import QUEUE_QUERY
 from shared.search import reader
 from shared.search.reader import ItemRef, Neighbour
 from shared.vocabulary import ItemStatus, VectorKind
-from web.api.media import media_url
+from web.links import media_url
 from web.lists_pointer import ListsPointer
 from web.resources import celery_client, db, settings
 from web.services.errors import Conflict, Invalid, NotFound, Unavailable

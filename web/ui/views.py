@@ -14,10 +14,10 @@ from PIL import Image
 from werkzeug.exceptions import HTTPException
 
 from shared.vocabulary import DISPLAY_ORDER, ItemStatus, VectorKind
-from web.api.media import media_url
 from web.auth import presented_key_is_valid
 from web.errors import ApiError, api_error
 from web.limits import limiter, photo_search_limit
+from web.links import media_url
 from web.resources import db
 from web.services import ingestion, items, recommendations
 from web.services.errors import NotFound, ServiceError
