@@ -15,6 +15,7 @@ from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.queueing import make_celery
 from workers.schedule import beat_schedule
+from workers.tasks.base import VisrecTask
 
 # Keras picks its backend at first import: workers run it on torch (design.md), unless told.
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -26,7 +27,8 @@ TASK_MODULES = [
     "workers.tasks.maintenance",
 ]
 
-app = make_celery(get_settings(), include=TASK_MODULES)
+# Every task gets the one retry policy and failure hook (workers.tasks.base).
+app = make_celery(get_settings(), include=TASK_MODULES, task_cls=VisrecTask)
 # Read by `celery -A workers.celery_app beat` (the Procfile's beat process); workers ignore it.
 app.conf.beat_schedule = beat_schedule(get_settings())
 

@@ -42,7 +42,8 @@ from shared.models import Embedding, Item, JobItem
 from shared.queueing import QUEUE_INGEST, task_sender
 from shared.search.scheduling import request_fold
 from shared.vectors import encode
-from workers.ingestion.errors import TRANSIENT_ERRORS, SourceError
+from workers.errors import TRANSIENT_ERRORS
+from workers.ingestion.errors import SourceError
 from workers.ingestion.fetch import FetchPolicy, fetch_url
 from workers.ingestion.paths import read_import_path
 
