@@ -1,7 +1,8 @@
 """The worker's Celery app: ``celery -A workers.celery_app worker ...``.
 
 Built from the shared settings. Creating it connects to nothing; models load lazily in the
-process that runs the tasks (never in a parent before fork: see design.md).
+process that runs the tasks (never in a parent before fork: see
+docs/architecture.md#queues-and-processes).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from shared.queueing import make_celery
 from workers.schedule import beat_schedule
 from workers.tasks.base import VisrecTask
 
-# Keras picks its backend at first import: workers run it on torch (design.md), unless told.
+# Keras picks its backend at first import: workers run it on torch unless told
+# (docs/architecture.md#keras-on-torch).
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 TASK_MODULES = [
@@ -55,9 +57,10 @@ def _after_fork(**_: object) -> None:
 def _preload_models(sender: object = None, **_: object) -> None:
     """Load the models in a solo-pool worker before it consumes anything.
 
-    Only for ``--pool solo`` (the model queues' pool, design.md): there the main process runs the
-    tasks, so nothing forks after CUDA is initialised. A prefork child must not do this in
-    ``worker_process_init``, whose few-second limit a model build exceeds; it loads on first use.
+    Only for ``--pool solo`` (the model queues' pool, docs/architecture.md#queues-and-processes):
+    there the main process runs the tasks, so nothing forks after CUDA is initialised. A prefork
+    child must not do this in ``worker_process_init``, whose few-second limit a model build
+    exceeds; it loads on first use.
     """
     pool_cls = getattr(getattr(sender, "controller", None), "pool_cls", None)
     settings = get_settings()
