@@ -196,9 +196,8 @@ VERSION = "bench-model"
 
 @contextmanager
 def bench_stack(args: argparse.Namespace) -> Iterator[Any]:
-    import redis
-
     from shared.config import load_settings
+    from shared.redis_clients import redis_client
     from tests.support import database
 
     url = database.create_database()
@@ -217,9 +216,10 @@ def bench_stack(args: argparse.Namespace) -> Iterator[Any]:
         },
         environ={},
     )
+    # Flushing millions of keys takes longer than the pooled clients' usual timeout.
     scratch = [
-        redis.Redis.from_url(settings.redis_cache_url),
-        redis.Redis.from_url(settings.redis_broker_url),
+        redis_client(settings.redis_cache_url, 30.0),
+        redis_client(settings.redis_broker_url, 30.0),
     ]
     for client in scratch:
         client.flushdb()
@@ -229,7 +229,6 @@ def bench_stack(args: argparse.Namespace) -> Iterator[Any]:
     finally:
         for client in scratch:
             client.flushdb(asynchronous=True)  # millions of keys: freed in the background
-            client.close()
         database.drop_database(url)
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-# torch/detectron2 load before keras, and keras runs on torch (design.md).
+# torch/detectron2 load before keras, and keras runs on torch (docs/architecture.md#keras-on-torch).
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from demo import recipe as r
@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A scratch folder: an earlier recipe's checkpoints there must not be resumed from.
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    # torch first (design.md: TensorFlow + triton in one process segfault the other way round).
+    # torch first: TensorFlow + triton in one process segfault the other way round
+    # (docs/architecture.md#keras-on-torch).
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))

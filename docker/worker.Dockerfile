@@ -58,6 +58,8 @@ RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin app \
     && chown app:app /data/media
 USER app
 
-# Solo pool, one task at a time: CUDA cannot be re-initialised in a forked child (design.md).
+# Solo pool, one task at a time: CUDA cannot be re-initialised in a forked child
+# (docs/architecture.md#queues-and-processes). Every queue, so this image alone is a complete
+# worker; docker-compose.yml splits the queues over two processes.
 CMD ["celery", "-A", "workers.celery_app", "worker", "--pool", "solo", "--concurrency", "1", \
-     "--prefetch-multiplier", "1", "-Q", "query,default,ingest", "--loglevel", "INFO"]
+     "--prefetch-multiplier", "1", "-Q", "ingest,default,query,lists", "--loglevel", "INFO"]

@@ -2,8 +2,9 @@
 # Build and install detectron2 0.6 into the venv whose python is $1 (default: .venv/bin/python).
 #
 # The authors do not publish detectron2 on PyPI. The sdist pb1-detectron2==0.6 holds the official
-# v0.6 Python tree (checked file by file, see design.md) but no C++ sources and no packaged
-# configs, and predates Pillow 10 / NumPy 2. Each patch below says why it is needed.
+# v0.6 Python tree (checked file by file, see docs/architecture.md#detectron2-install-and-patches)
+# but no C++ sources and no packaged configs, and predates Pillow 10 / NumPy 2. Each patch below
+# says why it is needed.
 set -euo pipefail
 
 PY=${1:-.venv/bin/python}

@@ -19,7 +19,7 @@ _DEFAULT_DATA = Path(os.environ.get("VISREC_DATA_DIR", Path.cwd() / "var"))
 
 @dataclass(frozen=True)
 class Settings:
-    # --- contract names (design.md) ---
+    # --- contract names (docs/architecture.md#configuration-contract) ---
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/visrec"
     redis_broker_url: str = "redis://127.0.0.1:6379/0"
     redis_cache_url: str = "redis://127.0.0.1:6379/1"

@@ -23,8 +23,12 @@ QUEUE_LISTS = "lists"
 QUEUES = (QUEUE_INGEST, QUEUE_QUERY, QUEUE_DEFAULT, QUEUE_LISTS)
 
 
-def make_celery(settings: Settings, *, include: list[str] | None = None) -> Celery:
-    app = Celery("visrec", include=include or [])
+def make_celery(
+    settings: Settings, *, include: list[str] | None = None, task_cls: type | None = None
+) -> Celery:
+    """``task_cls``: the base class of the tasks this app defines (the workers'); a sender
+    defines none and leaves it unset."""
+    app = Celery("visrec", include=include or [], task_cls=task_cls)
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     app.conf.update(
         broker_url=settings.redis_broker_url,

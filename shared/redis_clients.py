@@ -1,5 +1,9 @@
 """Redis clients, one pooled client per URL per process, always with short socket timeouts.
 
+Every Redis connection of the web tier and the workers comes from :func:`redis_client` (the one
+exception: Flask-Limiter's storage, which takes a URI; see web.limits). Celery's broker
+connections are Celery's own (shared.queueing).
+
 A request thread must never wait on Redis's default (no) timeout: a paused or unreachable
 cache turns into a fast RedisError that callers handle (the read path then asks PostgreSQL).
 Clients are kept per process id: a forked child never reuses its parent's sockets.

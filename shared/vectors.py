@@ -1,4 +1,7 @@
-"""The vector codec: float32, little-endian, as stored in ``embeddings.vector`` (design.md)."""
+"""The vector codec: float32, little-endian, as stored in ``embeddings.vector``.
+
+Why and what relies on it: docs/architecture.md#vector-codec.
+"""
 
 from __future__ import annotations
 

@@ -79,7 +79,7 @@ CATEGORY_NAMES: tuple[str, ...] = (
 NUM_CATEGORIES = len(CATEGORY_NAMES)
 
 # The article's top list leaves out sling and sling dress; they are tops like vest and vest dress
-# (design.md), so a sling dress photo still gets a top crop.
+# (docs/architecture.md#model-bundles), so a sling dress photo still gets a top crop.
 TOP_IDS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 10, 11, 12, 13)
 BOTTOM_IDS: tuple[int, ...] = (7, 8, 9)
 

@@ -3,9 +3,9 @@
 The article (step 2) fine-tunes ``COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml`` from the COCO
 model zoo weights with the solver settings in :data:`ARTICLE_SETTINGS`. That config freezes the
 backbone's BatchNorm statistics, which only works when starting from pretrained weights: from
-random weights it diverges in a few iterations (design.md). The ``tiny-gn`` preset swaps in a
-ResNet-18 with GroupNorm everywhere and small images, which trains from scratch on a CPU; the
-tests and the demo use it.
+random weights it diverges in a few iterations (docs/architecture.md#ml-stack-facts). The
+``tiny-gn`` preset swaps in a ResNet-18 with GroupNorm everywhere and small images, which trains
+from scratch on a CPU; the tests and the demo use it.
 
 Detectron2 is imported inside the functions, so importing this module stays cheap.
 """

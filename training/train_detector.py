@@ -84,7 +84,7 @@ def _trainer_class() -> type:
             from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
             # No TensorboardXWriter: it imports TensorFlow when installed, and TensorFlow next
-            # to torch/triton in one process can segfault (design.md).
+            # to torch/triton in one process can segfault (docs/architecture.md#keras-on-torch).
             return [
                 CommonMetricPrinter(self.max_iter),
                 JSONWriter(str(Path(self.cfg.OUTPUT_DIR) / "metrics.json")),

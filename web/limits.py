@@ -26,6 +26,8 @@ def photo_search_limit() -> str:
 
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
+    # The one Redis connection not made by shared.redis_clients: Flask-Limiter's storage (the
+    # limits library) builds its own client from a URI, so its short timeouts are passed here.
     app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_cache_url)
     app.config.setdefault(
         "RATELIMIT_STORAGE_OPTIONS", {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}

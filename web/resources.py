@@ -1,6 +1,7 @@
 """Per-app clients (Redis, Celery) and the per-request database session.
 
 Clients are created on first use, not in ``create_app``, so building an app connects to nothing.
+Redis clients are the process's pooled ones (shared.redis_clients), with its short timeouts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from shared.config import Settings
 from shared.db import session_factory
 from shared.queueing import make_celery
+from shared.redis_clients import redis_client
 
 
 def settings() -> Settings:
@@ -37,21 +39,11 @@ def _lazy(name: str, build: Any) -> Any:
 
 
 def cache_redis() -> redis.Redis:
-    return _lazy(
-        "cache",
-        lambda: redis.Redis.from_url(
-            settings().redis_cache_url, socket_timeout=5, socket_connect_timeout=2
-        ),
-    )
+    return redis_client(settings().redis_cache_url)
 
 
 def broker_redis() -> redis.Redis:
-    return _lazy(
-        "broker",
-        lambda: redis.Redis.from_url(
-            settings().redis_broker_url, socket_timeout=5, socket_connect_timeout=2
-        ),
-    )
+    return redis_client(settings().redis_broker_url)
 
 
 def celery_client() -> Celery:

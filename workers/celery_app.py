@@ -1,7 +1,8 @@
 """The worker's Celery app: ``celery -A workers.celery_app worker ...``.
 
 Built from the shared settings. Creating it connects to nothing; models load lazily in the
-process that runs the tasks (never in a parent before fork: see design.md).
+process that runs the tasks (never in a parent before fork: see
+docs/architecture.md#queues-and-processes).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.queueing import make_celery
 from workers.schedule import beat_schedule
+from workers.tasks.base import VisrecTask
 
-# Keras picks its backend at first import: workers run it on torch (design.md), unless told.
+# Keras picks its backend at first import: workers run it on torch unless told
+# (docs/architecture.md#keras-on-torch).
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 TASK_MODULES = [
@@ -26,7 +29,8 @@ TASK_MODULES = [
     "workers.tasks.maintenance",
 ]
 
-app = make_celery(get_settings(), include=TASK_MODULES)
+# Every task gets the one retry policy and failure hook (workers.tasks.base).
+app = make_celery(get_settings(), include=TASK_MODULES, task_cls=VisrecTask)
 # Read by `celery -A workers.celery_app beat` (the Procfile's beat process); workers ignore it.
 app.conf.beat_schedule = beat_schedule(get_settings())
 
@@ -53,9 +57,10 @@ def _after_fork(**_: object) -> None:
 def _preload_models(sender: object = None, **_: object) -> None:
     """Load the models in a solo-pool worker before it consumes anything.
 
-    Only for ``--pool solo`` (the model queues' pool, design.md): there the main process runs the
-    tasks, so nothing forks after CUDA is initialised. A prefork child must not do this in
-    ``worker_process_init``, whose few-second limit a model build exceeds; it loads on first use.
+    Only for ``--pool solo`` (the model queues' pool, docs/architecture.md#queues-and-processes):
+    there the main process runs the tasks, so nothing forks after CUDA is initialised. A prefork
+    child must not do this in ``worker_process_init``, whose few-second limit a model build
+    exceeds; it loads on first use.
     """
     pool_cls = getattr(getattr(sender, "controller", None), "pool_cls", None)
     settings = get_settings()

@@ -8,7 +8,6 @@ observation, not the work.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -17,22 +16,11 @@ from celery.signals import task_postrun, task_prerun
 
 from shared.config import get_settings
 from shared.metrics_store import OUTCOMES, observe_task_duration
+from shared.redis_clients import redis_client
 
 log = logging.getLogger(__name__)
 
 _started: dict[str, float] = {}
-_clients: dict[str, redis.Redis] = {}
-_lock = threading.Lock()
-
-
-def _client(url: str) -> redis.Redis:
-    with _lock:
-        client = _clients.get(url)
-        if client is None:
-            client = _clients[url] = redis.Redis.from_url(
-                url, socket_timeout=2, socket_connect_timeout=2
-            )
-        return client
 
 
 @task_prerun.connect
@@ -53,7 +41,7 @@ def _task_finished(
         outcome = "failure"
     try:
         observe_task_duration(
-            _client(get_settings().redis_broker_url),
+            redis_client(get_settings().redis_broker_url),
             task.name,
             outcome,
             time.monotonic() - started,

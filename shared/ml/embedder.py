@@ -1,9 +1,10 @@
 """Garment embedder: Keras ResNet50 (no top, global average pooling) -> 2048 float32 per image.
 
 Runs on whichever Keras backend the process chose; the backend is fixed when keras is first
-imported, so :func:`import_keras` sets ``KERAS_BACKEND`` (workers: torch, see design.md) before
-that first import. On the torch backend inference runs under ``torch.no_grad()``: without it
-ResNet50 keeps autograd state (3 s and 10 GB for a batch of 16 on this machine).
+imported, so :func:`import_keras` sets ``KERAS_BACKEND`` (workers: torch, see
+docs/architecture.md#keras-on-torch) before that first import. On the torch backend inference
+runs under ``torch.no_grad()``: without it ResNet50 keeps autograd state (3 s and 10 GB for a
+batch of 16 on this machine).
 """
 
 from __future__ import annotations

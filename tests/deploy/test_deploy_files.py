@@ -30,7 +30,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 WEB_DOCKERFILE = ROOT / "docker" / "web.Dockerfile"
 WORKER_DOCKERFILE = ROOT / "docker" / "worker.Dockerfile"
 
-# design.md, "Configuration (contract: environment variable names)".
+# docs/architecture.md#configuration-contract
 CONTRACT_VARS = {
     "DATABASE_URL",
     "REDIS_BROKER_URL",

@@ -1,7 +1,8 @@
 """The heavy ML stack installs and runs on a fresh machine: one tiny forward pass of each.
 
 Each framework runs in its own interpreter: TensorFlow and detectron2 in one process segfault
-when triton loads after TensorFlow (design.md), and a test must not depend on import order.
+when triton loads after TensorFlow (docs/architecture.md#keras-on-torch), and a test must not
+depend on import order.
 """
 
 import json

@@ -89,7 +89,8 @@ def test_write_bundle_checkpoints_load_with_detectron2s_checkpointer(test_bundle
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    # torch.load's weights_only=True default (design.md) must accept what write_bundle wrote.
+    # torch.load's weights_only=True default must accept what write_bundle wrote
+    # (docs/architecture.md#detectron2-install-and-patches).
     saved = torch.load(test_bundle.detector_weights, weights_only=True)
     assert set(saved) == {"model"}
     cfg = get_cfg()

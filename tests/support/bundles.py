@@ -102,7 +102,7 @@ def make_test_bundle(
     if cached is None:
         if "keras" not in sys.modules:
             os.environ.setdefault("KERAS_BACKEND", "torch")
-        # torch/detectron2 before keras: see design.md (TF + triton segfault).
+        # torch/detectron2 before keras (TF + triton segfault): docs/architecture.md#keras-on-torch.
         import torch  # noqa: F401
 
         cached = _scratch_dir() / f"bundle-{len(_made)}"

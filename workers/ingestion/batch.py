@@ -37,7 +37,8 @@ from shared.queueing import QUEUE_INGEST, task_sender
 from shared.search.scheduling import request_fold
 from shared.vectors import encode
 from shared.vocabulary import FINISHED_JOB_STATUSES
-from workers.ingestion.errors import TRANSIENT_ERRORS, SourceError
+from workers.errors import TRANSIENT_ERRORS
+from workers.ingestion.errors import SourceError
 from workers.ingestion.fetch import FetchPolicy, fetch_url
 from workers.ingestion.paths import read_import_path
 

@@ -21,6 +21,7 @@ import redis
 
 from shared import task_names
 from shared.queueing import QUEUES
+from shared.redis_clients import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ UNACKED_KEY = "unacked"
 # kombu's Redis transport keeps one list per priority step: "<queue>" and "<queue>\x06\x16<n>".
 _PRIORITY_SEPARATOR = "\x06\x16"
 _PRIORITY_STEPS = (0, 3, 6, 9)
+# A snapshot reads whole queues in one MULTI: a long backlog takes longer than a usual command.
+SNAPSHOT_TIMEOUT_S = 10.0
 
 
 def _queue_keys(queues: Iterable[str]) -> list[str]:
@@ -75,11 +78,8 @@ def _snapshot(client: redis.Redis, keys: list[str]) -> set[str]:
 
 def jobs_with_tasks(broker_url: str, *, settle_s: float = 0.5) -> set[str]:
     """Ids of jobs (as strings) with a start or batch task anywhere in the broker."""
-    client = redis.Redis.from_url(broker_url, socket_timeout=10, socket_connect_timeout=5)
-    try:
-        keys = _queue_keys(QUEUES)
-        first = _snapshot(client, keys)
-        time.sleep(settle_s)
-        return first | _snapshot(client, keys)
-    finally:
-        client.close()
+    client = redis_client(broker_url, SNAPSHOT_TIMEOUT_S)
+    keys = _queue_keys(QUEUES)
+    first = _snapshot(client, keys)
+    time.sleep(settle_s)
+    return first | _snapshot(client, keys)

@@ -8,21 +8,16 @@ from shared import task_names
 from shared.config import get_settings
 from shared.search.scheduling import clear_fold_pending, clear_reload_pending
 from workers.celery_app import app
-from workers.ingestion.errors import TRANSIENT_ERRORS
 from workers.search import cache_writer
 from workers.search.device import list_device
 from workers.search.fold import advisory_lock, connect, fold
+from workers.tasks.base import TransientPolicy
 
 # Both are safe to repeat: a database or broker outage is waited out, never given up on.
-_RETRY_TRANSIENT = {
-    "autoretry_for": TRANSIENT_ERRORS,
-    "retry_backoff": True,
-    "retry_backoff_max": 60,
-    "max_retries": None,
-}
+_RETRY_FOREVER = TransientPolicy.RETRY_FOREVER
 
 
-@app.task(name=task_names.FOLD_LISTS, **_RETRY_TRANSIENT)
+@app.task(name=task_names.FOLD_LISTS, on_transient=_RETRY_FOREVER)
 def fold_lists(reason: str = "") -> dict[str, Any]:
     """Fold every pending embedding change into the neighbour lists (exact; idempotent)."""
     settings = get_settings()
@@ -31,7 +26,7 @@ def fold_lists(reason: str = "") -> dict[str, Any]:
     return fold(settings, device=list_device(settings), reason=reason).as_dict()
 
 
-@app.task(name=task_names.RELOAD_LISTS_CACHE, **_RETRY_TRANSIENT)
+@app.task(name=task_names.RELOAD_LISTS_CACHE, on_transient=_RETRY_FOREVER)
 def reload_cache(reason: str = "") -> dict[str, Any]:
     """Copy the lists from PostgreSQL into a fresh cache generation (the cache was lost)."""
     settings = get_settings()

@@ -18,6 +18,7 @@ from shared.vectors import encode
 from workers.celery_app import app
 from workers.search.queries import search_item as search_item_now
 from workers.search.queries import search_vectors
+from workers.tasks.base import TransientPolicy
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ def _ranked(results: dict[str, list[tuple[int, float]]]) -> dict[str, list[list[
     }
 
 
-@app.task(name=task_names.SEARCH_PHOTO)
+# No retries: the web tier waits QUERY_TIMEOUT_S for the answer and says 503 after that; a
+# retry after backoff would answer nobody.
+@app.task(name=task_names.SEARCH_PHOTO, on_transient=TransientPolicy.FAIL)
 def search_photo(image: str, kinds: list[str], k: int) -> dict[str, Any]:
     """Crop and embed a shopper's photo (base64 in the message: never stored), then search."""
     from shared.ml.pipeline import get_pipeline  # frameworks load in the worker, on first use
@@ -72,7 +75,7 @@ def search_photo(image: str, kinds: list[str], k: int) -> dict[str, Any]:
     }
 
 
-@app.task(name=task_names.SEARCH_ITEM)
+@app.task(name=task_names.SEARCH_ITEM, on_transient=TransientPolicy.FAIL)
 def search_item(item_id: int, version: str, kinds: list[str], k: int) -> dict[str, Any]:
     """The exact neighbours of an item from its vectors now (its list is being folded)."""
     found = search_item_now(get_settings(), item_id, version, kinds, k)
