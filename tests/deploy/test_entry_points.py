@@ -205,7 +205,7 @@ def _make(target: str, settings: Settings, tmp_path: Path, **env: str) -> Servic
     return ServiceProcess(
         ["make", "-o", "install", target],
         ROOT,
-        shell_env(**settings_to_env(settings), LOG_JSON="0", **env),
+        shell_env(**{**settings_to_env(settings), **env}),
         tmp_path / f"make-{target}.log",
     )
 
