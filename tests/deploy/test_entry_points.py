@@ -158,7 +158,7 @@ def test_documented_python_entry_point_answers_help(module):
     assert "usage:" in result.stdout
 
 
-@pytest.mark.parametrize("subcommand", ["", *_by_kind("visrec")])
+@pytest.mark.parametrize("subcommand", sorted({"", *_by_kind("visrec")}), ids=lambda s: s or "-")
 def test_the_visrec_command_answers_help(subcommand):
     result = run([str(VENV_BIN / "visrec"), *subcommand.split(), "--help"])
     assert result.returncode == 0, result.stderr[-3000:]
