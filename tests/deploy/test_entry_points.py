@@ -56,7 +56,7 @@ class Documented:
 
 def _shell_lines(text: str) -> Iterator[str]:
     """Commands of the README's sh blocks, continuations joined and comments dropped."""
-    for block in re.findall(r"^```sh\n(.*?)^```", text, re.S | re.M):
+    for block in re.findall(r"^```(?:sh|bash|shell|console)\n(.*?)^```", text, re.S | re.M):
         for line in block.replace("\\\n", " ").splitlines():
             line = re.sub(r"\s+#.*$", "", line).strip()
             if line and not line.startswith("#"):
@@ -79,7 +79,7 @@ def classify(command: str) -> Documented:
     program = words[0]
     if program == "make" and len(words) == 2:
         return Documented(command, "make", words[1])
-    if program == ".venv/bin/python" and words[1:2] == ["-m"]:
+    if program == ".venv/bin/python" and len(words) > 2 and words[1] == "-m":
         return Documented(command, "module", words[2])
     if program == ".venv/bin/visrec":
         return Documented(command, "visrec", words[1] if len(words) > 1 else "")
@@ -99,17 +99,31 @@ def _by_kind(kind: str) -> list[str]:
     return sorted({d.target for d in documented() if d.kind == kind})
 
 
+# An activated venv's variables, and make's own when the suite runs under `make test`.
+_NOT_IN_A_NEW_SHELL = {
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "MAKELEVEL",
+    "MAKEOVERRIDES",
+}
+
+
 def shell_env(**extra: str) -> dict[str, str]:
     """A new user's shell: the venv not activated, no service settings of the caller's."""
     setting_names = {f.name.upper() for f in fields(Settings)}
-    venv_bin = str(VENV_BIN)
+    venv_bin = os.path.realpath(VENV_BIN)
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in setting_names and k not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
+        if k not in setting_names and k not in _NOT_IN_A_NEW_SHELL
     }
     env["PATH"] = os.pathsep.join(
-        p for p in env.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p != venv_bin
+        p
+        for p in env.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+        if os.path.realpath(p) != venv_bin
     )
     return {**env, **extra}
 
@@ -143,7 +157,7 @@ def test_the_readme_reader_finds_what_it_must_refuse():
     # The checks below are only as good as the classifier's refusals.
     for bare in ("python -m training.evaluate --help", "honcho start web", "visrec ingest d"):
         assert classify(bare).kind == "unknown", bare
-    assert [c for c in _inline_commands("a `python-svc` b `celery -A x worker` c") if c] == [
+    assert list(_inline_commands("a `python-svc` b `celery -A x worker` c")) == [
         "celery -A x worker"
     ]
     assert classify("MODEL_DIR=models/v1 make demo") == Documented(
