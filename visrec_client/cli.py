@@ -101,11 +101,12 @@ def similar(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
         return EXIT_OK
     results: dict[str, list[dict[str, Any]]] = doc.get("results") or {}
+    missing: dict[str, str] = doc.get("missing") or {}
     for kind, hits in results.items():
-        shown = ", ".join(_hit(hit) for hit in hits)
-        print(f"{kind}: {shown or '(none yet)'}")
-    for kind, why in (doc.get("missing") or {}).items():
-        print(f"{kind}: missing: {why}")
+        if kind in missing:
+            print(f"{kind}: none: {missing[kind]}")
+        else:
+            print(f"{kind}: {', '.join(_hit(hit) for hit in hits) or '(no other items yet)'}")
     return EXIT_OK
 
 

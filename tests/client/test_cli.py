@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 from werkzeug.serving import make_server
@@ -198,3 +199,27 @@ def test_the_client_imports_neither_the_server_nor_an_ml_framework():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_similar_prints_the_nearest_items_per_kind_and_why_a_kind_is_missing(
+    api, db_session, capsys
+):
+    from tests.recommendations.helpers import add_item
+    from workers.tasks.lists import fold_lists
+
+    vectors = {
+        "A": {"full": [0.0, 0.0]},
+        "B": {"full": [1.0, 0.0], "top": [0.0, 1.0]},
+        "C": {"full": [3.0, 0.0], "top": [0.0, 2.0]},
+    }
+    for sku, kinds in vectors.items():
+        add_item(db_session, sku, {k: np.array(v, dtype=np.float32) for k, v in kinds.items()})
+    fold_lists.run(reason="test")  # what a query worker does after a batch
+
+    assert main(["similar", "A", "--api", api, "--kinds", "full,top", "--k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "full: B (1), C (3)"
+    assert lines[1].startswith("top: none: ") and "top garment" in lines[1]
+    assert main(["similar", "B", "--api", api, "--kinds", "top", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [hit["sku"] for hit in document["results"]["top"]] == ["C"]
