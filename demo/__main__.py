@@ -19,7 +19,6 @@ from typing import Any
 from demo import bundle as bundles
 from demo import recipe
 from demo.catalogue import ensure_catalogue
-from demo.client import ApiClient
 from demo.database import ensure_database, upgrade_head
 from demo.detection import detections_of, print_detection, score_detections
 from demo.environment import (
@@ -34,6 +33,8 @@ from demo.scoring import score_kind
 from demo.stack import Stack, StackError, free_port, port_is_free
 from shared.vocabulary import DISPLAY_ORDER as KINDS
 from shared.vocabulary import VectorKind
+from visrec_client import ApiClient
+from visrec_client.progress import JobsProgressBar
 
 K = 5
 SHOWN_ITEMS = 3
@@ -148,9 +149,12 @@ def run(args: argparse.Namespace) -> int:
             say(f"   web on {stack.base_url}, worker consuming ingest/query/default")
 
         with phase("5/6 ingestion through POST /api/v1/jobs"):
-            job = client.submit_job(catalogue.images)
+            job = client.submit_files(catalogue.images)
             say(f"   job {job['id']} accepted ({job['status']}); polling {job['status_url']}")
-            final = client.wait_for_job(job["status_url"], timeout_s=args.job_timeout)
+            with JobsProgressBar(len(catalogue.images), desc="   ingesting") as bar:
+                final = client.wait_for_job(
+                    job["status_url"], timeout_s=args.job_timeout, on_poll=bar
+                )
             say(
                 f"   job {final['status']}: {final.get('done')} done "
                 f"({final.get('skipped') or 0} unchanged since an earlier run, not re-embedded), "

@@ -9,7 +9,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
-stamp_hash=$(cat requirements.txt requirements-dev.txt requirements/*.txt \
+stamp_hash=$(cat requirements.txt requirements-dev.txt requirements/*.txt pyproject.toml \
   scripts/install.sh scripts/install_detectron2.sh | sha256sum | cut -c1-16)
 stamp="$VENV/.installed-$stamp_hash"
 
@@ -32,6 +32,7 @@ echo "install: Python packages (torch, tensorflow, keras, celery, flask, ...)"
   2> >(grep -v "is neither a file nor a directory" >&2)
 echo "install: detectron2"
 bash scripts/install_detectron2.sh "$VENV/bin/python"
+"$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
 rm -f "$VENV"/.installed-*
 touch "$stamp"
 echo "install: done in $(( $(date +%s) - start )) s"

@@ -120,7 +120,7 @@ def test_cli_ingests_a_folder_in_chunks_and_waits(
         [
             sys.executable,
             "-m",
-            "workers.cli",
+            "visrec_client",
             "ingest",
             str(folder),
             "--api",

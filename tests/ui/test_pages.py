@@ -12,7 +12,7 @@ def test_empty_catalogue_says_how_to_fill_it(client) -> None:
     assert response.status_code == 200
     assert response.mimetype == "text/html"
     assert b"No products yet" in response.data
-    assert b"workers.cli ingest" in response.data
+    assert b"visrec ingest" in response.data
 
 
 def test_grid_pages_through_ready_items_only(client, db_session) -> None:
