@@ -120,12 +120,22 @@ def broker_redis(settings: Settings) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def app(settings: Settings, clean_db: str, cache_redis: redis.Redis, broker_redis: redis.Redis):
+def make_app(clean_db: str, cache_redis: redis.Redis, broker_redis: redis.Redis):
+    """An app for given settings, on this test's database and Redis (``app`` is one for the
+    test's own settings)."""
     from web import create_app
 
-    application = create_app(settings)
-    application.config["TESTING"] = True
-    return application
+    def build(app_settings: Settings):
+        application = create_app(app_settings)
+        application.config["TESTING"] = True
+        return application
+
+    return build
+
+
+@pytest.fixture
+def app(settings: Settings, make_app):
+    return make_app(settings)
 
 
 @pytest.fixture
