@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install services test lint demo bench migrate web worker beat clean
+.PHONY: install services test test-fast lint demo bench migrate web worker beat clean
 
 install:
 	@bash scripts/install.sh
@@ -17,6 +17,11 @@ test: install services
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: every test that needs no model build (not marked slow or ml; tests/conftest.py
+# marks ml every test using a bundle-building fixture). `make test` stays the whole suite.
+test-fast: install services
+	$(PY) -m pytest -m "not slow and not ml" $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

@@ -39,8 +39,8 @@ def _photos(count: int, size: int, out_dir: Path) -> list[Path]:
 
 
 def _random_bundle(out_dir: Path, depth: int, test_size: int, input_size: int) -> Path:
-    from shared.ml.bundle import write_bundle
     from tests.support.bundles import detector_cfg, random_detector_state, random_embedder_weights
+    from training.bundle_writer import write_bundle
 
     cfg = detector_cfg(test_size, depth=depth)
     weights = random_embedder_weights(out_dir / "backbone.weights.h5", 0, input_size)

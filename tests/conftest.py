@@ -20,6 +20,19 @@ REDIS_HOST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 _REDIS_DB_PAIRS = [(4, 5), (6, 7), (8, 9), (10, 11), (14, 15)]
 
 
+# Fixtures that build a model bundle (torch, Detectron2 and Keras at work): a test using one is
+# an ml test whatever its module says, so `make test-fast` (-m "not slow and not ml") leaves it
+# out without relying on every such test being marked by hand.
+_BUNDLE_FIXTURES = frozenset({"test_bundle"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _BUNDLE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ml)
+
+
 @pytest.fixture(scope="session")
 def redis_db_pair() -> Iterator[tuple[int, int]]:
     lock = redis.Redis.from_url(f"{REDIS_HOST_URL}/0")
@@ -120,12 +133,22 @@ def broker_redis(settings: Settings) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def app(settings: Settings, clean_db: str, cache_redis: redis.Redis, broker_redis: redis.Redis):
+def make_app(clean_db: str, cache_redis: redis.Redis, broker_redis: redis.Redis):
+    """An app for given settings, on this test's database and Redis (``app`` is one for the
+    test's own settings)."""
     from web import create_app
 
-    application = create_app(settings)
-    application.config["TESTING"] = True
-    return application
+    def build(app_settings: Settings):
+        application = create_app(app_settings)
+        application.config["TESTING"] = True
+        return application
+
+    return build
+
+
+@pytest.fixture
+def app(settings: Settings, make_app):
+    return make_app(settings)
 
 
 @pytest.fixture

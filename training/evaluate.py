@@ -243,7 +243,7 @@ def compare_recipes(
     import shutil
     import time
 
-    from shared.ml.bundle import write_bundle
+    from training.bundle_writer import update_bundle, write_bundle
     from training.train_embedder import train_embedder
 
     output_dir = Path(output_dir)
@@ -262,8 +262,6 @@ def compare_recipes(
             if base_bundle is None:
                 write_bundle(bundle_dir, embedder_weights=weights, input_size=input_size)
             else:
-                from training.bundle_writer import update_bundle
-
                 update_bundle(bundle_dir, embedder_weights=weights, input_size=input_size)
         else:
             train_embedder(

@@ -10,16 +10,17 @@ Layout::
 
 A bundle without a detector (``"detector": null``) gives whole-photo vectors only.
 
+This module only reads and checks bundles; writing one (which needs torch, and Detectron2 for
+configs with ``_BASE_``) is :mod:`training.bundle_writer`'s job.
+
 Import-light by contract: the web tier imports this module for ``/readyz``, so only json,
-hashlib, pathlib and yaml are imported at module level; ``write_bundle`` imports torch (and
-Detectron2 for configs with ``_BASE_``) inside the function.
+hashlib, pathlib and yaml are imported at module level.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,7 +202,9 @@ def _check_weights_file(path: Path, what: str) -> None:
         raise BundleError(f"{what} {path} is not an HDF5 (.weights.h5) file")
 
 
-def _resolve_embedder(spec: str, base: Path | None, source: str) -> str:
+def resolve_embedder(spec: str, base: Path | None, source: str) -> str:
+    """A named weights setting as is, or the checked path of a ``.weights.h5`` file (relative
+    paths are taken from ``base``); ``source`` names where ``spec`` came from in errors."""
     if spec in NAMED_EMBEDDER_WEIGHTS:
         return spec
     path = Path(spec).expanduser()
@@ -232,82 +235,108 @@ def _positive_int(where: str, name: str, value: Any) -> int | None:
 # ---------------------------------------------------------------- loading
 
 
-def _build_bundle(
-    model_dir: Path | None,
-    embedder_override: str | None,
-    score_override: float | None,
-    test_size_override: int | None,
-    input_size_override: int | None,
-) -> Bundle:
-    manifest: dict[str, Any] = {}
-    categories = list(CATEGORY_NAMES)
-    top_ids, bottom_ids = TOP_IDS, BOTTOM_IDS
-    detector_config = detector_weights = None
-    manifest_test_size = None
-    manifest_embedder: str | None = None
-    manifest_input_size = None
-    manifest_threshold = None
-    root = None
+@dataclass(frozen=True)
+class _FolderParts:
+    """What a bundle folder's manifest says, each part checked; the defaults without a folder."""
 
-    if model_dir is not None:
-        root = Path(model_dir).expanduser()
-        where = f"model bundle {root}"
-        if not root.is_dir():
-            raise BundleError(f"{where}: not a directory")
-        manifest = _read_manifest(root)
-        categories = _check_categories(where, manifest.get("categories", list(CATEGORY_NAMES)))
-        groups = manifest.get("groups") or {}
-        top_ids = _check_group(where, "top", groups.get("top", list(TOP_IDS)))
-        bottom_ids = _check_group(where, "bottom", groups.get("bottom", list(BOTTOM_IDS)))
-        if set(top_ids) & set(bottom_ids):
-            raise BundleError(f"{where}: a category cannot be both a top and a bottom")
-        detector = manifest.get("detector")
-        if detector is not None:
-            if not isinstance(detector, dict):
-                raise BundleError(f"{where}: 'detector' must be an object or null")
-            detector_config = root / detector.get("config", DETECTOR_CONFIG)
-            detector_weights = root / detector.get("weights", DETECTOR_WEIGHTS)
-            check_detector_config(detector_config)
-            _check_weights_file(detector_weights, "detector weights")
-            manifest_test_size = _positive_int(
-                where, "detector.test_size", detector.get("test_size")
-            )
-        embedder = manifest.get("embedder") or {}
-        manifest_embedder = embedder.get("weights")
-        manifest_input_size = _positive_int(
-            where, "embedder.input_size", embedder.get("input_size")
-        )
-        manifest_threshold = manifest.get("score_threshold")
+    root: Path | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    categories: list[str] = field(default_factory=lambda: list(CATEGORY_NAMES))
+    top_ids: tuple[int, ...] = TOP_IDS
+    bottom_ids: tuple[int, ...] = BOTTOM_IDS
+    detector_config: Path | None = None
+    detector_weights: Path | None = None
+    test_size: int | None = None
+    embedder: str | None = None
+    input_size: int | None = None
+    threshold: Any = None
 
-    if embedder_override:
-        embedder_weights = _resolve_embedder(embedder_override, None, "EMBEDDER_WEIGHTS")
-    elif manifest_embedder:
-        embedder_weights = _resolve_embedder(manifest_embedder, root, f"{root}/{MANIFEST_NAME}")
-    elif root is None:
+
+def _read_groups(where: str, manifest: Mapping[str, Any]) -> tuple[tuple[int, ...], ...]:
+    groups = manifest.get("groups") or {}
+    top_ids = _check_group(where, "top", groups.get("top", list(TOP_IDS)))
+    bottom_ids = _check_group(where, "bottom", groups.get("bottom", list(BOTTOM_IDS)))
+    if set(top_ids) & set(bottom_ids):
+        raise BundleError(f"{where}: a category cannot be both a top and a bottom")
+    return top_ids, bottom_ids
+
+
+def _read_detector(
+    where: str, root: Path, entry: Any
+) -> tuple[Path | None, Path | None, int | None]:
+    """(config, weights, test_size) of the manifest's detector entry, files checked."""
+    if entry is None:
+        return None, None, None
+    if not isinstance(entry, dict):
+        raise BundleError(f"{where}: 'detector' must be an object or null")
+    config = root / entry.get("config", DETECTOR_CONFIG)
+    weights = root / entry.get("weights", DETECTOR_WEIGHTS)
+    check_detector_config(config)
+    _check_weights_file(weights, "detector weights")
+    return config, weights, _positive_int(where, "detector.test_size", entry.get("test_size"))
+
+
+def _read_folder(model_dir: Path) -> _FolderParts:
+    root = Path(model_dir).expanduser()
+    where = f"model bundle {root}"
+    if not root.is_dir():
+        raise BundleError(f"{where}: not a directory")
+    manifest = _read_manifest(root)
+    categories = _check_categories(where, manifest.get("categories", list(CATEGORY_NAMES)))
+    top_ids, bottom_ids = _read_groups(where, manifest)
+    config, weights, test_size = _read_detector(where, root, manifest.get("detector"))
+    embedder = manifest.get("embedder") or {}
+    return _FolderParts(
+        root=root,
+        manifest=manifest,
+        categories=categories,
+        top_ids=top_ids,
+        bottom_ids=bottom_ids,
+        detector_config=config,
+        detector_weights=weights,
+        test_size=test_size,
+        embedder=embedder.get("weights"),
+        input_size=_positive_int(where, "embedder.input_size", embedder.get("input_size")),
+        threshold=manifest.get("score_threshold"),
+    )
+
+
+def _choose_embedder(override: str | None, parts: _FolderParts) -> str:
+    """The settings' embedder weights, else the manifest's; one of them is required."""
+    if override:
+        return resolve_embedder(override, None, "EMBEDDER_WEIGHTS")
+    if parts.embedder:
+        return resolve_embedder(parts.embedder, parts.root, f"{parts.root}/{MANIFEST_NAME}")
+    if parts.root is None:
         raise BundleError(
             "no MODEL_DIR and no EMBEDDER_WEIGHTS: set EMBEDDER_WEIGHTS to 'imagenet', 'random' "
             "or a .weights.h5 file (whole-photo vectors only), or MODEL_DIR to a bundle"
         )
-    else:
-        raise BundleError(f"model bundle {root}: the manifest names no embedder weights")
+    raise BundleError(f"model bundle {parts.root}: the manifest names no embedder weights")
 
-    input_size = _positive_int("settings", "embedder_input_size", input_size_override) or (
-        manifest_input_size or DEFAULT_INPUT_SIZE
-    )
-    test_size = _positive_int("settings", "detector_test_size", test_size_override) or (
-        manifest_test_size
-    )
-    threshold = score_override if score_override is not None else manifest_threshold
+
+def _choose_threshold(override: float | None, from_manifest: Any) -> float:
+    threshold = override if override is not None else from_manifest
     threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else float(threshold)
     if not 0.0 <= threshold <= 1.0:
         raise BundleError(f"score threshold {threshold} is outside 0..1")
+    return threshold
 
-    has_detector = detector_config is not None
+
+def _version_parts(
+    parts: _FolderParts,
+    embedder_weights: str,
+    input_size: int,
+    test_size: int | None,
+    threshold: float,
+) -> dict[str, Any]:
+    """Everything that changes what the models compute; ``model_version`` hashes it, so its keys
+    and values must stay as they are (stored vectors are tagged with that hash)."""
     version_parts: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
-        "categories": categories,
-        "top": list(top_ids),
-        "bottom": list(bottom_ids),
+        "categories": parts.categories,
+        "top": list(parts.top_ids),
+        "bottom": list(parts.bottom_ids),
         "input_size": input_size,
         "embedder": (
             embedder_weights
@@ -316,29 +345,55 @@ def _build_bundle(
         ),
         "embedder_seed": RANDOM_EMBEDDER_SEED if embedder_weights == "random" else None,
     }
-    if has_detector:
-        assert detector_config is not None and detector_weights is not None
+    if parts.detector_config is not None and parts.detector_weights is not None:
         version_parts.update(
-            detector_config=file_sha256(detector_config),
-            detector_weights=file_sha256(detector_weights),
+            detector_config=file_sha256(parts.detector_config),
+            detector_weights=file_sha256(parts.detector_weights),
             test_size=test_size,
             score_threshold=threshold,
         )
+    return version_parts
+
+
+def _build_bundle(
+    model_dir: Path | None,
+    embedder_override: str | None,
+    score_override: float | None,
+    test_size_override: int | None,
+    input_size_override: int | None,
+) -> Bundle:
+    parts = _read_folder(model_dir) if model_dir is not None else _FolderParts()
+    embedder_weights = _choose_embedder(embedder_override, parts)
+    input_size = _positive_int("settings", "embedder_input_size", input_size_override) or (
+        parts.input_size or DEFAULT_INPUT_SIZE
+    )
+    test_size = (
+        _positive_int("settings", "detector_test_size", test_size_override) or parts.test_size
+    )
+    threshold = _choose_threshold(score_override, parts.threshold)
+    has_detector = parts.detector_config is not None
     return Bundle(
-        root=root,
-        model_version=_model_version(version_parts),
+        root=parts.root,
+        model_version=_model_version(
+            _version_parts(parts, embedder_weights, input_size, test_size, threshold)
+        ),
         has_detector=has_detector,
-        detector_config=detector_config,
-        detector_weights=detector_weights,
+        detector_config=parts.detector_config,
+        detector_weights=parts.detector_weights,
         embedder_weights=embedder_weights,
         input_size=input_size,
         detector_test_size=test_size if has_detector else None,
         score_threshold=threshold,
-        categories=categories,
-        top_ids=top_ids,
-        bottom_ids=bottom_ids,
-        manifest=manifest,
+        categories=parts.categories,
+        top_ids=parts.top_ids,
+        bottom_ids=parts.bottom_ids,
+        manifest=parts.manifest,
     )
+
+
+def open_bundle(model_dir: Path | str) -> Bundle:
+    """The bundle in ``model_dir`` as its manifest describes it (no settings override it)."""
+    return _build_bundle(Path(model_dir), None, None, None, None)
 
 
 def load_bundle(settings: Any) -> Bundle:
@@ -374,121 +429,3 @@ def inspect_bundle(settings: Any) -> BundleStatus:
         detector=bundle.has_detector,
         embedder_weights=bundle.embedder_weights,
     )
-
-
-# ---------------------------------------------------------------- writing
-
-
-def _write_detector_config(source: Any, target: Path) -> None:
-    if hasattr(source, "dump"):  # a Detectron2 CfgNode
-        target.write_text(source.dump(), encoding="utf-8")
-        return
-    path = Path(source)
-    if not path.is_file():
-        raise BundleError(f"detector config {path} is missing")
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if isinstance(loaded, dict) and "_BASE_" in loaded:
-        # The bundle must stand alone: resolve the inheritance chain once, here.
-        from detectron2.config import get_cfg
-
-        cfg = get_cfg()
-        cfg.merge_from_file(str(path))
-        target.write_text(cfg.dump(), encoding="utf-8")
-    else:
-        shutil.copyfile(path, target)
-
-
-def _model_state(source: Any) -> dict[str, Any]:
-    import torch
-
-    if isinstance(source, torch.nn.Module):
-        state = source.state_dict()
-    elif isinstance(source, Mapping):
-        state = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise BundleError(f"detector weights {path} are missing")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise BundleError(
-                f"detector weights {path} do not load with torch.load(weights_only=True): {exc}; "
-                "pass the model's state_dict instead"
-            ) from None
-    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
-        state = state["model"]
-    if not isinstance(state, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    ):
-        raise BundleError("detector weights must be a state_dict of tensors (or {'model': ...})")
-    return {str(k): v.detach().cpu() for k, v in state.items()}
-
-
-def write_bundle(
-    out_dir: Path | str,
-    *,
-    detector_config: Any = None,
-    detector_weights: Any = None,
-    embedder_weights: str | Path | None = None,
-    input_size: int = DEFAULT_INPUT_SIZE,
-    detector_test_size: int | None = None,
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-    provenance: Mapping[str, Any] | None = None,
-) -> Bundle:
-    """Write a bundle to ``out_dir`` and return it loaded back (validated).
-
-    ``detector_config``: a YAML path (``_BASE_`` chains are resolved into one file) or a CfgNode.
-    ``detector_weights``: a checkpoint path, a state_dict or an ``nn.Module``; only the model
-    state is kept, as ``{"model": state_dict}``, so it loads with ``torch.load(weights_only=True)``
-    (training checkpoints also hold optimizer and scheduler state we do not ship).
-    ``embedder_weights``: a Keras ``.weights.h5`` file (copied), ``'imagenet'`` or ``'random'``.
-    """
-    if (detector_config is None) != (detector_weights is None):
-        raise BundleError("detector_config and detector_weights go together: give both or neither")
-    if embedder_weights is None:
-        raise BundleError(
-            "embedder_weights is required: a .weights.h5 file, 'imagenet' or 'random'"
-        )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    detector_entry = None
-    if detector_config is not None:
-        import torch
-
-        (out / "detector").mkdir(exist_ok=True)
-        _write_detector_config(detector_config, out / DETECTOR_CONFIG)
-        check_detector_config(out / DETECTOR_CONFIG)
-        torch.save({"model": _model_state(detector_weights)}, out / DETECTOR_WEIGHTS)
-        detector_entry = {
-            "config": DETECTOR_CONFIG,
-            "weights": DETECTOR_WEIGHTS,
-            "test_size": detector_test_size,
-            "architecture": "detectron2 GeneralizedRCNN (see config.yaml)",
-        }
-
-    embedder_spec = str(embedder_weights)
-    if embedder_spec not in NAMED_EMBEDDER_WEIGHTS:
-        source = Path(embedder_spec)
-        _resolve_embedder(str(source), None, "write_bundle")
-        (out / "embedder").mkdir(exist_ok=True)
-        shutil.copyfile(source, out / EMBEDDER_WEIGHTS)
-        embedder_spec = EMBEDDER_WEIGHTS
-
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "categories": list(CATEGORY_NAMES),
-        "groups": {"top": list(TOP_IDS), "bottom": list(BOTTOM_IDS)},
-        "score_threshold": float(score_threshold),
-        "detector": detector_entry,
-        "embedder": {
-            "weights": embedder_spec,
-            "input_size": int(input_size),
-            "architecture": "keras.applications.ResNet50(include_top=False, pooling='avg')",
-            "preprocess": "RGB, aspect-preserving resize + pad, resnet50.preprocess_input",
-        },
-        "provenance": dict(provenance or {}),
-    }
-    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return _build_bundle(out, None, None, None, None)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.ingestion.conftest import image_server, ingest_settings, make_app, start_worker  # noqa: F401
+from tests.ingestion.conftest import image_server, ingest_settings, start_worker  # noqa: F401
 from tests.support.tcp_proxy import TcpProxy
 
 

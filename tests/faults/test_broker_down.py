@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from shared.models import Embedding, Item, Job, JobItem
-from tests.ingestion.helpers import jpeg_bytes
 from tests.ingestion.test_tasks import run_all
+from tests.support.images import jpeg_bytes
 
 
 def post_photos(client, headers, files):

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from tests.ingestion.helpers import jpeg_bytes, wait_for_job
+from tests.ingestion.helpers import wait_for_job
 from tests.support.beat import BeatProcess
+from tests.support.images import jpeg_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from shared.queueing import QUEUE_DEFAULT, QUEUE_INGEST, QUEUE_LISTS, QUEUE_QUERY
-from tests.ingestion.helpers import jpeg_bytes
+from tests.support.images import jpeg_bytes
 from tests.support.worker import WorkerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from shared import task_names
 from shared.config import settings_to_env
 from shared.models import Item, Job
-from tests.ingestion.helpers import jpeg_bytes
 from tests.ingestion.test_recovery import broker_jobs, drain
+from tests.support.images import jpeg_bytes
 from tests.support.worker import ROOT
 from workers.tasks import ingest
 

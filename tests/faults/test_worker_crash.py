@@ -8,7 +8,8 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from tests.ingestion.helpers import jpeg_bytes, wait_for_job
+from tests.ingestion.helpers import wait_for_job
+from tests.support.images import jpeg_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

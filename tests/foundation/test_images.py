@@ -1,36 +1,17 @@
 """The one decoder for untrusted bytes refuses what would hurt us, with a stable reason."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from shared.images import ImageRejected, decode_rgb, probe
-
-
-def _jpeg(w=40, h=30, color=(200, 30, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), color).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-def _png_header_only(w: int, h: int) -> bytes:
-    """A PNG whose header declares w x h pixels, with almost no pixel data behind it."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+from tests.support.images import png_declaring, solid_jpeg
 
 
 def test_valid_jpeg_decodes_to_rgb():
-    arr = decode_rgb(_jpeg())
+    arr = decode_rgb(solid_jpeg())
     assert arr.shape == (30, 40, 3) and arr.dtype == np.uint8
     assert arr[..., 0].mean() > 150 and arr[..., 2].mean() < 80
 
@@ -40,8 +21,8 @@ def test_valid_jpeg_decodes_to_rgb():
     [
         (b"", "undecodable"),
         (b"this is not an image, just text named .jpg\n", "undecodable"),
-        (_jpeg(400, 300)[:600], "undecodable"),
-        (_png_header_only(30000, 30000), "too_large"),
+        (solid_jpeg(400, 300)[:600], "undecodable"),
+        (png_declaring(30000, 30000), "too_large"),
     ],
     ids=["zero-byte", "text", "truncated-jpeg", "bomb-png"],
 )
@@ -65,7 +46,7 @@ def test_a_text_file_is_named_as_not_an_image():
 
 def test_probe_reads_only_the_header_of_a_bomb():
     with pytest.raises(ImageRejected, match="limit of 40000000 pixels"):
-        probe(_png_header_only(30000, 30000), max_pixels=40_000_000)
+        probe(png_declaring(30000, 30000), max_pixels=40_000_000)
 
 
 def test_disallowed_format_is_refused():

@@ -35,19 +35,6 @@ def image_server() -> Iterator[ImageServer]:
 
 
 @pytest.fixture
-def make_app(clean_db, cache_redis, broker_redis):
-    """An app for given settings (the ``app`` fixture's, with other settings)."""
-    from web import create_app
-
-    def build(settings: Settings):
-        application = create_app(settings)
-        application.config["TESTING"] = True
-        return application
-
-    return build
-
-
-@pytest.fixture
 def start_worker(worker_log: Path):
     workers: list[WorkerProcess] = []
 

@@ -1,58 +1,29 @@
-"""Images, a local HTTP server and job polling for the ingestion tests."""
+"""A local HTTP image server and job polling for the ingestion tests."""
 
 from __future__ import annotations
 
-import io
-import struct
 import threading
-import time
-import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from shared.vocabulary import FINISHED_JOB_STATUSES
-
-
-def jpeg_bytes(seed: int, size: tuple[int, int] = (80, 96)) -> bytes:
-    """A small, distinct, valid JPEG per seed."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", quality=85)
-    return buf.getvalue()
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A PNG whose header declares ``width`` x ``height`` with a tiny body (a bomb's shape)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
+from tests.support.waiting import wait_until
 
 
 def wait_for_job(client: Any, job_id: str, timeout_s: float = 240.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    doc: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    """The job's document once it has finished (succeeded, partial or failed)."""
+    last: dict[str, Any] = {}
+
+    def finished() -> dict[str, Any] | None:
         response = client.get(f"/api/v1/jobs/{job_id}")
         assert response.status_code == 200, response.get_json()
-        doc = response.get_json()
-        if doc["status"] in FINISHED_JOB_STATUSES:
-            return doc
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish in {timeout_s}s: {doc}")
+        last.update(response.get_json())
+        return dict(last) if last["status"] in FINISHED_JOB_STATUSES else None
+
+    return wait_until(
+        finished, timeout_s, interval=0.5, message=lambda: f"job {job_id} to finish: {last}"
+    )
 
 
 class ImageServer:

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from shared.media import MediaStore
 from shared.models import Item, Job, JobItem
 from shared.queueing import QUEUES
-from tests.ingestion.helpers import jpeg_bytes
+from tests.support.images import jpeg_bytes
 
 
 def queue_lengths(broker_redis) -> dict[str, int]:

@@ -11,10 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import text
-from werkzeug.serving import make_server
 
 from tests.conftest import TEST_API_KEY
-from tests.ingestion.helpers import jpeg_bytes, wait_for_job
+from tests.ingestion.helpers import wait_for_job
+from tests.support.images import jpeg_bytes
+from tests.support.servers import serving
 from tests.support.worker import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -99,11 +100,8 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
 
 @pytest.fixture
 def live_server(make_app, ingest_settings) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, make_app(ingest_settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(make_app(ingest_settings)) as url:
+        yield url
 
 
 def test_cli_ingests_a_folder_in_chunks_and_waits(

@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from shared.models import ListChange
-from tests.ingestion.helpers import jpeg_bytes, wait_for_job
+from tests.ingestion.helpers import wait_for_job
+from tests.support.images import jpeg_bytes
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -45,10 +47,11 @@ def _pending(db_session) -> int:
 def _wait_folded(db_session, timeout_s: float = 60.0) -> float:
     """Seconds until the worker has folded every change into the lists."""
     started = time.monotonic()
-    while _pending(db_session):
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"{_pending(db_session)} changes still unfolded")
-        time.sleep(0.1)
+    wait_until(
+        lambda: _pending(db_session) == 0,
+        timeout_s,
+        message=lambda: f"every change folded; {_pending(db_session)} still unfolded",
+    )
     return time.monotonic() - started
 
 

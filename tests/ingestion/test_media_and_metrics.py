@@ -12,7 +12,7 @@ import pytest
 from shared.media import MediaStore
 from shared.metrics_store import observe_task_duration
 from shared.models import Job
-from tests.ingestion.helpers import jpeg_bytes
+from tests.support.images import jpeg_bytes
 
 
 def test_the_same_bytes_are_stored_once_under_their_sha256(tmp_path):

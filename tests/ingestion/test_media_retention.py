@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import text
 
 from shared.media import MediaStore
-from tests.ingestion.helpers import jpeg_bytes
 from tests.ingestion.test_tasks import run_all, submit_files
+from tests.support.images import jpeg_bytes
 from workers.maintenance.media_retention import prune_media
 
 GRACE_S = 3600

@@ -14,8 +14,8 @@ from shared import task_names
 from shared.db import session_scope
 from shared.ingest_state import lock_for_dispatch
 from shared.models import Job, JobItem
-from tests.ingestion.helpers import jpeg_bytes
 from tests.ingestion.test_tasks import CountingPipeline, pending_ids, submit_files
+from tests.support.images import jpeg_bytes
 from workers.ingestion import batch
 from workers.maintenance.outstanding import job_of_message
 from workers.maintenance.stalled import sweep_stalled_jobs

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ingestion.helpers import jpeg_bytes
+from tests.support.images import jpeg_bytes
 from workers.ingestion.errors import SourceError
 from workers.ingestion.fetch import FetchPolicy, address_allowed, fetch_url
 from workers.ingestion.paths import read_import_path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 import uuid
 
 import pytest
@@ -14,7 +13,8 @@ from sqlalchemy.exc import OperationalError
 from shared.db import session_scope
 from shared.ingest_state import refresh_job
 from shared.models import Embedding, Item, JobItem
-from tests.ingestion.helpers import jpeg_bytes, png_declaring
+from tests.support.images import jpeg_bytes, png_declaring
+from tests.support.waiting import wait_until
 from workers.tasks import ingest
 
 
@@ -431,8 +431,8 @@ def test_a_batch_commit_locks_its_items_in_sku_order_as_job_creation_does(
 
         thread = threading.Thread(target=run)
         thread.start()
-        deadline = time.monotonic() + 120
-        while True:
+
+        def commit_waits_on_a_lock() -> bool:
             waiting = probe.execute(
                 text(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
@@ -440,10 +440,12 @@ def test_a_batch_commit_locks_its_items_in_sku_order_as_job_creation_does(
                 )
             ).scalar_one()
             probe.rollback()
-            if waiting:
-                break
-            assert thread.is_alive() and time.monotonic() < deadline, outcome
-            time.sleep(0.1)
+            assert waiting or thread.is_alive(), outcome
+            return bool(waiting)
+
+        wait_until(
+            commit_waits_on_a_lock, 120, message=lambda: f"the commit waiting on 'b': {outcome}"
+        )
 
         def lockable(sku: str) -> bool:
             try:

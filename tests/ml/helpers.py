@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
-
-import numpy as np
 
 from shared.config import Settings, load_settings
 
@@ -20,11 +17,3 @@ def ml_settings(model_dir: Path | None, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return load_settings(values, environ={})
-
-
-def jpeg_bytes(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=92)
-    return buffer.getvalue()

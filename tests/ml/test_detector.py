@@ -32,6 +32,10 @@ def test_detections_come_back_per_image_in_image_coordinates(detector, catalogue
     photos = [*catalogue_photos[:3], np.ascontiguousarray(catalogue_photos[3][:120])]
     results = detector.detect(photos)
     assert len(results) == len(photos)
+    # At threshold 0 the random model boxes something in every photo, and some box falls in a
+    # group: without that the checks below would pass over empty arrays.
+    assert all(len(found.scores) for found in results)
+    assert any(found.best for found in results)
     for photo, found in zip(photos, results, strict=True):
         assert (found.height, found.width) == photo.shape[:2]
         n = len(found.scores)
@@ -54,6 +58,7 @@ def test_detections_come_back_per_image_in_image_coordinates(detector, catalogue
 def test_a_batch_gives_what_single_images_give(detector, catalogue_photos) -> None:
     together = detector.detect(catalogue_photos[:2])
     alone = [detector.detect([photo])[0] for photo in catalogue_photos[:2]]
+    assert any(found.best for found in together), "nothing grouped: nothing to compare"
     for a, b in zip(together, alone, strict=True):
         assert a.best.keys() == b.best.keys()
         for kind in a.best:
@@ -61,13 +66,20 @@ def test_a_batch_gives_what_single_images_give(detector, catalogue_photos) -> No
             np.testing.assert_allclose(a.best[kind].box, b.best[kind].box, atol=1e-2)
 
 
-def test_the_deployed_threshold_filters_the_random_model(test_bundle, catalogue_photos) -> None:
+def test_the_deployed_threshold_filters_the_random_model(
+    detector, test_bundle, catalogue_photos
+) -> None:
     from shared.ml.detector import Detector
 
     deployed = Detector.from_bundle(test_bundle, "cpu")
     assert deployed.score_threshold == 0.55
-    for found in deployed.detect(catalogue_photos[:2]):
-        assert (found.scores >= 0.55).all()
+    unfiltered = detector.detect(catalogue_photos[:2])
+    # Something below the threshold must exist, or there is nothing for it to filter.
+    assert any((found.scores < 0.55).any() for found in unfiltered)
+    for kept, everything in zip(deployed.detect(catalogue_photos[:2]), unfiltered, strict=True):
+        # Exactly the boxes scoring 0.55 or more survive (NMS among them is unchanged).
+        assert len(kept.scores) == int((everything.scores >= 0.55).sum())
+        assert (kept.scores >= 0.55).all()
 
 
 def test_weights_for_another_model_are_refused(test_bundle, tmp_path: Path) -> None:
@@ -117,7 +129,7 @@ def test_write_bundle_flattens_base_configs_and_keeps_only_model_state(
     # What a training run leaves: model state plus trainer state we do not ship.
     torch.save({"model": state, "iteration": 99, "optimizer": {"state": {}}}, checkpoint)
 
-    from shared.ml.bundle import write_bundle
+    from training.bundle_writer import write_bundle
 
     bundle = write_bundle(
         tmp_path / "out",

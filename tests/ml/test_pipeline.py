@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from shared.ml.pipeline import Pipeline, get_pipeline
-from tests.ml.helpers import jpeg_bytes, ml_settings
+from tests.ml.helpers import ml_settings
+from tests.support.images import encode_jpeg
 
 pytestmark = pytest.mark.ml
 
@@ -19,10 +20,10 @@ def pipeline(test_bundle) -> Pipeline:
 
 def test_an_undecodable_photo_fails_alone(pipeline, catalogue_photos) -> None:
     payloads = [
-        jpeg_bytes(catalogue_photos[0]),
+        encode_jpeg(catalogue_photos[0]),
         b"this is not an image",
         b"",
-        jpeg_bytes(catalogue_photos[1]),
+        encode_jpeg(catalogue_photos[1]),
     ]
     results = pipeline.process(payloads)
     assert len(results) == 4
@@ -62,7 +63,7 @@ def test_a_batch_gives_the_same_vectors_as_one_by_one(pipeline, catalogue_photos
 def test_without_a_detector_only_whole_photo_vectors(catalogue_photos) -> None:
     full_only = get_pipeline(ml_settings(None, embedder_weights="random", embedder_input_size=64))
     assert not full_only.has_detector
-    (result,) = full_only.process([jpeg_bytes(catalogue_photos[0])])
+    (result,) = full_only.process([encode_jpeg(catalogue_photos[0])])
     assert set(result.vectors) == {"full"} and result.crops == {}
 
 

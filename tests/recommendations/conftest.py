@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from shared.config import Settings
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -28,15 +28,18 @@ def fold(settings: Settings) -> Iterator[Callable[..., dict]]:
 @pytest.fixture
 def wait_for_generation() -> Callable:
     def wait(client, url: str, generation: str, timeout: float = 10.0):
-        deadline = time.monotonic() + timeout
-        while True:
+        seen: list[str | None] = [None]
+
+        def on_generation():
             response = client.get(url)
-            if response.headers.get("X-Lists-Generation") == generation:
-                return response
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"still on {response.headers.get('X-Lists-Generation')}, want {generation}"
-                )
-            time.sleep(0.05)
+            seen[0] = response.headers.get("X-Lists-Generation")
+            return response if seen[0] == generation else None
+
+        return wait_until(
+            on_generation,
+            timeout,
+            interval=0.05,
+            message=lambda: f"generation {generation}, still on {seen[0]}",
+        )
 
     return wait

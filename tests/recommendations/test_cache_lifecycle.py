@@ -17,6 +17,7 @@ from shared.search import lists_cache
 from shared.search.lists import from_bytes, from_columns
 from shared.vocabulary import DISPLAY_ORDER as KINDS
 from tests.recommendations.helpers import add_catalogue, expected
+from tests.support.waiting import wait_until
 
 
 def _catalogue(n: int, dim: int, seed: int = 0) -> dict:
@@ -112,9 +113,9 @@ def test_flushing_the_cache_under_load_reloads_without_recomputing(
     try:
         time.sleep(0.3)
         cache_redis.flushdb()
-        deadline = time.monotonic() + 10
-        while not _reload_messages(broker_redis) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(
+            lambda: _reload_messages(broker_redis), 10, interval=0.05, message="a reload message"
+        )
         time.sleep(1.0)  # requests keep finding the cache empty: still only one request
         assert len(_reload_messages(broker_redis)) == 1
         served_cold = answered[0]

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from sqlalchemy import text
 
 from shared.config import Settings, settings_to_env
 from tests.recommendations.helpers import add_catalogue
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -56,18 +56,21 @@ class WebProcess:
             )
         self.log_path = log_path
 
-    def wait_alive(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_alive(self, timeout: float = 120.0) -> None:
+        def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                if requests.get(f"{self.base}/healthz", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass  # refused, reset or slow while gunicorn boots on a loaded machine: retry
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn not answering: {self.log_path.read_text()[-2000:]}")
+            return requests.get(f"{self.base}/healthz", timeout=5).status_code == 200
+
+        # Refused, reset or a read timeout while gunicorn boots on a loaded machine: retry until
+        # the deadline; only gunicorn exiting ends the wait early.
+        wait_until(
+            healthy,
+            timeout,
+            interval=0.2,
+            message=lambda: f"gunicorn answering: {self.log_path.read_text()[-2000:]}",
+            retry_on=(requests.RequestException,),
+        )
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -90,19 +93,19 @@ def two_web_processes(settings: Settings, tmp_path: Path) -> Iterator[list[WebPr
 
 
 def _answer_on(proc: WebProcess, path: str, generation: str, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
-        try:
-            response = requests.get(proc.base + path, timeout=10)
-        except requests.RequestException:
-            time.sleep(0.2)
-            continue
-        seen = response.headers.get("X-Lists-Generation")
-        if response.status_code == 200 and seen == generation:
-            return response.json()
-        time.sleep(0.1)
-    raise AssertionError(f"process on port {proc.port} still reads generation {seen}")
+    seen: list[str | None] = [None]
+
+    def answer() -> dict | None:
+        response = requests.get(proc.base + path, timeout=10)
+        seen[0] = response.headers.get("X-Lists-Generation")
+        return response.json() if response.status_code == 200 and seen[0] == generation else None
+
+    return wait_until(
+        answer,
+        timeout,
+        message=lambda: f"process on port {proc.port} on {generation}, still on {seen[0]}",
+        retry_on=(requests.RequestException,),
+    )
 
 
 def test_two_gunicorn_processes_answer_alike_as_the_catalogue_moves(

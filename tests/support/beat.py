@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from shared.config import Settings, settings_to_env
+from tests.support.waiting import wait_until
 from tests.support.worker import ROOT
 
 
@@ -21,7 +21,7 @@ class BeatProcess:
         self.log_path = folder / "beat.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, wait_s: float = 60.0) -> BeatProcess:
+    def start(self, wait_s: float = 120.0) -> BeatProcess:
         env = {**os.environ, **settings_to_env(self.settings), "PYTHONPATH": str(ROOT)}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -42,14 +42,15 @@ class BeatProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def started() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError(f"beat exited early:\n{self.tail()}")
-            if b"beat: Starting" in self.log_path.read_bytes():
-                return self
-            time.sleep(0.2)
-        raise RuntimeError(f"beat not started after {wait_s}s:\n{self.tail()}")
+            return b"beat: Starting" in self.log_path.read_bytes()
+
+        wait_until(started, wait_s, interval=0.2, message=lambda: f"beat started:\n{self.tail()}")
+        return self
 
     def tail(self, n: int = 40) -> str:
         try:

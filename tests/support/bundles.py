@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from shared.ml.bundle import Bundle, load_bundle, write_bundle
+from shared.ml.bundle import Bundle, open_bundle
+from training.bundle_writer import write_bundle
 
 _made: dict[tuple[Any, ...], Path] = {}
 _scratch: Path | None = None
@@ -128,12 +129,4 @@ def make_test_bundle(
         _made[key] = cached
     target.mkdir(parents=True, exist_ok=True)
     _link_tree(cached, target)
-
-    class _Dir:
-        model_dir = target
-        embedder_weights = None
-        score_threshold = None
-        detector_test_size = None
-        embedder_input_size = None
-
-    return load_bundle(_Dir())
+    return open_bundle(target)

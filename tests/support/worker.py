@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from shared.config import Settings, settings_to_env
 from shared.queueing import QUEUES
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,17 +64,20 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        self._wait_ready(name.replace("%h", ""), wait_s)
+        self._wait_ready(wait_s)
 
-    def _wait_ready(self, prefix: str, wait_s: float) -> None:
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
+    def _wait_ready(self, wait_s: float) -> None:
+        def ready() -> bool:
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited early; see {self.log_path}:\n{self.tail()}")
-            if b"ready." in self.log_path.read_bytes():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"worker not ready after {wait_s}s; see {self.log_path}:\n{self.tail()}")
+            return b"ready." in self.log_path.read_bytes()
+
+        wait_until(
+            ready,
+            wait_s,
+            interval=0.2,
+            message=lambda: f"worker ready; see {self.log_path}:\n{self.tail()}",
+        )
 
     def tail(self, n: int = 60) -> str:
         try:

@@ -415,6 +415,7 @@ def test_synthetic_split_converts_and_loads_with_pycocotools(tmp_path: Path) -> 
     data = json.loads(out.read_text())
     assert [a["category_id"] for a in data["annotations"]] == [i["category_id"] for i in items]
     assert [a["id"] for a in data["annotations"]] == list(range(1, len(items) + 1))
+    assert data["annotations"], "the sample has garments to box"
     for annotation in data["annotations"]:
         x, y, w, h = annotation["bbox"]
         assert x >= 0 and y >= 0 and x + w <= 128 and y + h <= 128

@@ -55,9 +55,9 @@ def test_missing_partition_file_is_a_clear_error(
 def test_evaluate_random_weights_bundle_reports_the_brute_force_recall(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from shared.ml.bundle import write_bundle
     from shared.ml.embedder import import_keras
     from shared.ml.pipeline import get_pipeline
+    from training.bundle_writer import write_bundle
     from training.deepfashion import read_inshop
 
     import_keras("torch")

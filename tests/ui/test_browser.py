@@ -8,7 +8,6 @@ the test database; the neighbour lists are computed by the same fold task the wo
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from shared.config import Settings, set_settings
 from shared.vocabulary import DISPLAY_ORDER, VectorKind
+from tests.support.servers import serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -114,19 +114,9 @@ def catalogue(
 
 
 @pytest.fixture
-def live_server(ui_settings: Settings, catalogue: dict[str, str]) -> Iterator[str]:
-    from werkzeug.serving import make_server
-
-    from web import create_app
-
-    server = make_server("127.0.0.1", 0, create_app(ui_settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+def live_server(make_app, ui_settings: Settings, catalogue: dict[str, str]) -> Iterator[str]:
+    with serving(make_app(ui_settings)) as url:
+        yield url
 
 
 @pytest.fixture
