@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import text
-from werkzeug.serving import make_server
 
 from tests.conftest import TEST_API_KEY
-from tests.ingestion.helpers import jpeg_bytes
+from tests.support.images import jpeg_bytes
+from tests.support.servers import serving
 from visrec_client import ApiCallError, ApiClient
 from visrec_client.cli import main
 from visrec_client.folder import FolderError, chunked, find_images
@@ -27,11 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def api(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture
