@@ -16,11 +16,13 @@ test: install services
 	@bash scripts/install_test_tools.sh
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 demo: install services
 	$(PY) -m demo
@@ -44,4 +46,4 @@ beat: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start beat
 
 clean:
-	rm -rf var .pytest_cache .ruff_cache
+	rm -rf var .pytest_cache .ruff_cache .mypy_cache
