@@ -19,6 +19,11 @@ KEY_PREFIX = "visrec:metrics:task_seconds:"
 OUTCOMES = ("success", "failure", "retry")
 
 
+def _text(reply: bytes | str) -> str:
+    # redis-py types replies as bytes or str; ours are bytes (no client decodes responses).
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
 def _bucket_field(bound: float) -> str:
     return "le:+Inf" if math.isinf(bound) else f"le:{bound:g}"
 
@@ -48,9 +53,9 @@ class TaskHistogram:
 def read_task_durations(client: redis.Redis) -> list[TaskHistogram]:
     histograms: list[TaskHistogram] = []
     for raw_key in sorted(client.scan_iter(match=f"{KEY_PREFIX}*", count=500)):
-        key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+        key = _text(raw_key)
         task, _, outcome = key[len(KEY_PREFIX) :].partition("|")
-        fields = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+        fields = {_text(k): _text(v) for k, v in client.hgetall(key).items()}
         buckets = [
             (("+Inf" if math.isinf(b) else f"{b:g}"), int(fields.get(_bucket_field(b), 0)))
             for b in (*BUCKETS, math.inf)

@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from shared import task_names
 from shared.config import Settings
-from shared.db import session_scope
+from shared.db import rowcount, session_scope
 from shared.ingest_state import (
     TERMINAL_JOB_STATUSES,
     lock_for_dispatch,
@@ -319,18 +319,19 @@ def _update_item_if_unchanged(session: Session, w: _Work, item_id: int, **values
     The condition is part of the UPDATE, so a concurrent re-submission that commits first is
     seen (READ COMMITTED re-checks the row) and our older photo never overwrites the newer one.
     """
-    table = Item.__table__
     result = session.execute(
-        table.update()
+        update(Item)
         .where(
-            table.c.id == item_id,
-            table.c.media_key.is_not_distinct_from(w.media_key),
-            table.c.source_url.is_not_distinct_from(w.source_url),
-            table.c.source_path.is_not_distinct_from(w.source_path),
+            Item.id == item_id,
+            Item.media_key.is_not_distinct_from(w.media_key),
+            Item.source_url.is_not_distinct_from(w.source_url),
+            Item.source_path.is_not_distinct_from(w.source_path),
         )
         .values(**values, updated_at=func.now())
+        # A plain UPDATE: no session object mirrors these rows.
+        .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)
+    return bool(rowcount(result))
 
 
 def _set_job_item(session: Session, w: _Work, status: str, reason: str | None = None) -> None:
@@ -446,7 +447,7 @@ def _count_deliveries(session: Session, job_id: uuid.UUID, work: Sequence[_Work]
         ),
         {"job": job_id, "ids": [w.job_item_id for w in work]},
     ).all()
-    attempts = dict(rows)
+    attempts: dict[int, int] = dict(rows)
     for w in work:
         w.attempts = attempts.get(w.job_item_id, w.attempts)
     return set(attempts)

@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from shared.config import Settings
-from shared.db import session_scope
+from shared.db import rowcount, session_scope
 from shared.media import is_valid_key
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _release_failed_items(settings: Settings) -> int:
             ),
             {"grace": settings.media_grace_s},
         )
-        return result.rowcount or 0
+        return rowcount(result)
 
 
 def _files(root: Path) -> Iterator[os.DirEntry[str]]:

@@ -8,12 +8,12 @@ the answer equals a brute force over the vectors PostgreSQL holds.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
 from shared.config import Settings
 from shared.search.knn import top_k
+from shared.search.loader import PgConnection
 from shared.vectors import decode
 from workers.search.fold import connect
 from workers.search.index import VectorIndex, get_index
@@ -23,7 +23,7 @@ Ranked = list[tuple[int, float]]
 
 def _search(
     index: VectorIndex,
-    conn: Any,
+    conn: PgConnection,
     version: str,
     queries: Mapping[str, np.ndarray],
     k: int,
