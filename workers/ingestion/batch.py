@@ -21,7 +21,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -45,6 +45,9 @@ from shared.vectors import encode
 from workers.ingestion.errors import TRANSIENT_ERRORS, SourceError
 from workers.ingestion.fetch import FetchPolicy, fetch_url
 from workers.ingestion.paths import read_import_path
+
+if TYPE_CHECKING:
+    from shared.ml.pipeline import ImageResult
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +111,7 @@ class _Work:
     reason: str | None = None
     message: str | None = None
     skipped: bool = False
-    result: Any = None
+    result: ImageResult | None = None
 
 
 @dataclass
@@ -210,11 +213,26 @@ def _get_bytes(settings: Settings, media: MediaStore, work: _Work) -> None:
     work.data, work.stored_key, work.stored_sha = data, stored.key, stored.sha256
 
 
-def _run_models(pipeline: Any, todo: list[_Work]) -> None:
+class Models(Protocol):
+    """What a batch needs of the model pipeline (shared.ml.pipeline.Pipeline)."""
+
+    @property
+    def model_version(self) -> str: ...
+
+    def process(self, images: Sequence[bytes]) -> list[ImageResult]: ...
+
+
+def _photo(w: _Work) -> bytes:
+    if w.data is None:
+        raise RuntimeError(f"job item {w.job_item_id} reached the models without its bytes")
+    return w.data
+
+
+def _run_models(pipeline: Models, todo: list[_Work]) -> None:
     if not todo:
         return
     try:
-        results = pipeline.process([w.data for w in todo])
+        results: list[ImageResult | Exception] = list(pipeline.process([_photo(w) for w in todo]))
     except TRANSIENT_ERRORS:
         raise
     except Exception:
@@ -223,7 +241,7 @@ def _run_models(pipeline: Any, todo: list[_Work]) -> None:
         results = []
         for w in todo:
             try:
-                results.extend(pipeline.process([w.data]))
+                results.extend(pipeline.process([_photo(w)]))
             except Exception as exc:
                 log.exception("photo failed in the model pipeline", extra={"sku": w.sku})
                 results.append(exc)
@@ -240,7 +258,7 @@ def _run_models(pipeline: Any, todo: list[_Work]) -> None:
             w.result = result
 
 
-def _embedding_rows(item_id: int, model_version: str, result: Any) -> list[dict[str, Any]]:
+def _embedding_rows(item_id: int, model_version: str, result: ImageResult) -> list[dict[str, Any]]:
     rows = []
     for kind, vector in result.vectors.items():
         crop = result.crops.get(kind)
@@ -366,6 +384,9 @@ def _record_failure(session: Session, w: _Work, item_id: int | None) -> None:
 
 def _record_success(session: Session, w: _Work, item_id: int, model_version: str) -> bool:
     """False when the item was re-submitted meanwhile: the newer job will embed it."""
+    result = w.result
+    if result is None:
+        raise RuntimeError(f"job item {w.job_item_id} succeeded without a model result")
     current = _update_item_if_unchanged(
         session,
         w,
@@ -375,13 +396,13 @@ def _record_success(session: Session, w: _Work, item_id: int, model_version: str
         media_key=w.stored_key,
         image_sha256=w.stored_sha,
         byte_size=len(w.data or b""),
-        width=w.result.width,
-        height=w.result.height,
+        width=result.width,
+        height=result.height,
     )
     if not current:
         _set_job_item(session, w, "succeeded", "superseded")
         return False
-    rows = _embedding_rows(item_id, model_version, w.result)
+    rows = _embedding_rows(item_id, model_version, result)
     statement = pg_insert(Embedding).values(rows)
     session.execute(
         statement.on_conflict_do_update(
@@ -430,7 +451,7 @@ def fail_pending(
         log.exception("could not record the batch failure", extra={"job_id": str(job_id)})
 
 
-def get_pipeline_for(settings: Settings) -> Any:
+def get_pipeline_for(settings: Settings) -> Models:
     from shared.ml.pipeline import get_pipeline
 
     return get_pipeline(settings)
@@ -467,7 +488,7 @@ def _uncount(session: Session, job_id: uuid.UUID, job_item_ids: Sequence[int]) -
 def _run_together(
     settings: Settings,
     media: MediaStore,
-    pipeline: Any,
+    pipeline: Models,
     job_id: uuid.UUID,
     work: list[_Work],
     model_version: str,
@@ -489,7 +510,7 @@ def _run_together(
 def _run_alone(
     settings: Settings,
     media: MediaStore,
-    pipeline: Any,
+    pipeline: Models,
     job_id: uuid.UUID,
     w: _Work,
     model_version: str,
@@ -518,7 +539,7 @@ def run_batch(
     settings: Settings,
     job_id: uuid.UUID,
     job_item_ids: Sequence[int],
-    pipeline: Any = None,
+    pipeline: Models | None = None,
     *,
     counted: list[int] | None = None,
 ) -> BatchReport:
