@@ -125,12 +125,12 @@ class Detector:
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, device: str = "cpu", **kwargs: Any) -> Detector:
-        if not bundle.has_detector:
+        config, weights = bundle.detector_config, bundle.detector_weights
+        if not bundle.has_detector or config is None or weights is None:
             raise BundleError(f"model bundle {bundle.root} has no detector")
-        assert bundle.detector_config is not None and bundle.detector_weights is not None
         return cls(
-            bundle.detector_config,
-            bundle.detector_weights,
+            config,
+            weights,
             score_threshold=bundle.score_threshold,
             test_size=bundle.detector_test_size,
             device=device,
@@ -164,7 +164,7 @@ class Detector:
         except Exception as exc:
             raise BundleError(
                 f"detector weights {self.weights_path} cannot be loaded: {exc}"
-            ) from None
+            ) from exc
         state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
         if not isinstance(state, dict):
             raise BundleError(f"detector weights {self.weights_path} hold no model state_dict")

@@ -101,7 +101,7 @@ def build_backbone(
             raise BundleError(
                 f"embedder weights 'imagenet' could not be obtained (Keras downloads them; this "
                 f"machine may be offline): {type(exc).__name__}: {exc}"
-            ) from None
+            ) from exc
     path = Path(weights)
     if not path.is_file():
         raise BundleError(f"embedder weights {path} are missing")
@@ -112,7 +112,7 @@ def build_backbone(
         raise BundleError(
             f"embedder weights {path} cannot be loaded into ResNet50 "
             f"(include_top=False, pooling='avg'): {type(exc).__name__}: {exc}"
-        ) from None
+        ) from exc
     return model
 
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shared.config import Settings
 from shared.images import ImageRejected, decode_rgb
 from shared.ml import resolve_device
 from shared.ml.bundle import Bundle, load_bundle
@@ -23,6 +22,7 @@ from shared.ml.categories import BOTTOM, FULL, TOP, category_name
 from shared.ml.preprocess import Box, crop
 
 if TYPE_CHECKING:
+    from shared.config import Settings
     from shared.ml.detector import Detector
     from shared.ml.embedder import Embedder
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from shared.search.lists import NeighbourList, from_bytes
+
+if TYPE_CHECKING:
+    import redis
 
 PREFIX = "visrec:lists:"
 POINTER_KEY = PREFIX + "current"

@@ -25,10 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import Session
 
 from shared import task_names
-from shared.config import Settings
 from shared.db import rowcount, session_scope
 from shared.ingest_state import (
     TERMINAL_JOB_STATUSES,
@@ -47,6 +45,9 @@ from workers.ingestion.fetch import FetchPolicy, fetch_url
 from workers.ingestion.paths import read_import_path
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from shared.config import Settings
     from shared.ml.pipeline import ImageResult
 
 log = logging.getLogger(__name__)

@@ -21,15 +21,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.response import HTTPResponse
 from urllib3.util.ssl_match_hostname import CertificateError
 
 from workers.ingestion.errors import SourceError
+
+if TYPE_CHECKING:
+    from urllib3.response import HTTPResponse
 
 MAX_REDIRECTS = 5
 _REDIRECTS = {301, 302, 303, 307, 308}

@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import redis
 
-from shared.config import Settings
 from shared.redis_clients import redis_client
 from shared.search import lists_cache
 from shared.search.lists import from_columns
 from shared.search.loader import PgConnection, one_row
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,11 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
 
-from shared.config import Settings
 from shared.search import lists_cache
 from shared.search.knn import exact_squared_distances
 from shared.search.lists import K_MAX, LIST_WIDTH, NeighbourList, from_columns
@@ -46,6 +45,9 @@ from workers.search.kernels import (
     rerank,
     select_candidates,
 )
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
