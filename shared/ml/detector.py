@@ -14,13 +14,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shared.ml.bundle import Bundle, BundleError, check_detector_config
 from shared.ml.categories import BOTTOM, BOTTOM_IDS, TOP, TOP_IDS, group_of
 from shared.ml.preprocess import Box, clip_box
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +127,9 @@ class Detector:
         self._bgr = self.cfg.INPUT.FORMAT == "BGR"
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, device: str = "cpu", **kwargs: Any) -> Detector:
+    def from_bundle(
+        cls, bundle: Bundle, device: str = "cpu", *, batch_size: int | None = None
+    ) -> Detector:
         config, weights = bundle.detector_config, bundle.detector_weights
         if not bundle.has_detector or config is None or weights is None:
             raise BundleError(f"model bundle {bundle.root} has no detector")
@@ -136,7 +141,7 @@ class Detector:
             device=device,
             top_ids=bundle.top_ids,
             bottom_ids=bundle.bottom_ids,
-            **kwargs,
+            batch_size=batch_size,
         )
 
     def _build_cfg(self, test_size: int | None) -> Any:
@@ -153,11 +158,11 @@ class Detector:
         cfg.freeze()
         return cfg
 
-    def _build_model(self) -> Any:
+    def _build_model(self) -> torch.nn.Module:
         import torch
         from detectron2.modeling import build_model
 
-        model = build_model(self.cfg)
+        model: torch.nn.Module = build_model(self.cfg)
         model.eval()
         try:
             checkpoint = torch.load(self.weights_path, map_location="cpu", weights_only=True)
@@ -182,7 +187,7 @@ class Detector:
             model = model.to(memory_format=torch.channels_last)
         return model
 
-    def _inputs(self, rgb: np.ndarray) -> dict[str, Any]:
+    def _inputs(self, rgb: np.ndarray) -> dict[str, torch.Tensor | int]:
         import torch
 
         if rgb.ndim != 3 or rgb.shape[2] != 3:

@@ -15,6 +15,7 @@ import random
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ def import_keras(backend: str | None = None) -> Any:
 
 
 @contextlib.contextmanager
-def _seeded(keras: Any, seed: int) -> Iterator[None]:
+def _seeded(keras: ModuleType, seed: int) -> Iterator[None]:
     """Seed Keras for a reproducible random init, then give back Python's and NumPy's state."""
     py_state, np_state = random.getstate(), np.random.get_state()
     fork: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
@@ -69,7 +70,7 @@ def _seeded(keras: Any, seed: int) -> Iterator[None]:
             np.random.set_state(np_state)
 
 
-def _keras_device(keras: Any, device: str) -> str:
+def _keras_device(keras: ModuleType, device: str) -> str:
     if keras.config.backend() == "torch":
         return device
     return "gpu:0" if device == "cuda" else "cpu:0"
@@ -146,13 +147,21 @@ class Embedder:
             )
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, device: str = "cpu", **kwargs: Any) -> Embedder:
+    def from_bundle(
+        cls,
+        bundle: Bundle,
+        device: str = "cpu",
+        *,
+        backend: str | None = None,
+        batch_size: int | None = None,
+    ) -> Embedder:
         return cls(
             bundle.embedder_weights,
             bundle.input_size,
             device=device,
             seed=bundle.embedder_seed,
-            **kwargs,
+            backend=backend,
+            batch_size=batch_size,
         )
 
     def _no_grad(self) -> contextlib.AbstractContextManager[Any]:
