@@ -16,6 +16,7 @@ test: install services
 	@bash scripts/install_test_tools.sh
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The inner loop: every test that needs no model build (not marked slow or ml; tests/conftest.py
@@ -26,6 +27,7 @@ test-fast: install services
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 demo: install services
 	$(PY) -m demo
@@ -49,4 +51,4 @@ beat: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start beat
 
 clean:
-	rm -rf var .pytest_cache .ruff_cache
+	rm -rf var .pytest_cache .ruff_cache .mypy_cache

@@ -79,8 +79,7 @@ def similar_k(image_id, k, topwear_database, bottomwear_database):
             break
         if key == image_id:
             continue
-        else:
-            toprecommended.append(key)
+        toprecommended.append(key)
         i = i + 1
 
     dis_dict = {}
@@ -93,8 +92,7 @@ def similar_k(image_id, k, topwear_database, bottomwear_database):
             break
         if key == image_id:
             continue
-        else:
-            bottomrecommended.append(key)
+        bottomrecommended.append(key)
         i = i + 1
 
     return toprecommended, bottomrecommended

@@ -10,11 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import CursorResult, Engine, Result, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.config import Settings
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 _engines: dict[str, Engine] = {}
 _factories: dict[str, sessionmaker[Session]] = {}
@@ -52,6 +54,17 @@ def session_scope(settings: Settings) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows an UPDATE or DELETE run by ``Session.execute`` matched.
+
+    ``Session.execute`` is typed as answering a plain ``Result``; for such statements it answers
+    a ``CursorResult``, which alone counts rows.
+    """
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"a {type(result).__name__} has no row count")
+    return result.rowcount or 0
 
 
 def dispose_engines() -> None:

@@ -82,8 +82,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
-            rgb = img.convert("RGB")
+            rgb = ImageOps.exif_transpose(img).convert("RGB")
     except Image.DecompressionBombError:
         raise ImageRejected(
             "too_large", f"the image exceeds the limit of {max_pixels} pixels"

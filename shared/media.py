@@ -18,7 +18,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1024 * 1024
@@ -58,7 +58,7 @@ class MediaStore:
     def put_bytes(self, data: bytes) -> StoredMedia:
         return self.put_stream(io.BytesIO(data))
 
-    def put_stream(self, stream: BinaryIO, max_bytes: int | None = None) -> StoredMedia:
+    def put_stream(self, stream: IO[bytes], max_bytes: int | None = None) -> StoredMedia:
         """Copy a stream into the store, hashing as it goes (never the whole file in memory)."""
         self.root.mkdir(parents=True, exist_ok=True)
         hasher = hashlib.sha256()

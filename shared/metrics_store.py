@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import redis
+if TYPE_CHECKING:
+    import redis
 
 # Seconds; a model batch on CPU takes seconds to minutes, a query embedding well under one.
 BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 KEY_PREFIX = "visrec:metrics:task_seconds:"
 OUTCOMES = ("success", "failure", "retry")
+
+
+def _text(reply: bytes | str) -> str:
+    # redis-py types replies as bytes or str; ours are bytes (no client decodes responses).
+    return reply.decode() if isinstance(reply, bytes) else reply
 
 
 def _bucket_field(bound: float) -> str:
@@ -48,9 +55,9 @@ class TaskHistogram:
 def read_task_durations(client: redis.Redis) -> list[TaskHistogram]:
     histograms: list[TaskHistogram] = []
     for raw_key in sorted(client.scan_iter(match=f"{KEY_PREFIX}*", count=500)):
-        key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+        key = _text(raw_key)
         task, _, outcome = key[len(KEY_PREFIX) :].partition("|")
-        fields = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+        fields = {_text(k): _text(v) for k, v in client.hgetall(key).items()}
         buckets = [
             (("+Inf" if math.isinf(b) else f"{b:g}"), int(fields.get(_bucket_field(b), 0)))
             for b in (*BUCKETS, math.inf)

@@ -14,13 +14,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shared.ml.bundle import Bundle, BundleError, check_detector_config
 from shared.ml.preprocess import Box, clip_box
 from shared.vocabulary import BOTTOM_IDS, TOP_IDS, VectorKind, group_of
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -124,19 +127,21 @@ class Detector:
         self._bgr = self.cfg.INPUT.FORMAT == "BGR"
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, device: str = "cpu", **kwargs: Any) -> Detector:
-        if not bundle.has_detector:
+    def from_bundle(
+        cls, bundle: Bundle, device: str = "cpu", *, batch_size: int | None = None
+    ) -> Detector:
+        config, weights = bundle.detector_config, bundle.detector_weights
+        if not bundle.has_detector or config is None or weights is None:
             raise BundleError(f"model bundle {bundle.root} has no detector")
-        assert bundle.detector_config is not None and bundle.detector_weights is not None
         return cls(
-            bundle.detector_config,
-            bundle.detector_weights,
+            config,
+            weights,
             score_threshold=bundle.score_threshold,
             test_size=bundle.detector_test_size,
             device=device,
             top_ids=bundle.top_ids,
             bottom_ids=bundle.bottom_ids,
-            **kwargs,
+            batch_size=batch_size,
         )
 
     def _build_cfg(self, test_size: int | None) -> Any:
@@ -153,18 +158,18 @@ class Detector:
         cfg.freeze()
         return cfg
 
-    def _build_model(self) -> Any:
+    def _build_model(self) -> torch.nn.Module:
         import torch
         from detectron2.modeling import build_model
 
-        model = build_model(self.cfg)
+        model: torch.nn.Module = build_model(self.cfg)
         model.eval()
         try:
             checkpoint = torch.load(self.weights_path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise BundleError(
                 f"detector weights {self.weights_path} cannot be loaded: {exc}"
-            ) from None
+            ) from exc
         state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
         if not isinstance(state, dict):
             raise BundleError(f"detector weights {self.weights_path} hold no model state_dict")
@@ -182,7 +187,7 @@ class Detector:
             model = model.to(memory_format=torch.channels_last)
         return model
 
-    def _inputs(self, rgb: np.ndarray) -> dict[str, Any]:
+    def _inputs(self, rgb: np.ndarray) -> dict[str, torch.Tensor | int]:
         import torch
 
         if rgb.ndim != 3 or rgb.shape[2] != 3:

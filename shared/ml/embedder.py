@@ -16,6 +16,7 @@ import random
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,7 @@ def import_keras(backend: str | None = None) -> Any:
 
 
 @contextlib.contextmanager
-def _seeded(keras: Any, seed: int) -> Iterator[None]:
+def _seeded(keras: ModuleType, seed: int) -> Iterator[None]:
     """Seed Keras for a reproducible random init, then give back Python's and NumPy's state."""
     py_state, np_state = random.getstate(), np.random.get_state()
     fork: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
@@ -70,7 +71,7 @@ def _seeded(keras: Any, seed: int) -> Iterator[None]:
             np.random.set_state(np_state)
 
 
-def _keras_device(keras: Any, device: str) -> str:
+def _keras_device(keras: ModuleType, device: str) -> str:
     if keras.config.backend() == "torch":
         return device
     return "gpu:0" if device == "cuda" else "cpu:0"
@@ -102,7 +103,7 @@ def build_backbone(
             raise BundleError(
                 f"embedder weights 'imagenet' could not be obtained (Keras downloads them; this "
                 f"machine may be offline): {type(exc).__name__}: {exc}"
-            ) from None
+            ) from exc
     path = Path(weights)
     if not path.is_file():
         raise BundleError(f"embedder weights {path} are missing")
@@ -113,7 +114,7 @@ def build_backbone(
         raise BundleError(
             f"embedder weights {path} cannot be loaded into ResNet50 "
             f"(include_top=False, pooling='avg'): {type(exc).__name__}: {exc}"
-        ) from None
+        ) from exc
     return model
 
 
@@ -147,13 +148,21 @@ class Embedder:
             )
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, device: str = "cpu", **kwargs: Any) -> Embedder:
+    def from_bundle(
+        cls,
+        bundle: Bundle,
+        device: str = "cpu",
+        *,
+        backend: str | None = None,
+        batch_size: int | None = None,
+    ) -> Embedder:
         return cls(
             bundle.embedder_weights,
             bundle.input_size,
             device=device,
             seed=bundle.embedder_seed,
-            **kwargs,
+            backend=backend,
+            batch_size=batch_size,
         )
 
     def _no_grad(self) -> contextlib.AbstractContextManager[Any]:

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +20,11 @@ from shared.ml import resolve_device
 from shared.ml.bundle import Bundle, load_bundle
 from shared.ml.preprocess import Box, crop
 from shared.vocabulary import CROP_KINDS, VectorKind, category_name
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+    from shared.ml.detector import Detector
+    from shared.ml.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +54,11 @@ class ImageResult:
 class Pipeline:
     """Detector (when the bundle has one) then embedder, over batches of photos."""
 
-    def __init__(self, bundle: Bundle, settings: Any) -> None:
+    def __init__(self, bundle: Bundle, settings: Settings) -> None:
         self.bundle = bundle
         self.settings = settings
-        self._detector: Any = None
-        self._embedder: Any = None
+        self._detector: Detector | None = None
+        self._embedder: Embedder | None = None
         self._lock = threading.Lock()
 
     @property
@@ -65,12 +70,12 @@ class Pipeline:
         return self.bundle.has_detector
 
     @property
-    def detector(self) -> Any:
+    def detector(self) -> Detector | None:
         """The loaded Detector (None before :meth:`load` or without one in the bundle)."""
         return self._detector
 
     @property
-    def embedder(self) -> Any:
+    def embedder(self) -> Embedder | None:
         """The loaded Embedder (None before :meth:`load`)."""
         return self._embedder
 
@@ -86,8 +91,8 @@ class Pipeline:
             from shared.ml.detector import Detector
             from shared.ml.embedder import Embedder
 
-            device = resolve_device(getattr(self.settings, "device", "auto"))
-            backend = getattr(self.settings, "keras_backend", None)
+            device = resolve_device(self.settings.device)
+            backend = self.settings.keras_backend
             extra = {
                 "model_version": self.model_version,
                 "mode": self.bundle.mode,
@@ -104,7 +109,7 @@ class Pipeline:
 
     def process(self, images: Sequence[bytes]) -> list[ImageResult]:
         """One result per photo, in order; undecodable photos carry ``error`` and no vectors."""
-        max_pixels = getattr(self.settings, "max_image_pixels", 40_000_000)
+        max_pixels = self.settings.max_image_pixels
         results: list[ImageResult | None] = []
         decoded: list[np.ndarray] = []
         for data in images:
@@ -126,14 +131,15 @@ class Pipeline:
         if not rgb_arrays:
             return []
         self.load()
+        detector, embedder = self._detector, self._embedder
+        if embedder is None:  # load() sets it or raises; never unset afterwards
+            raise RuntimeError("the pipeline's models are not loaded")
         results = [ImageResult(width=a.shape[1], height=a.shape[0]) for a in rgb_arrays]
         # Every picture to embed (whole photos and crops) goes through the embedder together.
         pictures: list[np.ndarray] = []
         owners: list[tuple[ImageResult, str]] = []
         detections = (
-            self._detector.detect(rgb_arrays)
-            if self._detector is not None
-            else [None] * len(rgb_arrays)
+            detector.detect(rgb_arrays) if detector is not None else [None] * len(rgb_arrays)
         )
         for array, result, found in zip(rgb_arrays, results, detections, strict=True):
             pictures.append(array)
@@ -149,7 +155,7 @@ class Pipeline:
                 )
                 pictures.append(crop(array, best.box))
                 owners.append((result, kind))
-        vectors = self._embedder.embed(pictures)
+        vectors = embedder.embed(pictures)
         for (result, kind), vector in zip(owners, vectors, strict=True):
             result.vectors[kind] = vector
         return results
@@ -159,7 +165,7 @@ _pipelines: dict[tuple[str, str, str], Pipeline] = {}
 _pipelines_lock = threading.Lock()
 
 
-def get_pipeline(settings: Any = None) -> Pipeline:
+def get_pipeline(settings: Settings | None = None) -> Pipeline:
     """The process's pipeline for ``settings`` (default: the process settings).
 
     Cached by model version: a new bundle (or new settings that change the vectors) gets a new
@@ -173,8 +179,8 @@ def get_pipeline(settings: Any = None) -> Pipeline:
     bundle = load_bundle(settings)
     key = (
         bundle.model_version,
-        str(getattr(settings, "device", "auto")),
-        str(getattr(settings, "keras_backend", "")),
+        settings.device,
+        settings.keras_backend,
     )
     with _pipelines_lock:
         pipeline = _pipelines.get(key)

@@ -30,12 +30,14 @@ class Neighbours:
 
 def squared_norms(vectors: np.ndarray) -> np.ndarray:
     """Row-wise ``||x||^2`` as float32 (accumulated per row without a float64 copy)."""
-    return np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32)
+    norms: np.ndarray = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32)
+    return norms
 
 
 def squared_norms64(vectors: np.ndarray) -> np.ndarray:
     """Row-wise ``||x||^2`` accumulated in float64 (float32 products are exact in float64)."""
-    return np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
+    norms: np.ndarray = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
+    return norms
 
 
 # Below this fraction of ||x||^2 + ||q||^2 the dot-product form loses too many digits to
@@ -56,7 +58,7 @@ def exact_squared_distances(
     integer-valued vectors every step is exact.
     """
     q64 = query.astype(np.float64)
-    dot = np.einsum("ij,j->i", vectors, query, dtype=np.float64)
+    dot: np.ndarray = np.einsum("ij,j->i", vectors, query, dtype=np.float64)
     xn = squared_norms64(vectors) if sq_norms64 is None else sq_norms64
     # The query's norm by the very same reduction as the rows': d(a, b) == d(b, a) to the bit,
     # whichever of the two is the query (ties between twins must not depend on who asks).
@@ -66,7 +68,8 @@ def exact_squared_distances(
     if close.size:
         diff = vectors[close].astype(np.float64) - q64
         d2[close] = np.einsum("ij,ij->i", diff, diff)
-    return np.maximum(d2, 0.0, out=d2)
+    np.maximum(d2, 0.0, out=d2)
+    return d2
 
 
 def _error_margin(sq_norms: np.ndarray, q_sq: float, dim: int) -> float:

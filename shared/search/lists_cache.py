@@ -20,14 +20,24 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from shared.search.lists import NeighbourList, from_bytes
 
+if TYPE_CHECKING:
+    import redis
+
 PREFIX = "visrec:lists:"
 POINTER_KEY = PREFIX + "current"
+
+
+def _text(reply: bytes | str) -> str:
+    # redis-py types replies as bytes or str; ours are bytes (no client decodes responses).
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
+def _raw(reply: bytes | str) -> bytes:
+    return reply if isinstance(reply, bytes) else reply.encode()
 
 
 def _gen(generation: str) -> str:
@@ -60,7 +70,7 @@ class CachedLists:
 
 def read_pointer(client: redis.Redis) -> str | None:
     value = client.get(POINTER_KEY)
-    return value.decode() if value is not None else None
+    return _text(value) if value is not None else None
 
 
 def read_applied(client: redis.Redis, generation: str) -> int | None:
@@ -77,7 +87,7 @@ def read_item_lists(
     if values[0] is None:
         return None
     lists = {
-        kind: (from_bytes(value) if value is not None else None)
+        kind: (from_bytes(_raw(value)) if value is not None else None)
         for kind, value in zip(kinds, values[1:], strict=True)
     }
     return CachedLists(int(values[0]), lists)
@@ -120,7 +130,8 @@ def publish(client: redis.Redis, generation: str) -> str | None:
     """Make ``generation`` live and UNLINK every other; returns the previous name."""
     previous = client.set(POINTER_KEY, generation, get=True)
     remove_other_generations(client, keep=generation)
-    return previous.decode() if isinstance(previous, bytes) else previous
+    # SET ... GET answers the old value, never the bool a plain SET answers.
+    return _text(previous) if isinstance(previous, (bytes, str)) else None
 
 
 def remove_other_generations(client: redis.Redis, keep: str) -> int:

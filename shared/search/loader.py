@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
+
+# How workers talk to PostgreSQL outside the ORM: plain psycopg connections with tuple rows.
+PgConnection = psycopg.Connection[TupleRow]
 
 # item id, sku, media key, dim, vector
 _ROW_TYPES = ["int8", "text", "text", "int4", "bytea"]
@@ -28,9 +31,7 @@ class VectorRow:
     vector: bytes
 
 
-def stream_vectors(
-    conn: psycopg.Connection[Any], model_version: str, kind: str
-) -> Iterator[VectorRow]:
+def stream_vectors(conn: PgConnection, model_version: str, kind: str) -> Iterator[VectorRow]:
     """Every vector of one (model_version, kind), ordered by item id."""
     query = sql.SQL(
         "COPY (SELECT e.item_id, i.sku, i.media_key, e.dim, e.vector"
@@ -42,6 +43,14 @@ def stream_vectors(
         copy.set_types(_ROW_TYPES)
         for item_id, sku, media_key, _dim, vector in copy.rows():
             yield VectorRow(item_id, sku, media_key, vector)
+
+
+def one_row(cursor: psycopg.Cursor[TupleRow]) -> TupleRow:
+    """The row a query that always answers one (an aggregate, ``RETURNING``) answered."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the query answered no row")
+    return row
 
 
 def libpq_url(sqlalchemy_url: str) -> str:

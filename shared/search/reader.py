@@ -22,16 +22,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import redis
 from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from shared.search import lists_cache
 from shared.search.knn import exact_squared_distances
 from shared.search.lists import NeighbourList, from_columns
 from shared.vectors import decode
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared import task_names
-from shared.config import Settings
 from shared.queueing import QUEUE_LISTS, task_sender
 from shared.redis_clients import redis_client
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 FOLD_PENDING_KEY = "visrec:lists:fold-pending"
 RELOAD_PENDING_KEY = "visrec:lists:reload-pending"

@@ -21,15 +21,13 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import Session
 
 from shared import task_names
-from shared.config import Settings
-from shared.db import session_scope
+from shared.db import rowcount, session_scope
 from shared.ingest_state import lock_for_dispatch, lock_job, mark_running, refresh_job
 from shared.media import MediaStore
 from shared.models import Embedding, Item, JobItem
@@ -41,6 +39,12 @@ from workers.errors import TRANSIENT_ERRORS
 from workers.ingestion.errors import SourceError
 from workers.ingestion.fetch import FetchPolicy, fetch_url
 from workers.ingestion.paths import read_import_path
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from shared.config import Settings
+    from shared.ml.pipeline import ImageResult
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +108,7 @@ class _Work:
     reason: str | None = None
     message: str | None = None
     skipped: bool = False
-    result: Any = None
+    result: ImageResult | None = None
 
 
 @dataclass
@@ -206,11 +210,26 @@ def _get_bytes(settings: Settings, media: MediaStore, work: _Work) -> None:
     work.data, work.stored_key, work.stored_sha = data, stored.key, stored.sha256
 
 
-def _run_models(pipeline: Any, todo: list[_Work]) -> None:
+class Models(Protocol):
+    """What a batch needs of the model pipeline (shared.ml.pipeline.Pipeline)."""
+
+    @property
+    def model_version(self) -> str: ...
+
+    def process(self, images: Sequence[bytes]) -> list[ImageResult]: ...
+
+
+def _photo(w: _Work) -> bytes:
+    if w.data is None:
+        raise RuntimeError(f"job item {w.job_item_id} reached the models without its bytes")
+    return w.data
+
+
+def _run_models(pipeline: Models, todo: list[_Work]) -> None:
     if not todo:
         return
     try:
-        results = pipeline.process([w.data for w in todo])
+        results: list[ImageResult | Exception] = list(pipeline.process([_photo(w) for w in todo]))
     except TRANSIENT_ERRORS:
         raise
     except Exception:
@@ -219,7 +238,7 @@ def _run_models(pipeline: Any, todo: list[_Work]) -> None:
         results = []
         for w in todo:
             try:
-                results.extend(pipeline.process([w.data]))
+                results.extend(pipeline.process([_photo(w)]))
             except Exception as exc:
                 log.exception("photo failed in the model pipeline", extra={"sku": w.sku})
                 results.append(exc)
@@ -236,7 +255,7 @@ def _run_models(pipeline: Any, todo: list[_Work]) -> None:
             w.result = result
 
 
-def _embedding_rows(item_id: int, model_version: str, result: Any) -> list[dict[str, Any]]:
+def _embedding_rows(item_id: int, model_version: str, result: ImageResult) -> list[dict[str, Any]]:
     rows = []
     for kind, vector in result.vectors.items():
         crop = result.crops.get(kind)
@@ -315,18 +334,19 @@ def _update_item_if_unchanged(session: Session, w: _Work, item_id: int, **values
     The condition is part of the UPDATE, so a concurrent re-submission that commits first is
     seen (READ COMMITTED re-checks the row) and our older photo never overwrites the newer one.
     """
-    table = Item.__table__
     result = session.execute(
-        table.update()
+        update(Item)
         .where(
-            table.c.id == item_id,
-            table.c.media_key.is_not_distinct_from(w.media_key),
-            table.c.source_url.is_not_distinct_from(w.source_url),
-            table.c.source_path.is_not_distinct_from(w.source_path),
+            Item.id == item_id,
+            Item.media_key.is_not_distinct_from(w.media_key),
+            Item.source_url.is_not_distinct_from(w.source_url),
+            Item.source_path.is_not_distinct_from(w.source_path),
         )
         .values(**values, updated_at=func.now())
+        # A plain UPDATE: no session object mirrors these rows.
+        .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)
+    return bool(rowcount(result))
 
 
 def _set_job_item(session: Session, w: _Work, status: str, reason: str | None = None) -> None:
@@ -361,6 +381,9 @@ def _record_failure(session: Session, w: _Work, item_id: int | None) -> None:
 
 def _record_success(session: Session, w: _Work, item_id: int, model_version: str) -> bool:
     """False when the item was re-submitted meanwhile: the newer job will embed it."""
+    result = w.result
+    if result is None:
+        raise RuntimeError(f"job item {w.job_item_id} succeeded without a model result")
     current = _update_item_if_unchanged(
         session,
         w,
@@ -370,13 +393,13 @@ def _record_success(session: Session, w: _Work, item_id: int, model_version: str
         media_key=w.stored_key,
         image_sha256=w.stored_sha,
         byte_size=len(w.data or b""),
-        width=w.result.width,
-        height=w.result.height,
+        width=result.width,
+        height=result.height,
     )
     if not current:
         _set_job_item(session, w, "succeeded", "superseded")
         return False
-    rows = _embedding_rows(item_id, model_version, w.result)
+    rows = _embedding_rows(item_id, model_version, result)
     statement = pg_insert(Embedding).values(rows)
     session.execute(
         statement.on_conflict_do_update(
@@ -425,7 +448,7 @@ def fail_pending(
         log.exception("could not record the batch failure", extra={"job_id": str(job_id)})
 
 
-def get_pipeline_for(settings: Settings) -> Any:
+def get_pipeline_for(settings: Settings) -> Models:
     from shared.ml.pipeline import get_pipeline
 
     return get_pipeline(settings)
@@ -442,7 +465,7 @@ def _count_deliveries(session: Session, job_id: uuid.UUID, work: Sequence[_Work]
         ),
         {"job": job_id, "ids": [w.job_item_id for w in work]},
     ).all()
-    attempts = dict(rows)
+    attempts: dict[int, int] = dict(rows)
     for w in work:
         w.attempts = attempts.get(w.job_item_id, w.attempts)
     return set(attempts)
@@ -462,7 +485,7 @@ def _uncount(session: Session, job_id: uuid.UUID, job_item_ids: Sequence[int]) -
 def _run_together(
     settings: Settings,
     media: MediaStore,
-    pipeline: Any,
+    pipeline: Models,
     job_id: uuid.UUID,
     work: list[_Work],
     model_version: str,
@@ -484,7 +507,7 @@ def _run_together(
 def _run_alone(
     settings: Settings,
     media: MediaStore,
-    pipeline: Any,
+    pipeline: Models,
     job_id: uuid.UUID,
     w: _Work,
     model_version: str,
@@ -513,7 +536,7 @@ def run_batch(
     settings: Settings,
     job_id: uuid.UUID,
     job_item_ids: Sequence[int],
-    pipeline: Any = None,
+    pipeline: Models | None = None,
     *,
     counted: list[int] | None = None,
 ) -> BatchReport:

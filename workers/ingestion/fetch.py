@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -29,6 +30,9 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util.ssl_match_hostname import CertificateError
 
 from workers.ingestion.errors import SourceError
+
+if TYPE_CHECKING:
+    from urllib3.response import HTTPResponse
 
 MAX_REDIRECTS = 5
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -79,31 +83,34 @@ def address_allowed(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _getaddrinfo(host: str, port: int, timeout_s: float) -> list:
+def _resolve(host: str, port: int, timeout_s: float) -> list[str]:
+    """Every address ``host`` resolves to, in the resolver's order, each once."""
     # getaddrinfo cannot be interrupted and a slow resolver retries for many seconds: it runs in
     # a thread of its own so the fetch's deadline holds (the thread ends with the resolver).
-    outcome: dict[str, object] = {}
+    addresses: list[str] = []
+    failed: list[BaseException] = []
 
     def resolve() -> None:
         try:
-            outcome["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
-            outcome["error"] = exc
+            failed.append(exc)
+            return
+        addresses.extend(dict.fromkeys(str(info[4][0]) for info in infos))
 
     thread = threading.Thread(target=resolve, name="fetch-resolve", daemon=True)
     thread.start()
     thread.join(max(0.0, timeout_s))
     if thread.is_alive():
         raise _fail(f"resolving host {host!r} took too long")
-    if "error" in outcome:
+    if failed:
         raise _fail(f"cannot resolve host {host!r}")
-    return outcome["infos"]  # type: ignore[return-value]
+    return addresses
 
 
 def resolve_pinned(host: str, port: int, allow_private: bool, timeout_s: float = 15.0) -> str:
     """The one address this hop will connect to, after checking every address the host has."""
-    infos = _getaddrinfo(host, port, timeout_s)
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    addresses = _resolve(host, port, timeout_s)
     if not addresses:
         raise _fail(f"host {host!r} has no address")
     if not allow_private:
@@ -169,7 +176,7 @@ def _connection(
     return HTTPConnection(address, port, timeout=remaining)
 
 
-def _read_capped(response, policy: FetchPolicy, watchdog: _Watchdog) -> bytes:
+def _read_capped(response: HTTPResponse, policy: FetchPolicy, watchdog: _Watchdog) -> bytes:
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > policy.max_bytes:
         raise SourceError(

@@ -25,12 +25,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
-from shared.config import Settings
-from shared.db import session_scope
+from shared.db import rowcount, session_scope
 from shared.media import is_valid_key
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ def _release_failed_items(settings: Settings) -> int:
             ),
             {"grace": settings.media_grace_s},
         )
-        return result.rowcount or 0
+        return rowcount(result)
 
 
 def _files(root: Path) -> Iterator[os.DirEntry[str]]:

@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import psycopg
 import redis
 
-from shared.config import Settings
 from shared.redis_clients import redis_client
 from shared.search import lists_cache
 from shared.search.lists import from_columns
+from shared.search.loader import PgConnection, one_row
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ def _new_generation_name() -> str:
     return f"{int(time.time() * 1000):013d}-{np.random.default_rng().integers(1 << 32):08x}"
 
 
-def reload(conn: psycopg.Connection[Any], settings: Settings, *, reason: str) -> dict[str, Any]:
+def reload(conn: PgConnection, settings: Settings, *, reason: str) -> dict[str, Any]:
     """Copy every list from PostgreSQL into a new generation and switch the pointer to it."""
     client = redis_client(settings.redis_cache_url)
     started = time.perf_counter()
@@ -43,7 +45,7 @@ def reload(conn: psycopg.Connection[Any], settings: Settings, *, reason: str) ->
     written = 0
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
-        applied = int(conn.execute("SELECT coalesce(max(id), 0) FROM list_folds").fetchone()[0])
+        applied = int(one_row(conn.execute("SELECT coalesce(max(id), 0) FROM list_folds"))[0])
         pipe = client.pipeline(transaction=False)
         with (
             conn.cursor() as cur,
@@ -93,7 +95,7 @@ def _drop(client: redis.Redis, generation: str) -> None:
 
 
 def after_fold(
-    conn: psycopg.Connection[Any],
+    conn: PgConnection,
     settings: Settings,
     fold_id: int | None,
     prev_fold: int,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from shared.config import Settings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 
 def list_device(settings: Settings) -> str:

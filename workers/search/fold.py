@@ -27,16 +27,15 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
 
-from shared.config import Settings
 from shared.search import lists_cache
 from shared.search.knn import exact_squared_distances
 from shared.search.lists import K_MAX, LIST_WIDTH, NeighbourList, from_columns
-from shared.search.loader import libpq_url
+from shared.search.loader import PgConnection, libpq_url, one_row
 from workers.search import cache_writer
 from workers.search.index import KindMatrix, VectorIndex, get_index
 from workers.search.kernels import (
@@ -46,6 +45,9 @@ from workers.search.kernels import (
     rerank,
     select_candidates,
 )
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +87,10 @@ class FoldReport:
 class advisory_lock:
     """The fold lock, held on its own autocommit connection until released."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: PgConnection) -> None:
         self.conn = conn
 
-    def __enter__(self) -> psycopg.Connection[Any]:
+    def __enter__(self) -> PgConnection:
         self.conn.execute("SELECT pg_advisory_lock(%s)", (FOLD_LOCK,))
         return self.conn
 
@@ -99,14 +101,14 @@ class advisory_lock:
             log.warning("could not release the fold lock; it goes with the connection")
 
 
-def connect(settings: Settings) -> psycopg.Connection[Any]:
+def connect(settings: Settings) -> PgConnection:
     return psycopg.connect(libpq_url(settings.database_url), autocommit=True)
 
 
 # --------------------------------------------------------------------------- lists in memory
 
 
-def load_lists(conn: psycopg.Connection[Any], matrix: KindMatrix) -> None:
+def load_lists(conn: PgConnection, matrix: KindMatrix) -> None:
     """The lists PostgreSQL holds for this matrix's rows, in the current snapshot."""
     matrix.list_ids[: matrix.n] = -1
     matrix.list_d2[: matrix.n] = np.inf
@@ -376,7 +378,7 @@ def fold_kind(
 
 
 def _write_lists(
-    conn: psycopg.Connection[Any],
+    conn: PgConnection,
     fold_id: int,
     rows: list[tuple[str, str, int, NeighbourList]],
     removed: list[tuple[str, str, int]],
@@ -421,7 +423,7 @@ def _write_lists(
         )
 
 
-def purge_changes(conn: psycopg.Connection[Any], settings: Settings, keep_from: int | None) -> int:
+def purge_changes(conn: PgConnection, settings: Settings, keep_from: int | None) -> int:
     """Delete change rows folded longer ago than the retention and not needed by the cache.
 
     ``keep_from``: the fold the live cache generation includes (its readers still need every
@@ -429,11 +431,13 @@ def purge_changes(conn: psycopg.Connection[Any], settings: Settings, keep_from: 
     """
     if keep_from is None:
         return 0
-    horizon = conn.execute(
-        "SELECT coalesce(max(id), 0) FROM list_folds"
-        " WHERE created_at < now() - make_interval(secs => %s) AND id <= %s",
-        (settings.list_change_retention_s, keep_from),
-    ).fetchone()[0]
+    horizon = one_row(
+        conn.execute(
+            "SELECT coalesce(max(id), 0) FROM list_folds"
+            " WHERE created_at < now() - make_interval(secs => %s) AND id <= %s",
+            (settings.list_change_retention_s, keep_from),
+        )
+    )[0]
     if not horizon:
         return 0
     with conn.transaction():
@@ -462,9 +466,7 @@ def fold(
     with connect(settings) as conn, advisory_lock(conn), index.lock:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         try:
-            prev_fold = int(
-                conn.execute("SELECT coalesce(max(id), 0) FROM list_folds").fetchone()[0]
-            )
+            prev_fold = int(one_row(conn.execute("SELECT coalesce(max(id), 0) FROM list_folds"))[0])
             pending = conn.execute(
                 "SELECT DISTINCT model_version, kind, item_id FROM list_changes"
                 " WHERE fold_id IS NULL"
@@ -501,7 +503,7 @@ def fold(
 
 
 def _fold_locked(
-    conn: psycopg.Connection[Any],
+    conn: PgConnection,
     settings: Settings,
     index: VectorIndex,
     device: str,
@@ -510,9 +512,11 @@ def _fold_locked(
     report: FoldReport,
 ) -> list[lists_cache.ListUpdate]:
     fold_id = int(
-        conn.execute(
-            "INSERT INTO list_folds (changes) VALUES (%s) RETURNING id", (len(pending),)
-        ).fetchone()[0]
+        one_row(
+            conn.execute(
+                "INSERT INTO list_folds (changes) VALUES (%s) RETURNING id", (len(pending),)
+            )
+        )[0]
     )
     report.fold_id = fold_id
     report.changes = len(pending)

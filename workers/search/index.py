@@ -17,15 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import psycopg
 from tqdm import tqdm
 
 from shared.search.knn import squared_norms, squared_norms64
 from shared.search.lists import LIST_WIDTH
-from shared.search.loader import stream_vectors
+from shared.search.loader import PgConnection, one_row, stream_vectors
 from shared.vectors import DTYPE
 
 log = logging.getLogger(__name__)
@@ -76,7 +74,7 @@ class KindMatrix:
             return
         cap = max(rows, int(self.vectors.shape[0] * _GROWTH) + 16)
 
-        def grown(array: np.ndarray, shape: tuple[int, ...], fill: Any) -> np.ndarray:
+        def grown(array: np.ndarray, shape: tuple[int, ...], fill: float) -> np.ndarray:
             out = np.empty(shape, dtype=array.dtype)
             out[: self.n] = array[: self.n]
             out[self.n :] = fill
@@ -163,9 +161,7 @@ class KindMatrix:
         self.lists_loaded = False
 
 
-def load_matrix(
-    conn: psycopg.Connection[Any], version: str, kind: str
-) -> tuple[np.ndarray, np.ndarray]:
+def load_matrix(conn: PgConnection, version: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
     ids: list[int] = []
     chunks: list[bytes] = []
     rows = tqdm(
@@ -198,12 +194,14 @@ class VectorIndex:
             matrix.lists_loaded = False
         self.lists_fold = None
 
-    def sync(self, conn: psycopg.Connection[Any], version: str, kind: str) -> KindMatrix:
+    def sync(self, conn: PgConnection, version: str, kind: str) -> KindMatrix:
         """Bring one matrix up to the snapshot of ``conn``'s open REPEATABLE READ transaction."""
-        newest_fold, purged = conn.execute(
-            "SELECT coalesce((SELECT max(id) FROM list_folds), 0),"
-            " (SELECT purged_through FROM list_state WHERE id = 1)"
-        ).fetchone()
+        newest_fold, purged = one_row(
+            conn.execute(
+                "SELECT coalesce((SELECT max(id) FROM list_folds), 0),"
+                " (SELECT purged_through FROM list_state WHERE id = 1)"
+            )
+        )
         matrix = self.matrices.get((version, kind))
         # Older than the log keeps, or newer than the database (restored from a backup): reload.
         stale = matrix is not None and not (purged or 0) <= matrix.synced_fold <= newest_fold

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shared.search.knn import _EPS32, exact_squared_distances, squared_norms64
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -39,21 +42,17 @@ def _blocks(m: int, rows: int) -> Iterator[slice]:
         yield slice(start, min(m, start + max(1, rows)))
 
 
+def _reach(n: int, self_rows: np.ndarray, width: int) -> int:
+    """How many estimates per query row can rank (``width``, less the row's own when excluded)."""
+    return min(width, n - int((self_rows >= 0).astype(np.int64).max(initial=0)))
+
+
 class _Estimator:
-    """float32 distance estimates of a query block against the whole matrix."""
+    """float32 distance estimates of a query block against the whole matrix, by BLAS."""
 
-    def __init__(self, vectors: np.ndarray, sq_norms: np.ndarray, device: str) -> None:
-        self.device = device
-        self.torch: Any = None
-        if device != "numpy":
-            import torch
-
-            self.torch = torch
-            self.x = torch.from_numpy(np.ascontiguousarray(vectors)).to(device)
-            self.norms = torch.from_numpy(np.ascontiguousarray(sq_norms)).to(device)
-        else:
-            self.x = vectors
-            self.norms = sq_norms
+    def __init__(self, vectors: np.ndarray, sq_norms: np.ndarray) -> None:
+        self.x = vectors
+        self.norms = sq_norms
 
     def candidates(
         self,
@@ -64,30 +63,51 @@ class _Estimator:
         margin: np.ndarray,
     ) -> list[np.ndarray]:
         """Per query, the rows that could rank within ``width`` (self rows excluded)."""
-        b = queries.shape[0]
-        n = self.x.shape[0]
-        kk = min(width, n - (self_rows >= 0).astype(np.int64).max(initial=0))
+        kk = _reach(self.x.shape[0], self_rows, width)
         if kk <= 0:
-            return [np.empty(0, np.int64) for _ in range(b)]
-        if self.torch is None:
-            approx = queries @ self.x.T
-            approx *= -2.0
-            approx += self.norms[None, :]
-            approx += q_sq.astype(np.float32)[:, None]
-            own = np.flatnonzero(self_rows >= 0)
-            approx[own, self_rows[own]] = np.inf
-            return select_candidates(approx, kk, margin)
-        else:
-            torch = self.torch
-            q = torch.from_numpy(np.ascontiguousarray(queries)).to(self.device)
-            approx = torch.addmm(self.norms.unsqueeze(0), q, self.x.T, alpha=-2.0)
-            approx += torch.from_numpy(q_sq.astype(np.float32)).to(self.device).unsqueeze(1)
-            own = np.flatnonzero(self_rows >= 0)
-            if own.size:
-                approx[torch.from_numpy(own), torch.from_numpy(self_rows[own])] = float("inf")
-            kth = torch.kthvalue(approx, kk, dim=1).values
-            limit = kth + torch.from_numpy(margin.astype(np.float32)).to(self.device)
-            mask = (approx <= limit.unsqueeze(1)).cpu().numpy()
+            return [np.empty(0, np.int64) for _ in range(queries.shape[0])]
+        approx = queries @ self.x.T
+        approx *= -2.0
+        approx += self.norms[None, :]
+        approx += q_sq.astype(np.float32)[:, None]
+        own = np.flatnonzero(self_rows >= 0)
+        approx[own, self_rows[own]] = np.inf
+        return select_candidates(approx, kk, margin)
+
+
+class _TorchEstimator:
+    """The same estimates computed by torch on ``device``, the matrix copied there once."""
+
+    def __init__(self, vectors: np.ndarray, sq_norms: np.ndarray, device: str) -> None:
+        import torch
+
+        self.device = device
+        self.x: torch.Tensor = torch.from_numpy(np.ascontiguousarray(vectors)).to(device)
+        self.norms: torch.Tensor = torch.from_numpy(np.ascontiguousarray(sq_norms)).to(device)
+
+    def candidates(
+        self,
+        queries: np.ndarray,
+        q_sq: np.ndarray,
+        self_rows: np.ndarray,
+        width: int,
+        margin: np.ndarray,
+    ) -> list[np.ndarray]:
+        """Per query, the rows that could rank within ``width`` (self rows excluded)."""
+        import torch
+
+        kk = _reach(self.x.shape[0], self_rows, width)
+        if kk <= 0:
+            return [np.empty(0, np.int64) for _ in range(queries.shape[0])]
+        q = torch.from_numpy(np.ascontiguousarray(queries)).to(self.device)
+        approx = torch.addmm(self.norms.unsqueeze(0), q, self.x.T, alpha=-2.0)
+        approx += torch.from_numpy(q_sq.astype(np.float32)).to(self.device).unsqueeze(1)
+        own = np.flatnonzero(self_rows >= 0)
+        if own.size:
+            approx[torch.from_numpy(own), torch.from_numpy(self_rows[own])] = float("inf")
+        kth = torch.kthvalue(approx, kk, dim=1).values
+        limit = kth + torch.from_numpy(margin.astype(np.float32)).to(self.device)
+        mask = (approx <= limit.unsqueeze(1)).cpu().numpy()
         return [np.flatnonzero(row) for row in mask]
 
 
@@ -166,7 +186,11 @@ def nearest_rows(
     q_sq = np.einsum("ij,ij->i", queries.astype(np.float64), queries.astype(np.float64))
     bounds = margins(float(sq_norms.max()), q_sq, vectors.shape[1])
     norms64 = squared_norms64(vectors) if sq_norms64 is None else sq_norms64
-    estimator = _Estimator(vectors, sq_norms, device)
+    estimator = (
+        _Estimator(vectors, sq_norms)
+        if device == "numpy"
+        else _TorchEstimator(vectors, sq_norms, device)
+    )
     for block in _blocks(m, block_rows):
         found = estimator.candidates(queries[block], q_sq[block], own[block], width, bounds[block])
         ranked = rerank(vectors, norms64, item_ids, queries[block], found, width)

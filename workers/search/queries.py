@@ -8,22 +8,25 @@ the answer equals a brute force over the vectors PostgreSQL holds.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shared.config import Settings
 from shared.search.knn import top_k
 from shared.vectors import decode
 from workers.search.fold import connect
 from workers.search.index import VectorIndex, get_index
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+    from shared.search.loader import PgConnection
 
 Ranked = list[tuple[int, float]]
 
 
 def _search(
     index: VectorIndex,
-    conn: Any,
+    conn: PgConnection,
     version: str,
     queries: Mapping[str, np.ndarray],
     k: int,
