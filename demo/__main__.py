@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _raise_on_sigterm() -> None:
     # A `kill <pid>` must stop the stack as Ctrl-C does: both unwind through `finally`.
-    def handler(signum: int, frame: Any) -> None:
+    def handler(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)

@@ -56,8 +56,7 @@ def train_demo_bundle(bundle_dir: Path, work_dir: Path, log_path: Path) -> None:
     with log_path.open("wb") as log:
         # Its own stdout carries the short progress lines; detectron2's chatter goes to the log.
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log)
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        for line in proc.stdout or ():
             print(f"   [{time.monotonic() - started:5.0f} s] {line.decode().rstrip()}", flush=True)
         code = proc.wait()
     if code != 0:

@@ -19,9 +19,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
-from sqlalchemy.orm import Session
+
+from shared.db import rowcount
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 _LOCK = text("SELECT status FROM jobs WHERE id = :id FOR UPDATE")
 
@@ -109,7 +114,7 @@ def mark_running(session: Session, job_id: uuid.UUID) -> bool:
         ),
         {"id": job_id},
     )
-    return bool(result.rowcount)
+    return bool(rowcount(result))
 
 
 def fail_job(session: Session, job_id: uuid.UUID, reason: str, message: str) -> JobCounts | None:

@@ -7,12 +7,15 @@ the workers import it and add their task modules.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from shared import task_names
-from shared.config import Settings
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 QUEUE_INGEST = "ingest"
 QUEUE_QUERY = "query"

@@ -83,7 +83,7 @@ def _model_state(source: Any) -> dict[str, Any]:
             raise BundleError(f"detector weights {path} are missing")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (any unpickling failure means the same to the user)
             raise BundleError(
                 f"detector weights {path} do not load with torch.load(weights_only=True): {exc}; "
                 "pass the model's state_dict instead"

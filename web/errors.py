@@ -105,7 +105,7 @@ def _handle_http(exc: HTTPException) -> Response:
     return error_response(status, code, message or exc.description or exc.name, headers=headers)
 
 
-def _handle_unexpected(exc: Exception) -> Response:
+def _handle_unexpected(_exc: Exception) -> Response:
     log.exception("unhandled error")
     return error_response(500, "internal_error", "Something went wrong on our side.")
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import redis
 
-from shared.config import Settings
 from shared.redis_clients import redis_client
 from shared.search import lists_cache, scheduling
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -69,5 +72,5 @@ class ListsPointer:
         try:
             if scheduling.request_cache_reload(self.settings, reason="cache empty"):
                 log.warning("lists cache empty: reload from PostgreSQL requested")
-        except Exception as exc:  # the broker being down must not fail the request
+        except Exception as exc:  # noqa: BLE001  the broker being down must not fail the request
             log.warning("could not request a lists cache reload", extra={"error": str(exc)})

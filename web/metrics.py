@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from flask import current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -32,10 +33,13 @@ from shared.queueing import QUEUES
 from shared.vocabulary import ItemStatus, JobItemStatus, JobStatus, VectorKind
 from web.resources import broker_redis, db, settings
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import InstrumentedAttribute
+
 log = logging.getLogger(__name__)
 
 
-def _by_status(column, statuses: Iterable[str]) -> dict[str, int]:
+def _by_status(column: InstrumentedAttribute[str], statuses: Iterable[str]) -> dict[str, int]:
     counts = dict.fromkeys(statuses, 0)
     for value, n in db().execute(select(column, func.count()).group_by(column)):
         counts[value] = n

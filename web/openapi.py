@@ -12,6 +12,7 @@ from typing import Any
 from apispec import BasePlugin
 from flask_smorest import Api
 from marshmallow import Schema, fields
+from typing_extensions import override
 
 
 class ErrorSchema(Schema):
@@ -26,8 +27,9 @@ class ErrorSchema(Schema):
 
 
 class ErrorBodyPlugin(BasePlugin):
+    @override
     def operation_helper(
-        self, path: str | None = None, operations: dict | None = None, **kwargs: Any
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
         for operation in (operations or {}).values():
             for status, response in (operation.get("responses") or {}).items():
@@ -43,5 +45,5 @@ def _is_error(status: Any) -> bool:
     return text == "default" or (text.isdigit() and int(text) >= 400)
 
 
-class VisrecApi(Api):
+class VisrecApi(Api):  # type: ignore[misc]  # flask-smorest ships no type hints
     ERROR_SCHEMA = ErrorSchema

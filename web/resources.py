@@ -6,28 +6,31 @@ Redis clients are the process's pooled ones (shared.redis_clients), with its sho
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import redis
-from celery import Celery
 from flask import Flask, current_app, g
-from sqlalchemy.orm import Session
 
-from shared.config import Settings
 from shared.db import session_factory
 from shared.queueing import make_celery
 from shared.redis_clients import redis_client
 
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery
+    from sqlalchemy.orm import Session
+
+    from shared.config import Settings
+
 
 def settings() -> Settings:
-    return current_app.config["SETTINGS"]
+    return cast("Settings", current_app.config["SETTINGS"])
 
 
 def db() -> Session:
     """The request's session; closed at teardown whatever happened."""
     if "db_session" not in g:
         g.db_session = session_factory(settings())()
-    return g.db_session
+    return cast("Session", g.db_session)
 
 
 def _lazy(name: str, build: Any) -> Any:

@@ -41,7 +41,7 @@ def command(environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
 
 def main() -> None:
     argv, env = command(os.environ)
-    os.execve(argv[0], argv, env)
+    os.execve(argv[0], argv, env)  # noqa: S606  (exec replaces this process: argv is ours)
 
 
 if __name__ == "__main__":

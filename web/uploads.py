@@ -12,13 +12,14 @@ from tempfile import SpooledTemporaryFile
 from typing import IO, Any
 
 from flask import Request, current_app
+from typing_extensions import override
 from werkzeug.exceptions import RequestEntityTooLarge
 
 # Werkzeug's own threshold: smaller parts stay in memory, larger ones go to a temporary file.
 _SPOOL_IN_MEMORY = 500 * 1024
 
 
-class _CappedSpool(SpooledTemporaryFile):
+class _CappedSpool(SpooledTemporaryFile[bytes]):
     def __init__(self, limit: int, filename: str | None) -> None:
         super().__init__(max_size=_SPOOL_IN_MEMORY, mode="rb+")
         self._limit = limit
@@ -38,6 +39,7 @@ class _CappedSpool(SpooledTemporaryFile):
 class CappedRequest(Request):
     """A Flask request whose file parts may each hold at most MAX_UPLOAD_BYTES."""
 
+    @override
     def _get_file_stream(
         self,
         total_content_length: int | None,
@@ -46,4 +48,4 @@ class CappedRequest(Request):
         content_length: int | None = None,
     ) -> IO[bytes]:
         limit = current_app.config["SETTINGS"].max_upload_bytes
-        return _CappedSpool(limit, filename)  # type: ignore[return-value]
+        return _CappedSpool(limit, filename)

@@ -6,11 +6,13 @@ dropped instead of piling up behind the work they are meant to check on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import task_names
-from shared.config import Settings
 from shared.queueing import QUEUE_DEFAULT, QUEUE_LISTS
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -419,7 +419,7 @@ def inspect_bundle(settings: Any) -> BundleStatus:
     shown_dir = str(model_dir) if model_dir is not None else None
     try:
         bundle = load_bundle(settings)
-    except Exception as exc:  # a readiness probe reports every failure, whatever its type
+    except Exception as exc:  # noqa: BLE001  a readiness probe reports every failure, whatever its type
         message = str(exc) if isinstance(exc, BundleError) else f"{type(exc).__name__}: {exc}"
         return BundleStatus(ok=False, model_dir=shown_dir, error=message)
     return BundleStatus(

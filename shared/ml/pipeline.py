@@ -137,7 +137,7 @@ class Pipeline:
         results = [ImageResult(width=a.shape[1], height=a.shape[0]) for a in rgb_arrays]
         # Every picture to embed (whole photos and crops) goes through the embedder together.
         pictures: list[np.ndarray] = []
-        owners: list[tuple[ImageResult, str]] = []
+        owners: list[tuple[ImageResult, VectorKind]] = []
         detections = (
             detector.detect(rgb_arrays) if detector is not None else [None] * len(rgb_arrays)
         )

@@ -98,9 +98,9 @@ def test_database_refuses_a_vector_whose_length_disagrees_with_dim(db_session):
 
 
 def test_codec_refuses_nan_and_wrong_shapes():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NaN or infinite"):
         vectors.encode(np.array([1.0, np.nan], dtype=np.float32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expected a 1-D vector"):
         vectors.encode(np.zeros((2, 2), dtype=np.float32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expected 3"):
         vectors.decode(b"\0" * 8, dim=3)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from redis.exceptions import ConnectionError as RedisConnectionError
+from typing_extensions import override
 
 from shared.config import set_settings
 from workers.tasks.base import RetryTransient, TransientPolicy, VisrecTask, backoff_s
@@ -120,6 +121,7 @@ def test_other_errors_are_not_retried_and_mark_what_the_task_owns_as_failed(sett
 
 def test_a_failing_failure_hook_does_not_hide_the_task_error(settings) -> None:
     class Broken(VisrecTask):
+        @override
         def mark_failed(self, exc: BaseException, *args: Any, **kwargs: Any) -> None:
             raise RedisConnectionError("cannot record it either")
 

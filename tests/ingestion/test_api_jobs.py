@@ -36,7 +36,7 @@ def upload(client, files, headers, **form):
 
 
 @pytest.mark.parametrize(
-    "headers, code",
+    ("headers", "code"),
     [({}, "unauthorized"), ({"Authorization": "Bearer wrong-key"}, "invalid_api_key")],
 )
 def test_without_a_valid_key_nothing_is_created_or_enqueued(
@@ -106,7 +106,7 @@ def test_sku_fields_override_file_names(client, auth_headers, db_session):
 
 
 @pytest.mark.parametrize(
-    "kwargs, status, code",
+    ("kwargs", "status", "code"),
     [
         ({"json": {"items": []}}, 422, "validation_error"),
         ({"json": {"nope": 1}}, 422, "validation_error"),
@@ -147,7 +147,7 @@ def test_invalid_requests_are_refused_whole(
 
 
 @pytest.mark.parametrize(
-    "files, form, code",
+    ("files", "form", "code"),
     [
         ([("a.jpg", b"1"), ("a.png", b"2")], {}, "duplicate_sku"),
         ([("a.jpg", b"1"), ("b.jpg", b"2")], {"sku": ["only-one"]}, "sku_count_mismatch"),

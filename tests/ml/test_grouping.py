@@ -20,7 +20,7 @@ def test_groups_follow_the_design() -> None:
     assert group_of(6) == "top" and group_of(13) == "top"
     assert [group_of(i) for i in (7, 8, 9)] == ["bottom"] * 3
     assert category_name(8) == "trousers"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"outside 1\.\.13"):
         category_name(14)
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from shared.config import Settings
 from tests.support.waiting import wait_until
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 
 @pytest.fixture

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 
 from shared.models import Embedding, Item
 from shared.vectors import encode
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 VERSION = "test-model-v1"
 

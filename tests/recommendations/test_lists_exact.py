@@ -206,7 +206,7 @@ def test_concurrent_folds_while_batches_commit_lose_nothing(
                 for j in range(5):
                     vector = np.random.default_rng(batch * 10 + j).standard_normal(6)
                     add_item(session, f"b{batch}-{j}", {"full": vector.astype(np.float32)})
-        except BaseException as exc:  # reported below
+        except BaseException as exc:  # noqa: BLE001  reported below
             errors.append(exc)
         finally:
             session.close()
@@ -217,7 +217,7 @@ def test_concurrent_folds_while_batches_commit_lose_nothing(
         try:
             while not stop.is_set():
                 fold(settings, index=index)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001  reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=committer)] + [

@@ -40,7 +40,8 @@ _MULTIPART = "multipart/form-data"
 
 def _parse_body(schema: type, location: str) -> dict[str, Any]:
     # The same webargs parser flask-smorest's @blp.arguments uses: schema validation, 422 on error.
-    return blp.ARGUMENTS_PARSER.parse(schema(), request, location=location)
+    parsed: dict[str, Any] = blp.ARGUMENTS_PARSER.parse(schema(), request, location=location)
+    return parsed
 
 
 def _items_from_json() -> list[NewItem]:

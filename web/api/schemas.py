@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from typing_extensions import override
 
 from shared.vocabulary import ItemStatus, JobStatus
 
@@ -26,6 +27,7 @@ class SkuField(fields.String):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(validate=[SKU, storable_text], **kwargs)
 
+    @override
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         return super()._deserialize(value, attr, data, **kwargs).strip()
 
@@ -68,9 +70,10 @@ def storable_text(value: str) -> None:
         raise ValidationError("Holds a NUL or an invalid character.")
 
 
-class JsonObjectString(fields.Field):
+class JsonObjectString(fields.Field[dict[str, Any]]):
     """A form field holding a JSON object (multipart has no nested values of its own)."""
 
+    @override
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if isinstance(value, dict):
             return value

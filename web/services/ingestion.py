@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from sqlalchemy import func, select
 
@@ -39,7 +39,7 @@ class NewItem:
 
     sku: str
     attributes: dict[str, Any] | None
-    upload: BinaryIO | None = None
+    upload: IO[bytes] | None = None
     url: str | None = None
     path: str | None = None
     stored: StoredMedia | None = None

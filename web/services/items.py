@@ -5,23 +5,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import Table, case, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import Session
 
-from shared.media import StoredMedia
 from shared.models import Embedding, Item
 from shared.search.scheduling import request_fold
 from shared.vocabulary import ItemStatus, VectorKind, category_name
 from web.resources import db, settings
 from web.services.errors import NotFound
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from shared.media import StoredMedia
+
 log = logging.getLogger(__name__)
 
 # An item's vectors are listed whole photo first, then its crops.
-_KIND_ORDER = {kind: rank for rank, kind in enumerate(VectorKind)}
+_KIND_ORDER: dict[str, int] = {kind: rank for rank, kind in enumerate(VectorKind)}
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,8 @@ def upsert_item(
     ``url`` / ``path`` (fetched by a worker). ``attributes`` None keeps the item's current ones.
     """
     table = Item.__table__
+    if not isinstance(table, Table):  # a declarative model maps one Table
+        raise TypeError(f"{Item.__name__} is not mapped to a table")
     values: dict[str, Any] = {"sku": sku, "status": ItemStatus.PENDING, "error": None}
     if attributes is not None:
         values["attributes"] = attributes
@@ -183,12 +188,12 @@ def upsert_item(
             status=_ready_when(ready),
             error=None,
         )
-    statement = (
+    upsert = (
         statement.values(**values)
         .on_conflict_do_update(index_elements=["sku"], set_=updates)
         .returning(table.c.id)
     )
-    return session.execute(statement).scalar_one()
+    return int(session.execute(upsert).scalar_one())
 
 
 def _ready_when(condition: Any) -> Any:

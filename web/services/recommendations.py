@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, BinaryIO, NotRequired, TypedDict
+from typing import IO, Any, NotRequired, TypedDict
 
 from flask import Flask, current_app
 
@@ -29,12 +29,12 @@ from web.resources import celery_client, db, settings
 from web.services.errors import Conflict, Invalid, NotFound, Unavailable
 
 RETRY_AFTER_S = "2"
-ITEM_MISSING = {
+ITEM_MISSING: dict[str, str] = {
     VectorKind.TOP: "no top garment was detected in this item's photo",
     VectorKind.BOTTOM: "no bottom garment was detected in this item's photo",
     VectorKind.FULL: "this item has no whole-photo vector",
 }
-PHOTO_MISSING = {
+PHOTO_MISSING: dict[str, str] = {
     VectorKind.TOP: "no top garment was detected in the uploaded photo",
     VectorKind.BOTTOM: "no bottom garment was detected in the uploaded photo",
     VectorKind.FULL: "the uploaded photo has no whole-photo vector",
@@ -88,7 +88,8 @@ def _ask_worker(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
             delay = min(delay * 2, 0.05)
         if not result.successful():
             raise unavailable("query_failed", "The search failed on the worker; retry later.")
-        return result.result
+        answer: dict[str, Any] = result.result
+        return answer
     finally:
         result.forget()
 
@@ -169,7 +170,7 @@ def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> Recommendation
     return Recommendations(sku=sku, model_version=item.version, results=results, missing=missing)
 
 
-def read_photo(stream: BinaryIO) -> bytes:
+def read_photo(stream: IO[bytes]) -> bytes:
     """An uploaded photo's bytes, checked to be an image within the limits (Invalid
     ``image_rejected`` otherwise, its ``reason`` in the details). Reads at most one byte past
     the limit, so a huge upload is refused without being read whole."""

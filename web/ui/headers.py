@@ -7,11 +7,13 @@ script or a clickjacking frame has nowhere to come from.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from flask import Response
-
 from web.resources import settings
+
+if TYPE_CHECKING:
+    from flask import Response
 
 
 def _image_sources() -> str:

@@ -15,13 +15,14 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from shared import task_names
 from shared.queueing import QUEUES
 from shared.redis_clients import redis_client
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from enum import StrEnum
 from typing import Any
 
 from celery import Task
+from typing_extensions import override
 
 from shared.config import get_settings
 from workers.errors import TRANSIENT_ERRORS
@@ -51,7 +52,7 @@ class TransientPolicy(StrEnum):
 def backoff_s(retries: int) -> float:
     """Delay before retry ``retries + 1``: 1, 2, 4 ... 60 s, plus up to 1 s of jitter so that
     workers which lost the database together do not all come back in the same instant."""
-    return min(BACKOFF_CAP_S, 2.0**retries) + random.uniform(0, 1)
+    return min(BACKOFF_CAP_S, 2.0**retries) + random.uniform(0, 1)  # noqa: S311  (retry jitter, not a secret)
 
 
 class RetryTransient(Exception):
@@ -67,7 +68,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-class VisrecTask(Task):
+class VisrecTask(Task):  # type: ignore[misc]  # Celery ships no type hints
     transient_errors: tuple[type[BaseException], ...] = TRANSIENT_ERRORS
     on_transient: TransientPolicy = TransientPolicy.RETRY
     # Celery's own limit stays off: the policy above decides, from the settings of the moment.
@@ -108,6 +109,7 @@ class VisrecTask(Task):
     def mark_failed(self, exc: BaseException, *args: Any, **kwargs: Any) -> None:
         """Record that the work this call owned failed (called with the task's own arguments)."""
 
+    @override
     def on_failure(
         self,
         exc: BaseException,

@@ -14,6 +14,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from typing_extensions import override
+
 from shared import task_names
 from shared.config import get_settings
 from shared.db import session_scope
@@ -33,6 +35,7 @@ __all__ = ["BatchReport", "get_pipeline_for", "process_batch", "run_batch", "sta
 
 
 class _StartJobTask(VisrecTask):
+    @override
     def mark_failed(self, exc: BaseException, job_id: str, *_: Any, **__: Any) -> None:
         with session_scope(get_settings()) as session:
             fail_job(
@@ -44,6 +47,7 @@ class _StartJobTask(VisrecTask):
 
 
 class _BatchTask(VisrecTask):
+    @override
     def mark_failed(
         self, exc: BaseException, job_id: str, job_item_ids: list[int], *_: Any, **__: Any
     ) -> None:
