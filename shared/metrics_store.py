@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from shared.redis_clients import reply_text
+
 if TYPE_CHECKING:
     import redis
 
@@ -19,11 +21,6 @@ if TYPE_CHECKING:
 BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 KEY_PREFIX = "visrec:metrics:task_seconds:"
 OUTCOMES = ("success", "failure", "retry")
-
-
-def _text(reply: bytes | str) -> str:
-    # redis-py types replies as bytes or str; ours are bytes (no client decodes responses).
-    return reply.decode() if isinstance(reply, bytes) else reply
 
 
 def _bucket_field(bound: float) -> str:
@@ -55,9 +52,9 @@ class TaskHistogram:
 def read_task_durations(client: redis.Redis) -> list[TaskHistogram]:
     histograms: list[TaskHistogram] = []
     for raw_key in sorted(client.scan_iter(match=f"{KEY_PREFIX}*", count=500)):
-        key = _text(raw_key)
+        key = reply_text(raw_key)
         task, _, outcome = key[len(KEY_PREFIX) :].partition("|")
-        fields = {_text(k): _text(v) for k, v in client.hgetall(key).items()}
+        fields = {reply_text(k): reply_text(v) for k, v in client.hgetall(key).items()}
         buckets = [
             (("+Inf" if math.isinf(b) else f"{b:g}"), int(fields.get(_bucket_field(b), 0)))
             for b in (*BUCKETS, math.inf)

@@ -38,3 +38,9 @@ def redis_client(url: str, timeout_s: float = SOCKET_TIMEOUT_S) -> redis.Redis:
                     health_check_interval=30,
                 )
     return client
+
+
+def reply_text(reply: bytes | str) -> str:
+    """A reply as text: redis-py types replies as bytes or str; ours are bytes (no client here
+    decodes responses)."""
+    return reply.decode() if isinstance(reply, bytes) else reply

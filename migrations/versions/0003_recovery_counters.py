@@ -1,7 +1,7 @@
 """recovery counters: deliveries per job item, sweeper re-enqueues per job; media lookups
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-30
 """
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.redis_clients import reply_text
 from shared.search.lists import NeighbourList, from_bytes
 
 if TYPE_CHECKING:
@@ -29,11 +30,6 @@ if TYPE_CHECKING:
 
 PREFIX = "visrec:lists:"
 POINTER_KEY = PREFIX + "current"
-
-
-def _text(reply: bytes | str) -> str:
-    # redis-py types replies as bytes or str; ours are bytes (no client decodes responses).
-    return reply.decode() if isinstance(reply, bytes) else reply
 
 
 def _raw(reply: bytes | str) -> bytes:
@@ -70,7 +66,7 @@ class CachedLists:
 
 def read_pointer(client: redis.Redis) -> str | None:
     value = client.get(POINTER_KEY)
-    return _text(value) if value is not None else None
+    return reply_text(value) if value is not None else None
 
 
 def read_applied(client: redis.Redis, generation: str) -> int | None:
@@ -131,7 +127,7 @@ def publish(client: redis.Redis, generation: str) -> str | None:
     previous = client.set(POINTER_KEY, generation, get=True)
     remove_other_generations(client, keep=generation)
     # SET ... GET answers the old value, never the bool a plain SET answers.
-    return _text(previous) if isinstance(previous, (bytes, str)) else None
+    return reply_text(previous) if isinstance(previous, (bytes, str)) else None
 
 
 def remove_other_generations(client: redis.Redis, keep: str) -> int:

@@ -75,7 +75,14 @@ def dispatch_job(settings: Settings, job_id: uuid.UUID) -> int:
     batches = [pending[i : i + size] for i in range(0, len(pending), size)]
     sender = task_sender(settings)
     for batch in batches:
-        sender.send_task(task_names.INGEST_BATCH, args=[str(job_id), batch], queue=QUEUE_INGEST)
+        # Progress is read from PostgreSQL, never from the result: without ignore_result this
+        # worker process would subscribe to every batch's result channel and keep it.
+        sender.send_task(
+            task_names.INGEST_BATCH,
+            args=[str(job_id), batch],
+            queue=QUEUE_INGEST,
+            ignore_result=True,
+        )
     log.info(
         "job dispatched",
         extra={"job_id": str(job_id), "items": len(pending), "batches": len(batches)},
