@@ -13,9 +13,11 @@
 # newest release the .in files allow.
 #
 # uv, not pip-compile: pip-compile takes hashes from PyPI's JSON API and downloads and hashes
-# every file it cannot match there (every platform's torch and CUDA wheels: tens of GB), while
-# uv reads them from the simple index. uv resolves against PyPI only, never this machine's
-# pip.conf mirrors, so the locks name nothing local.
+# every file whose URL it cannot match there; on the machine these locks were first made on no
+# URL matched, so it fetched every platform's torch and CUDA wheels (tens of GB). uv reads the
+# hashes from the simple index and metadata by range requests. It resolves against PyPI only,
+# never pip.conf's local mirrors, so the locks name nothing local; pip still installs from
+# those mirrors when a file there has a hash the lock lists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
