@@ -3,10 +3,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install services test test-fast lint demo bench migrate web worker beat clean
+.PHONY: install lock services test test-fast lint demo bench migrate web worker beat clean
 
 install:
 	@bash scripts/install.sh
+
+# requirements/*.in -> requirements/*.lock.txt, pinned with hashes (UPGRADE=1: newest releases).
+lock: install
+	@bash scripts/lock.sh
 
 services:
 	@bash scripts/ensure_services.sh

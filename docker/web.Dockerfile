@@ -1,5 +1,6 @@
-# The web tier: Flask under gunicorn. Only requirements/web.txt is installed, so no ML framework
-# (torch, TensorFlow, Keras, detectron2, OpenCV) is in this image: it stays small and starts fast.
+# The web tier: Flask under gunicorn. Only requirements/web.lock.txt is installed, so no ML
+# framework (torch, TensorFlow, Keras, detectron2, OpenCV) is in this image: it stays small and
+# starts fast.
 # Also runs the one-shot `alembic upgrade head` (compose service `migrate`).
 FROM python:3.11-slim
 
@@ -11,9 +12,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Requirements first: code edits then reuse the cached dependency layer.
-COPY requirements/web.txt requirements/web.txt
-RUN pip install -r requirements/web.txt
+# Requirements first: code edits then reuse the cached dependency layer. Hash-checking mode:
+# exactly the files `make lock` pinned, and nothing outside the lock.
+COPY requirements/web.lock.txt requirements/web.lock.txt
+RUN pip install --require-hashes -r requirements/web.lock.txt
 
 COPY shared/ shared/
 COPY web/ web/

@@ -16,14 +16,14 @@ RUN apt-get update \
 
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# pip 26 refuses to download pb1-detectron2 (its "all" extra names a direct URL); see install.sh.
-RUN pip install "pip==25.0.1"
 
 WORKDIR /src
-COPY requirements.txt requirements.txt
-COPY requirements/ requirements/
-RUN pip install -r requirements.txt
-# The same pinned, patched build of detectron2 0.6 that `make install` does.
+# Hash-checking mode: exactly the files `make lock` pinned, and nothing outside the lock. The lock
+# also pins pip to 25.0.1, which install_detectron2.sh needs (see scripts/install.sh).
+COPY requirements/worker.lock.txt requirements/worker.lock.txt
+RUN pip install --require-hashes -r requirements/worker.lock.txt
+# The same pinned, patched build of detectron2 0.6 that `make install` does (outside the lock:
+# the script checks the sdist's sha256 itself).
 COPY scripts/install_detectron2.sh scripts/install_detectron2.sh
 RUN bash scripts/install_detectron2.sh /opt/venv/bin/python
 

@@ -60,7 +60,7 @@ grep -rlE '\bnp\.(bool|int|float|str)\b' --include='*.py' detectron2 \
 # 5. NumPy 2 raises on np.array(..., copy=False) when a copy is needed; asarray is the intent.
 sed -i 's/np\.array(mask, copy=False)/np.asarray(mask)/' detectron2/layers/mask_ops.py
 
-# pkg_resources (model_zoo.py) is why setuptools is pinned below 81 in requirements/ml.txt.
+# pkg_resources (model_zoo.py) is why setuptools is pinned below 81 in requirements/worker.in.
 # FORCE_CUDA=0: the empty extension needs no nvcc, even on a GPU host.
 FORCE_CUDA=0 MAX_JOBS=2 "$PY" -m pip install --quiet --no-deps --no-build-isolation .
 

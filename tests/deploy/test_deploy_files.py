@@ -93,6 +93,8 @@ def _requirement_names(path: Path) -> set[str]:
         if line.startswith(("-r ", "--requirement ")):
             names |= _requirement_names(path.parent / line.split(maxsplit=1)[1])
             continue
+        if line.startswith("-"):
+            continue  # constraints (-c), a lock's --hash lines: no requirement named
         match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
         assert match, f"{path}: cannot read requirement {line!r}"
         names.add(re.sub(r"[-_.]+", "-", match.group(0)).lower())
@@ -452,15 +454,16 @@ def test_image_runs_as_a_non_root_user(path):
 def test_web_image_has_no_ml_framework_and_no_worker_code():
     stages = _stages(WEB_DOCKERFILE)
     assert [s.base for s in stages] == ["python:3.11-slim"]
-    names = _requirement_names(ROOT / "requirements" / "web.txt")
+    names = _requirement_names(ROOT / "requirements" / "web.lock.txt")
     ml = sorted(n for n in names if n.startswith(ML_PACKAGE_PREFIXES))
-    assert not ml, f"requirements/web.txt pulls ML frameworks: {ml}"
+    assert not ml, f"requirements/web.lock.txt pulls ML frameworks: {ml}"
     sources = [s for c in dockerfiles.copies(stages[0]) for s in c.sources]
     assert all(s.strip("/").split("/")[0] not in {"workers", "training"} for s in sources)
-    assert all("ml.txt" not in s and s != "requirements.txt" for s in sources), sources
+    requirement_files = [s for s in sources if s.startswith("requirements")]
+    assert requirement_files == ["requirements/web.lock.txt"], sources
     installs = " ".join(i.args for i in stages[0].all("RUN") if "pip install" in i.args)
-    assert "requirements/web.txt" in installs
-    assert "requirements.txt " not in installs + " " and "ml.txt" not in installs
+    assert "requirements/web.lock.txt" in installs
+    assert "worker.lock" not in installs and "dev.lock" not in installs
     # The command (web/serve.py) serves web.wsgi:app on $PORT.
     assert dockerfiles.command_words(stages[0]) == ["python", "-m", "web.serve"]
     from web.serve import command
@@ -472,7 +475,7 @@ def test_web_image_has_no_ml_framework_and_no_worker_code():
 def test_worker_image_installs_the_model_stack_and_detectron2():
     stages = _stages(WORKER_DOCKERFILE)
     runs = " ".join(i.args for s in stages for i in s.all("RUN"))
-    assert "-r requirements.txt" in runs
+    assert "-r requirements/worker.lock.txt" in runs
     assert "scripts/install_detectron2.sh" in runs
     assert "gcc" in runs and "g++" in runs, "detectron2's extension is compiled"
     final = stages[-1]
@@ -480,7 +483,7 @@ def test_worker_image_installs_the_model_stack_and_detectron2():
     assert {"shared", "workers", "training", "migrations"} <= copied
     env = " ".join(i.args for i in final.all("ENV"))
     assert "KERAS_BACKEND=torch" in env
-    ml = _requirement_names(ROOT / "requirements.txt")
+    ml = _requirement_names(ROOT / "requirements" / "worker.lock.txt")
     assert {"torch", "torchvision", "keras"} <= ml
 
 
@@ -496,7 +499,7 @@ def test_dockerignore_keeps_weights_data_and_the_venv_out_of_the_context():
         "somewhere/embedder.weights.h5",
     ]:
         assert dockerfiles.is_ignored(path, ignore), path
-    for path in ["shared/config.py", "web/wsgi.py", "requirements/web.txt", ".env.example"]:
+    for path in ["shared/config.py", "web/wsgi.py", "requirements/web.lock.txt", ".env.example"]:
         assert not dockerfiles.is_ignored(path, ignore), path
 
 

@@ -25,7 +25,7 @@ def _anchors(page: Path) -> set[str]:
 
 # Not ours, or not source: never searched.
 _SKIPPED_DIRS = {".git", ".venv", "var", "models", "data", "__pycache__", ".pytest_cache"}
-_TEXT_SUFFIXES = {".py", ".md", ".sh", ".txt", ".yml", ".yaml", ".toml", ".ini", ".cfg", ""}
+_TEXT_SUFFIXES = {".py", ".md", ".sh", ".txt", ".in", ".yml", ".yaml", ".toml", ".ini", ".cfg", ""}
 
 
 def _repository_files() -> list[Path]:
