@@ -60,6 +60,55 @@ class ImageDetections:
         return self.best.get(VectorKind.BOTTOM)
 
 
+# Share of one box's area inside the other above which the best top and the best bottom are
+# taken for one garment seen twice: the lower half of a dress read as a skirt, the waistband of
+# shorts read as a top. Real outfits overlap far less (a shirt and trousers meet at the waist; a
+# coat leaves the trousers' legs below it).
+SAME_GARMENT_OVERLAP = 0.8
+
+
+def _area(box: Box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def _inside_share(inner: Box, outer: Box) -> float:
+    """How much of ``inner``'s area lies inside ``outer`` (0 for an empty box)."""
+    area = _area(inner)
+    if area <= 0.0:
+        return 0.0
+    overlap = (
+        max(inner[0], outer[0]),
+        max(inner[1], outer[1]),
+        min(inner[2], outer[2]),
+        min(inner[3], outer[3]),
+    )
+    return _area(overlap) / area
+
+
+def one_garment_each(
+    best: dict[str, Detection], overlap: float = SAME_GARMENT_OVERLAP
+) -> dict[str, Detection]:
+    """Drop the best top or bottom when it lies inside the other: one garment, two readings.
+
+    The enclosing box is the garment (a dress holds the "skirt" it was also read as; shorts hold
+    the "top" read off their waistband); when each holds the other, the higher score stays.
+    """
+    top, bottom = best.get(VectorKind.TOP), best.get(VectorKind.BOTTOM)
+    if top is None or bottom is None:
+        return best
+    bottom_in_top = _inside_share(bottom.box, top.box) >= overlap
+    top_in_bottom = _inside_share(top.box, bottom.box) >= overlap
+    if bottom_in_top and top_in_bottom:
+        drop = VectorKind.BOTTOM if top.score >= bottom.score else VectorKind.TOP
+    elif bottom_in_top:
+        drop = VectorKind.BOTTOM
+    elif top_in_bottom:
+        drop = VectorKind.TOP
+    else:
+        return best
+    return {group: found for group, found in best.items() if group != drop}
+
+
 def best_per_group(
     boxes: Sequence[Sequence[float]] | np.ndarray,
     labels: Sequence[int] | np.ndarray,
@@ -71,7 +120,8 @@ def best_per_group(
     top_ids: tuple[int, ...] = TOP_IDS,
     bottom_ids: tuple[int, ...] = BOTTOM_IDS,
 ) -> dict[str, Detection]:
-    """The highest-scoring top and bottom, boxes clipped; a box wholly outside is skipped."""
+    """The highest-scoring top and bottom, boxes clipped; a box wholly outside is skipped; a
+    top and bottom that are one garment (:func:`one_garment_each`) give one crop."""
     best: dict[str, Detection] = {}
     for box, label, score in zip(boxes, labels, scores, strict=True):
         score = float(score)
@@ -83,7 +133,7 @@ def best_per_group(
         clipped = clip_box(box, width, height)
         if clipped is not None:
             best[group] = Detection(clipped, int(label), score)
-    return best
+    return one_garment_each(best)
 
 
 def _max_size_for(test_size: int) -> int:

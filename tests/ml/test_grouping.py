@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.ml.detector import best_per_group
+from shared.ml.detector import best_per_group, one_garment_each
 from shared.ml.preprocess import IMAGENET_MEAN_RGB, clip_box, crop, letterbox
 from shared.vocabulary import BOTTOM_IDS, CATEGORY_NAMES, TOP_IDS, category_name, group_of
 
@@ -57,6 +57,35 @@ def test_boxes_outside_the_image_are_clipped() -> None:
 def test_a_box_wholly_outside_does_not_hide_a_lower_scoring_one() -> None:
     best = best_per_group([(300, 10, 400, 50), (10, 10, 60, 60)], [1, 5], [0.99, 0.6], W, H)
     assert best["top"].label == 5
+
+
+def test_a_skirt_read_inside_a_dress_is_the_dress() -> None:
+    # A dress from shoulders to knees; the detector also reads its lower half as a skirt.
+    dress, skirt = (40, 20, 160, 280), (45, 150, 155, 275)
+    best = best_per_group([dress, skirt], [11, 9], [0.8, 0.9], W, H)
+    assert set(best) == {"top"} and best["top"].label == 11
+
+
+def test_a_top_read_off_the_waistband_of_shorts_is_the_shorts() -> None:
+    shorts, sling = (30, 120, 170, 260), (40, 125, 160, 190)
+    best = best_per_group([shorts, sling], [7, 6], [0.7, 0.9], W, H)
+    assert set(best) == {"bottom"} and best["bottom"].label == 7
+
+
+def test_a_real_outfit_keeps_both_garments() -> None:
+    # A shirt over trousers overlaps at the waist, and a long coat leaves the legs below it.
+    shirt, trousers = (30, 10, 170, 160), (40, 140, 160, 295)
+    assert set(best_per_group([shirt, trousers], [1, 8], [0.9, 0.9], W, H)) == {"top", "bottom"}
+    coat = (20, 10, 180, 200)
+    assert set(best_per_group([coat, trousers], [4, 8], [0.9, 0.9], W, H)) == {"top", "bottom"}
+
+
+def test_two_readings_of_one_box_keep_the_surer_one() -> None:
+    box = (30, 30, 170, 270)
+    best = one_garment_each(
+        best_per_group([box], [11], [0.6], W, H) | best_per_group([box], [9], [0.7], W, H)
+    )
+    assert set(best) == {"bottom"}
 
 
 def test_clip_and_crop_take_the_pixels_under_the_box() -> None:
