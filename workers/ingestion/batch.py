@@ -144,16 +144,21 @@ def _load_work(
         .correlate(Item)
         .scalar_subquery()
     )
-    rows = session.execute(
-        select(JobItem, Item, current)
-        .outerjoin(Item, JobItem.item_id == Item.id)
-        .where(
-            JobItem.job_id == job_id,
-            JobItem.id.in_(list(job_item_ids)),
-            JobItem.status == "pending",
+    # Typed here: the outer join may give no item.
+    rows: Sequence[tuple[JobItem, Item | None, int]] = (
+        session.execute(
+            select(JobItem, Item, current)
+            .outerjoin(Item, JobItem.item_id == Item.id)
+            .where(
+                JobItem.job_id == job_id,
+                JobItem.id.in_(list(job_item_ids)),
+                JobItem.status == "pending",
+            )
+            .order_by(JobItem.position)
         )
-        .order_by(JobItem.position)
-    ).all()
+        .tuples()
+        .all()
+    )
     work = []
     for job_item, item, n_current in rows:
         work.append(
