@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from typing_extensions import override
 
 from shared.search.knn import _EPS32, exact_squared_distances, squared_norms64
 
@@ -66,6 +67,16 @@ class _Estimator:
         kk = _reach(self.x.shape[0], self_rows, width)
         if kk <= 0:
             return [np.empty(0, np.int64) for _ in range(queries.shape[0])]
+        return self._within_margin(queries, q_sq, self_rows, kk, margin)
+
+    def _within_margin(
+        self,
+        queries: np.ndarray,
+        q_sq: np.ndarray,
+        self_rows: np.ndarray,
+        kk: int,
+        margin: np.ndarray,
+    ) -> list[np.ndarray]:
         approx = queries @ self.x.T
         approx *= -2.0
         approx += self.norms[None, :]
@@ -75,32 +86,30 @@ class _Estimator:
         return select_candidates(approx, kk, margin)
 
 
-class _TorchEstimator:
+class _TorchEstimator(_Estimator):
     """The same estimates computed by torch on ``device``, the matrix copied there once."""
 
     def __init__(self, vectors: np.ndarray, sq_norms: np.ndarray, device: str) -> None:
         import torch
 
+        super().__init__(vectors, sq_norms)
         self.device = device
-        self.x: torch.Tensor = torch.from_numpy(np.ascontiguousarray(vectors)).to(device)
-        self.norms: torch.Tensor = torch.from_numpy(np.ascontiguousarray(sq_norms)).to(device)
+        self.x_dev: torch.Tensor = torch.from_numpy(np.ascontiguousarray(vectors)).to(device)
+        self.norms_dev: torch.Tensor = torch.from_numpy(np.ascontiguousarray(sq_norms)).to(device)
 
-    def candidates(
+    @override
+    def _within_margin(
         self,
         queries: np.ndarray,
         q_sq: np.ndarray,
         self_rows: np.ndarray,
-        width: int,
+        kk: int,
         margin: np.ndarray,
     ) -> list[np.ndarray]:
-        """Per query, the rows that could rank within ``width`` (self rows excluded)."""
         import torch
 
-        kk = _reach(self.x.shape[0], self_rows, width)
-        if kk <= 0:
-            return [np.empty(0, np.int64) for _ in range(queries.shape[0])]
         q = torch.from_numpy(np.ascontiguousarray(queries)).to(self.device)
-        approx = torch.addmm(self.norms.unsqueeze(0), q, self.x.T, alpha=-2.0)
+        approx = torch.addmm(self.norms_dev.unsqueeze(0), q, self.x_dev.T, alpha=-2.0)
         approx += torch.from_numpy(q_sq.astype(np.float32)).to(self.device).unsqueeze(1)
         own = np.flatnonzero(self_rows >= 0)
         if own.size:

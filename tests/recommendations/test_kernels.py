@@ -1,0 +1,49 @@
+"""The workers' blocked nearest-rows kernel: torch (the CUDA path, run here on the CPU) and BLAS
+select and rank alike, and both equal a float64 brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.search.knn import squared_norms
+from tests.recommendations.helpers import tie_heavy_vectors
+from workers.search.kernels import nearest_rows
+
+
+def _brute_force(vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, skip: int, width: int):
+    d2 = ((vectors.astype(np.float64) - query.astype(np.float64)) ** 2).sum(axis=1)
+    order = [r for r in np.lexsort((ids, d2)) if r != skip][:width]
+    return order, d2[order]
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "ties"])
+def test_torch_and_blas_estimates_give_the_brute_force_answer(kind: str) -> None:
+    rng = np.random.default_rng(7)
+    if kind == "gaussian":
+        vectors = rng.standard_normal((300, 64)).astype(np.float32)
+    else:
+        vectors = tie_heavy_vectors(rng, 300, 4)  # many duplicates: ties broken by item id
+    ids = rng.permutation(5_000)[:300].astype(np.int64)
+    queries = vectors[:40]
+    self_rows = np.arange(40, dtype=np.int64)
+    width = 25
+    answers = {
+        device: nearest_rows(
+            vectors,
+            squared_norms(vectors),
+            ids,
+            queries,
+            width,
+            self_rows,
+            block_rows=16,
+            device=device,
+        )
+        for device in ("numpy", "cpu")
+    }
+    for i in range(40):
+        want_rows, want_d2 = _brute_force(vectors, ids, queries[i], i, width)
+        for answer in answers.values():
+            assert answer.counts[i] == width
+            assert answer.rows[i].tolist() == want_rows
+            np.testing.assert_allclose(answer.sq_distances[i], want_d2, rtol=1e-9, atol=1e-9)
