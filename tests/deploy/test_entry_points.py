@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from demo.process_tree import SessionProcess
 from shared.config import Settings, settings_to_env
-from tests.support.processes import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -211,12 +211,12 @@ def service_settings(settings: Settings, clean_db, cache_redis, broker_redis) ->
     return settings.replace(preload_models=False)
 
 
-def _make(target: str, settings: Settings, tmp_path: Path, **env: str) -> ServiceProcess:
+def _make(target: str, settings: Settings, tmp_path: Path, **env: str) -> SessionProcess:
     if (ROOT / ".env").exists():
         pytest.skip("honcho would read this checkout's .env over the test's settings")
     # `-o install`: make install ran before the suite (make test); run again here it would
     # rewrite the shared virtualenv under the running tests whenever its stamp is stale.
-    return ServiceProcess(
+    return SessionProcess(
         ["make", "-o", "install", target],
         ROOT,
         shell_env(**{**settings_to_env(settings), **env}),

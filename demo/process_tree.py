@@ -1,6 +1,11 @@
-"""A command started in its own session (a `make` target under honcho), waited on, and stopped
-with everything below it: honcho puts each Procfile process in a session of its own, so a
-signal to the command's group alone would leave them running."""
+"""A command run in a session of its own and stopped with everything it started.
+
+honcho runs each Procfile process in a session of its own and forwards SIGTERM to them, so a
+signal to the command's process group alone could leave them running. While the command runs,
+every process below it is recorded by pid and start time; :meth:`SessionProcess.stop` signals
+the group, waits, then kills by that identity whatever is left (a pid the kernel hands to a
+later process is never mistaken for ours). The demo's stack and the tests' services both use it.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +26,15 @@ def _stat_fields(pid: int) -> list[str] | None:
     return stat[stat.rfind(")") + 2 :].split()
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     """Clock ticks since boot when ``pid`` started: with the pid, an identity the kernel never
     gives to a later process; None once it has exited (zombies included)."""
     fields = _stat_fields(pid)
     return None if fields is None or fields[0] == "Z" else fields[19]
 
 
-def _descendants(pid: int) -> dict[int, str]:
+def descendants(pid: int) -> dict[int, str]:
+    """Every live process below ``pid`` (Linux /proc), with its start time."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -39,15 +45,22 @@ def _descendants(pid: int) -> dict[int, str]:
     stack = [pid]
     while stack:
         for child in children.get(stack.pop(), []):
-            started = _start_time(child)
+            started = start_time(child)
             if child not in found and started is not None:
                 found[child] = started
                 stack.append(child)
     return found
 
 
-class ServiceProcess:
-    """``argv`` in ``cwd`` with ``env``, output in ``log_path``; a context manager that stops it."""
+class NotReady(Exception):
+    """What was waited for did not come: the command exited, or the deadline passed."""
+
+    def __init__(self, message: str, log_tail: str) -> None:
+        super().__init__(f"{message}\n--- last lines of the log ---\n{log_tail}")
+
+
+class SessionProcess:
+    """``argv`` in ``cwd`` with ``env``, its output in ``log_path`` (a fresh file per start)."""
 
     def __init__(
         self, argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path
@@ -57,8 +70,10 @@ class ServiceProcess:
         self.env = dict(env)
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self._seen: dict[int, str] = {}
 
-    def __enter__(self) -> ServiceProcess:
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -69,10 +84,22 @@ class ServiceProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def __enter__(self) -> SessionProcess:
+        self.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def remember_processes(self) -> None:
+        """Record what runs below the command now (call it while waiting: it sees forks)."""
+        if self.proc is not None:
+            for pid, started in descendants(self.proc.pid).items():
+                self._seen.setdefault(pid, started)
 
     def log(self) -> str:
         try:
@@ -84,26 +111,24 @@ class ServiceProcess:
         return "\n".join(self.log().splitlines()[-lines:])
 
     def wait_until(self, check: Callable[[], bool], what: str, timeout_s: float) -> None:
-        """Poll ``check`` until it holds; fail with the log's tail on timeout or early exit."""
-        assert self.proc is not None, "not started"
+        """Poll ``check`` until it holds; :class:`NotReady` on early exit or at the deadline."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            self.remember_processes()
             if check():
                 return
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"{' '.join(self.argv)} exited ({self.proc.returncode}) before {what}:\n"
-                    f"{self.tail()}"
-                )
+            if not self.running():
+                code = None if self.proc is None else self.proc.returncode
+                raise NotReady(f"{' '.join(self.argv)} exited ({code}) before {what}", self.tail())
             time.sleep(0.5)
-        raise AssertionError(f"no {what} after {timeout_s:.0f} s:\n{self.tail()}")
+        raise NotReady(f"{what}: not there after {timeout_s:.0f} s", self.tail())
 
     def stop(self, grace_s: float = 30.0) -> list[int]:
-        """SIGTERM the command's group (honcho passes it on), then SIGKILL whatever it started
-        that outlives ``grace_s``; returns the pids that had to be killed."""
+        """SIGTERM the command's group, then SIGKILL whatever it started that outlives
+        ``grace_s``; returns the pids that had to be killed."""
         if self.proc is None:
             return []
-        started = _descendants(self.proc.pid)
+        self.remember_processes()
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -115,15 +140,18 @@ class ServiceProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         deadline = time.monotonic() + grace_s
-        while any(_start_time(p) == t for p, t in started.items()) and time.monotonic() < deadline:
+        while self.leftovers() and time.monotonic() < deadline:
             time.sleep(0.2)
         killed = []
-        for pid, start in started.items():
-            if _start_time(pid) == start:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                except ProcessLookupError:
-                    pass
+        for pid in self.leftovers():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
         self.proc = None
         return killed
+
+    def leftovers(self) -> list[int]:
+        """Pids started under the command that are still alive (none after a clean stop)."""
+        return sorted(pid for pid, started in self._seen.items() if start_time(pid) == started)
