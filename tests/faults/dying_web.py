@@ -15,7 +15,7 @@ from typing import Any
 from flask import Response, request
 from werkzeug.serving import make_server
 
-import web.api.jobs as jobs
+import web.services.ingestion as ingestion
 from shared.config import load_settings
 from web import create_app
 
@@ -27,14 +27,14 @@ def _die() -> None:
 def main(point: str) -> None:
     app = create_app(load_settings())
     if point == "after-send":
-        real = jobs.celery_client
+        real = ingestion.celery_client
 
         class SendThenDie:
             def send_task(self, *args: Any, **kwargs: Any) -> None:
                 real().send_task(*args, **kwargs)
                 _die()
 
-        jobs.celery_client = SendThenDie
+        ingestion.celery_client = SendThenDie
     elif point == "after-commit":
 
         @app.after_request

@@ -92,11 +92,11 @@ def _scandir(path: Path) -> list[os.DirEntry[str]]:
 
 def _referenced(settings: Settings, keys: list[str]) -> set[str]:
     with session_scope(settings) as session:
-        rows = session.execute(
+        found = session.scalars(
             text("SELECT DISTINCT media_key FROM items WHERE media_key = ANY(:keys)"),
             {"keys": keys},
         )
-        return {row[0] for row in rows}
+        return {str(key) for key in found}
 
 
 def _delete_if_still_old(path: Path, cutoff: float) -> int | None:
