@@ -167,3 +167,12 @@ def test_deleted_items_disappear_at_once_and_after_the_fold(
     ]
     owners = {int(key.rsplit(":", 1)[1]) for key in keys if ":l:" in key}
     assert owners and not owners & doomed_ids
+
+
+def test_openapi_shows_the_kinds_default_as_a_client_writes_it(client) -> None:
+    spec = client.get("/api/v1/openapi.json").get_json()
+    operation = spec["paths"]["/api/v1/items/{sku}/recommendations"]["get"]
+    kinds = next(p for p in operation["parameters"] if p["name"] == "kinds")
+    assert kinds["schema"]["default"] == "top,bottom,full"
+    # What the default says is what omitting the parameter does.
+    assert tuple(kinds["schema"]["default"].split(",")) == tuple(k.value for k in KINDS)

@@ -51,6 +51,8 @@ class RecommendationQuery(Schema):
         metadata={
             "description": "Comma-separated subset of top, bottom, full.",
             "pattern": KINDS_PATTERN,
+            # The parameter as a client writes it (the loaded default is a tuple).
+            "default": ",".join(DEFAULT_KINDS),
         },
     )
 
