@@ -20,7 +20,7 @@ import numpy as np
 
 from shared.ml.bundle import Bundle, BundleError, check_detector_config
 from shared.ml.preprocess import Box, clip_box
-from shared.vocabulary import BOTTOM_IDS, TOP_IDS, VectorKind, group_of
+from shared.vocabulary import BOTTOM_IDS, TOP_IDS, VectorKind, category_name, group_of
 
 if TYPE_CHECKING:
     import torch
@@ -91,7 +91,10 @@ def one_garment_each(
     """Drop the best top or bottom when it lies inside the other: one garment, two readings.
 
     The enclosing box is the garment (a dress holds the "skirt" it was also read as; shorts hold
-    the "top" read off their waistband); when each holds the other, the higher score stays.
+    the "top" read off their waistband); when each holds the other, the higher score stays. A
+    top other than a dress that holds a whole bottom is no outfit either, but which reading is
+    right is not known from the boxes (the demo's detector reads whole shorts and skirts as a
+    sling or vest): there too the higher score stays.
     """
     top, bottom = best.get(VectorKind.TOP), best.get(VectorKind.BOTTOM)
     if top is None or bottom is None:
@@ -101,7 +104,8 @@ def one_garment_each(
     if bottom_in_top and top_in_bottom:
         drop = VectorKind.BOTTOM if top.score >= bottom.score else VectorKind.TOP
     elif bottom_in_top:
-        drop = VectorKind.BOTTOM
+        is_dress = category_name(top.label).endswith("_dress")
+        drop = VectorKind.BOTTOM if is_dress or top.score >= bottom.score else VectorKind.TOP
     elif top_in_bottom:
         drop = VectorKind.TOP
     else:

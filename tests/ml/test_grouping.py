@@ -72,6 +72,16 @@ def test_a_top_read_off_the_waistband_of_shorts_is_the_shorts() -> None:
     assert set(best) == {"bottom"} and best["bottom"].label == 7
 
 
+def test_a_top_read_over_whole_shorts_gives_way_to_the_surer_shorts() -> None:
+    # No top but a dress holds a whole bottom: a vest box drawn round a pair of shorts is the
+    # shorts read twice, and the surer reading stays.
+    vest, shorts = (30, 40, 170, 260), (45, 70, 155, 235)
+    best = best_per_group([vest, shorts], [5, 7], [0.45, 0.95], W, H)
+    assert set(best) == {"bottom"} and best["bottom"].label == 7
+    best = best_per_group([vest, shorts], [5, 7], [0.95, 0.45], W, H)
+    assert set(best) == {"top"} and best["top"].label == 5
+
+
 def test_a_real_outfit_keeps_both_garments() -> None:
     # A shirt over trousers overlaps at the waist, and a long coat leaves the legs below it.
     shirt, trousers = (30, 10, 170, 160), (40, 140, 160, 295)
