@@ -82,6 +82,8 @@ NUM_CATEGORIES = len(CATEGORY_NAMES)
 # (docs/architecture.md#model-bundles), so a sling dress photo still gets a top crop.
 TOP_IDS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 10, 11, 12, 13)
 BOTTOM_IDS: tuple[int, ...] = (7, 8, 9)
+# The four dresses: tops that also cover the lower body.
+DRESS_IDS: tuple[int, ...] = (10, 11, 12, 13)
 
 
 def category_name(category_id: int) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 
 from shared.ml.bundle import Bundle, BundleError, check_detector_config
 from shared.ml.preprocess import Box, clip_box
-from shared.vocabulary import BOTTOM_IDS, TOP_IDS, VectorKind, category_name, group_of
+from shared.vocabulary import BOTTOM_IDS, DRESS_IDS, TOP_IDS, VectorKind, group_of
 
 if TYPE_CHECKING:
     import torch
@@ -104,7 +104,7 @@ def one_garment_each(
     if bottom_in_top and top_in_bottom:
         drop = VectorKind.BOTTOM if top.score >= bottom.score else VectorKind.TOP
     elif bottom_in_top:
-        is_dress = category_name(top.label).endswith("_dress")
+        is_dress = top.label in DRESS_IDS
         drop = VectorKind.BOTTOM if is_dress or top.score >= bottom.score else VectorKind.TOP
     elif top_in_bottom:
         drop = VectorKind.TOP

@@ -7,7 +7,14 @@ import pytest
 
 from shared.ml.detector import best_per_group, one_garment_each
 from shared.ml.preprocess import IMAGENET_MEAN_RGB, clip_box, crop, letterbox
-from shared.vocabulary import BOTTOM_IDS, CATEGORY_NAMES, TOP_IDS, category_name, group_of
+from shared.vocabulary import (
+    BOTTOM_IDS,
+    CATEGORY_NAMES,
+    DRESS_IDS,
+    TOP_IDS,
+    category_name,
+    group_of,
+)
 
 W, H = 200, 300
 
@@ -16,6 +23,12 @@ def test_groups_follow_the_design() -> None:
     assert len(CATEGORY_NAMES) == 13
     assert TOP_IDS == (1, 2, 3, 4, 5, 6, 10, 11, 12, 13)
     assert BOTTOM_IDS == (7, 8, 9)
+    assert [category_name(i) for i in DRESS_IDS] == [
+        "short_sleeved_dress",
+        "long_sleeved_dress",
+        "vest_dress",
+        "sling_dress",
+    ]
     # The article left sling and sling dress out; we count them as tops.
     assert group_of(6) == "top" and group_of(13) == "top"
     assert [group_of(i) for i in (7, 8, 9)] == ["bottom"] * 3
