@@ -9,7 +9,6 @@ invalid data refused. Every failure of every operation is collected and reported
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -19,10 +18,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
-from werkzeug.serving import make_server
 
 from shared.queueing import QUEUE_QUERY
 from tests.conftest import TEST_API_KEY
+from tests.support.servers import serving
 from tests.support.worker import WorkerProcess
 
 # Examples per operation and mode: the whole run takes well under a minute on two cores.
@@ -50,15 +49,10 @@ def live_url(settings, clean_db, cache_redis, broker_redis, worker_log) -> Itera
     )
     worker = WorkerProcess(settings, worker_log, queues=(QUEUE_QUERY,))
     worker.start(wait_s=300)
-    app = create_app(settings)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        with serving(create_app(settings)) as url:
+            yield url
     finally:
-        server.shutdown()
-        server.server_close()
         worker.stop()
 
 
