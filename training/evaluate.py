@@ -229,6 +229,7 @@ def compare_recipes(
     epochs: int = 1,
     train_batch_size: int = 32,
     input_size: int = 96,
+    augment: bool = True,
     kind: str = "full",
     ks: Sequence[int] = DEFAULT_KS,
     base_bundle: Path | str | None = None,
@@ -239,7 +240,10 @@ def compare_recipes(
     seed: int = 0,
     verbose: int | str = 2,
 ) -> list[ComparisonRow]:
-    """Train each recipe with the same budget, then evaluate each like :func:`evaluate_bundle`."""
+    """Train each recipe with the same budget, then evaluate each like :func:`evaluate_bundle`.
+
+    ``augment`` (random resized crops and flips, see training.train_embedder.load_batch) applies
+    to every trained recipe alike: the budget stays the same for each."""
     import shutil
     import time
 
@@ -274,6 +278,7 @@ def compare_recipes(
                 learning_rate=recipe.learning_rate,
                 loss=recipe.loss,
                 trainable_layers=recipe.trainable_layers,
+                augment=augment,
                 bundle_dir=bundle_dir,
                 verbose=verbose,
                 seed=seed,
@@ -359,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--train-batch-size", type=int, default=32)
     compare.add_argument("--input-size", type=int, default=96)
     compare.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        help="train without random resized crops and flips (default: every recipe gets them)",
+    )
+    compare.add_argument(
         "--output",
         type=Path,
         default=Path("var/train/compare"),
@@ -384,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 epochs=args.epochs,
                 train_batch_size=args.train_batch_size,
                 input_size=args.input_size,
+                augment=args.augment,
                 kind=args.kind,
                 ks=args.k,
                 base_bundle=args.bundle,

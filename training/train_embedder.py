@@ -225,11 +225,36 @@ def _cut_to_box(
     return rgb[top:bottom, left:right], (x1 - left, y1 - top, x2 - left, y2 - top)
 
 
+# Random resized crops keep at least this share of each side; flips are left-right only
+# (garments are not upside down in shop photos).
+AUGMENT_MIN_SCALE = 0.75
+
+
+def _augment(
+    rgb: np.ndarray, box: tuple[float, float, float, float], rng: np.random.Generator
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """A random crop of the photo (AUGMENT_MIN_SCALE..1 of each side) and a coin-flip mirror,
+    with the box moved along (clipped to the crop)."""
+    height, width = rgb.shape[:2]
+    scale = rng.uniform(AUGMENT_MIN_SCALE, 1.0)
+    crop_h, crop_w = max(1, int(height * scale)), max(1, int(width * scale))
+    top = int(rng.integers(0, height - crop_h + 1))
+    left = int(rng.integers(0, width - crop_w + 1))
+    out = rgb[top : top + crop_h, left : left + crop_w]
+    x1, x2 = (float(v) for v in np.clip([box[0] - left, box[2] - left], 0, crop_w))
+    y1, y2 = (float(v) for v in np.clip([box[1] - top, box[3] - top], 0, crop_h))
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+        x1, x2 = crop_w - x2, crop_w - x1
+    return np.ascontiguousarray(out), (x1, y1, x2, y2)
+
+
 def load_batch(
     samples: Sequence[EmbedderSample | CategorySample],
     input_size: int,
     *,
     crop_share: float = 0.0,
+    augment: bool = False,
     rng: np.random.Generator | None = None,
     outputs: Sequence[str] = ("img", "bbox"),
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -238,7 +263,9 @@ def load_batch(
     ``outputs`` (the model's output names).
 
     ``crop_share``: the share of annotated photos cut to their box first, as the workers cut
-    out detected garments before embedding them."""
+    out detected garments before embedding them. ``augment``: then a random resized crop and
+    a coin-flip mirror per photo (needs ``rng``), the box moved along; an unannotated photo's
+    box stays zeros."""
     _keras()  # fixes the backend before keras.applications is imported
     from keras.applications.resnet50 import preprocess_input
     from PIL import Image, UnidentifiedImageError
@@ -261,6 +288,9 @@ def load_batch(
             and rng.random() < crop_share
         ):
             rgb, box = _cut_to_box(rgb, sample.bbox, rng)
+        if augment and rng is not None:
+            rgb, moved = _augment(rgb, box, rng)
+            box = moved if sample.bbox is not None else box
         height, width = rgb.shape[:2]
         x1, y1, x2, y2 = box
         boxes.append(np.clip([x1 / width, y1 / height, x2 / width, y2 / height], 0.0, 1.0))
@@ -286,6 +316,7 @@ def make_dataset(
     seed: int = 0,
     outputs: Sequence[str] = ("img", "bbox"),
     crop_share: float = 0.0,
+    augment: bool = False,
 ) -> Any:
     """A ``keras.utils.PyDataset`` over ``samples`` (works on every backend)."""
     keras = _keras()
@@ -312,6 +343,7 @@ def make_dataset(
                 [self.samples[i] for i in chosen],
                 input_size,
                 crop_share=crop_share,
+                augment=augment,
                 rng=rng,
                 outputs=outputs,
             )
@@ -374,6 +406,7 @@ def train_embedder(
     loss: str = "article",
     trainable_layers: int | str | None = TRAINABLE_TAIL,
     crop_to_box: float = 0.0,
+    augment: bool = False,
     resume: bool = False,
     bundle_dir: Path | str | None = None,
     zip_bundle: bool = False,
@@ -385,7 +418,8 @@ def train_embedder(
     ``weights``: the backbone's start: 'imagenet' (download), 'random' or a ``.weights.h5``
     file of a ResNet50(include_top=False, pooling='avg'). ``loss``: article, metric or both.
     ``trainable_layers``: a count of last layers, or 'all'/None. ``crop_to_box``: the share of
-    training photos cut to their annotated box (see :func:`load_batch`). ``limit`` caps the
+    training photos cut to their annotated box; ``augment``: random resized crops and flips
+    of training photos (see :func:`load_batch`). ``limit`` caps the
     train and val sample counts (smoke runs). Raises :class:`DatasetError` or
     :class:`EmbedderTrainingError` on bad input before training starts.
     """
@@ -422,6 +456,7 @@ def train_embedder(
         "layout": data.layout,
         "loss": loss,
         "crop_to_box": crop_to_box,
+        "augment": augment,
         "trainable_layers": ALL_LAYERS if tail is None else tail,
     }
 
@@ -449,6 +484,7 @@ def train_embedder(
                 seed=seed,
                 outputs=outputs,
                 crop_share=crop_to_box,
+                augment=augment,
             ),
             validation_data=(
                 make_dataset(val, batch_size, input_size, shuffle=False, outputs=outputs)
@@ -542,6 +578,12 @@ def build_parser() -> argparse.ArgumentParser:
         "workers embed detected garments (default 0)",
     )
     parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="random resized crops (3/4 to all of each side) and left-right flips of training "
+        "photos (the article's recipe had none)",
+    )
+    parser.add_argument(
         "--resume", action="store_true", help="continue after the last completed epoch in --output"
     )
     parser.add_argument("--bundle", type=Path, help="write the backbone into this bundle")
@@ -571,6 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loss=args.loss,
             trainable_layers=args.trainable_layers,
             crop_to_box=args.crop_to_box,
+            augment=args.augment,
             resume=args.resume,
             bundle_dir=args.bundle,
             zip_bundle=args.zip,
