@@ -3,10 +3,10 @@
 Run by :mod:`demo.bundle` in a child process (ML frameworks stay out of the demo's own process).
 It uses the training library exactly as a user would: synthetic DeepFashion2 -> COCO ->
 ``train_detector`` (``tiny-gn``: ResNet-18 GroupNorm, 160 px, trains from random weights), then
-``train_embedder --loss metric --trainable-layers all`` on synthetic In-shop items, both into
-the same bundle. The numbers are in :mod:`demo.recipe`. Sized for a few minutes on two CPU
-cores: it shows the pipeline working end to end, not a model worth shipping (for that, see the
-training guide in README.md).
+``train_embedder --loss metric --trainable-layers all --augment --crop-to-box SHARE`` on
+synthetic In-shop items, both into the same bundle. The numbers are in :mod:`demo.recipe`.
+Sized for a few minutes on two CPU cores: it shows the pipeline working end to end, not a model
+worth shipping (for that, see the training guide in README.md).
 """
 
 from __future__ import annotations
@@ -82,11 +82,13 @@ def train_embedder_part(bundle: Path, work: Path) -> None:
         loss=r.EMBEDDER_LOSS,
         trainable_layers=r.EMBEDDER_TRAINABLE_LAYERS,
         crop_to_box=r.EMBEDDER_CROP_TO_BOX,
+        augment=r.EMBEDDER_AUGMENT,
         verbose=2,
     )
     _step(
         f"embedder: ResNet50, {r.EMBEDDER_LOSS} loss, {r.EMBEDDER_TRAINABLE_LAYERS} layers, "
-        f"{r.EMBEDDER_EPOCHS} epochs at {r.EMBEDDER_INPUT_SIZE} px",
+        f"{r.EMBEDDER_EPOCHS} epochs at {r.EMBEDDER_INPUT_SIZE} px"
+        f"{', augmented' if r.EMBEDDER_AUGMENT else ''}",
         started,
     )
 
