@@ -18,9 +18,11 @@ from typing import Any
 # (shared.ml.detector.one_garment_each); presence right for tops / bottoms. 300 iterations on
 # fresh bundles: 93% / 95%, 90% / 83%, 93% / 85% (skirts read off single tops and dresses);
 # 400: 90% / 95%; 450: 93% / 92% and 92% / 92% (the second at 128 px, no faster); 256 photos
-# with more single tops and dresses at 300 iterations: 75% / 90%. 450 iterations cost about 80 s
-# more than 300 on two cores (2026-11-30, README). The CPU training is not bit-reproducible:
-# fresh bundles move by a few points.
+# with more single tops and dresses at 300 iterations: 75% / 90%. With tiny-gn's narrower heads
+# (training.detector_config) 450 iterations take about 140 s, less than 300 did before, and gave
+# 95% / 97% and 92% / 95% (seeds 11 and 13; 2026-11-30, README). The CPU training is not
+# bit-reproducible: fresh bundles move by a few points.
+DETECTOR_PRESET = "tiny-gn"  # training.detector_config.PRESETS
 DETECTOR_IMAGES = 128
 DETECTOR_IMAGE_SIZE = 256
 DETECTOR_SEED = 11
@@ -64,8 +66,12 @@ def recipe() -> dict[str, Any]:
 
 
 def fingerprint() -> str:
-    """Changes whenever the recipe does: a cached bundle of another recipe is retrained."""
-    return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()[:16]
+    """Changes whenever the recipe or the detector preset's settings do: a cached bundle of
+    another recipe is retrained."""
+    from training.detector_config import PRESETS
+
+    settings = {**recipe(), "detector_preset_settings": PRESETS[DETECTOR_PRESET]}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def training_data_note(catalogue_seed: int) -> str:

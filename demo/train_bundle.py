@@ -49,7 +49,7 @@ def train_detector_part(bundle: Path, work: Path) -> None:
         data / "image",
         output_dir=work / "detector",
         bundle_dir=bundle,
-        preset="tiny-gn",
+        preset=r.DETECTOR_PRESET,
         device="cpu",
         score_threshold=r.DEMO_SCORE_THRESHOLD,
         opts=[
@@ -59,7 +59,7 @@ def train_detector_part(bundle: Path, work: Path) -> None:
             (int(r.DETECTOR_ITERATIONS * 0.8),),
         ],
     )
-    _step(f"detector: tiny-gn trained for {r.DETECTOR_ITERATIONS} iterations", started)
+    _step(f"detector: {r.DETECTOR_PRESET} trained for {r.DETECTOR_ITERATIONS} iterations", started)
 
 
 def train_embedder_part(bundle: Path, work: Path) -> None:

@@ -45,10 +45,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "MODEL.RESNETS.STRIDE_IN_1X1": False,
         "MODEL.FPN.NORM": "GN",
         "MODEL.BACKBONE.FREEZE_AT": 0,
-        # Narrower FPN and box head: about half the CPU time per iteration, same boxes on
-        # small synthetic sets (GroupNorm's 32 groups still divide 128).
-        "MODEL.FPN.OUT_CHANNELS": 128,
-        "MODEL.ROI_BOX_HEAD.FC_DIM": 256,
+        # Narrow FPN and box head: the heads, not the ResNet-18, take most of a CPU iteration.
+        # 128/256 -> 64/128 measured 0.33 instead of 0.59 s per iteration (2 cores, 160 px,
+        # 4 photos), and the demo detector after 450 iterations found tops and bottoms as well
+        # or better (presence right 95%/97% and 92%/95% vs 93%/92% and 92%/92%; 2026-11-30).
+        # GroupNorm's 32 groups still divide 64.
+        "MODEL.FPN.OUT_CHANNELS": 64,
+        "MODEL.ROI_BOX_HEAD.FC_DIM": 128,
         "INPUT.MIN_SIZE_TRAIN": (160,),
         "INPUT.MAX_SIZE_TRAIN": 256,
         "INPUT.MIN_SIZE_TEST": 160,

@@ -70,3 +70,14 @@ def test_the_demo_says_its_training_data_is_not_the_catalogue() -> None:
     note = training_data_note(catalogue_seed=0)
     assert "synthetic" in note and "catalogue (seed 0)" in note
     assert len(fingerprint()) == 16
+
+
+def test_the_demo_bundle_fingerprint_follows_the_detector_preset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from training import detector_config
+
+    before = fingerprint()
+    narrower = {**detector_config.PRESETS["tiny-gn"], "MODEL.FPN.OUT_CHANNELS": 32}
+    monkeypatch.setitem(detector_config.PRESETS, "tiny-gn", narrower)
+    assert fingerprint() != before
