@@ -103,6 +103,9 @@ class Embedding(TimestampMixin, Base):
     box: Mapped[list[float] | None] = mapped_column(ARRAY(Float))
     label: Mapped[int | None] = mapped_column(SmallInteger)
     score: Mapped[float | None] = mapped_column(Float)
+    # Media key of a small JPEG of the garment this top/bottom vector was embedded from (the box
+    # cut out of the photo); None for whole-photo vectors. Indexed for media retention.
+    crop_key: Mapped[str | None] = mapped_column(String(255), index=True)
 
     item: Mapped[Item] = relationship(back_populates="embeddings")
 
