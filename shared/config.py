@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 _DEFAULT_DATA = Path(os.environ.get("VISREC_DATA_DIR", Path.cwd() / "var"))
 
@@ -103,58 +104,90 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = True
 
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _coerce(raw: str, annotation: Any) -> Any:
-    text = str(annotation)
-    if "tuple" in text:
-        parts = tuple(part.strip() for part in raw.split(",") if part.strip())
-        return tuple(int(part) for part in parts) if "tuple[int" in text else parts
-    if "bool" in text:
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
-    if "int" in text and "float" not in text:
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _parse(raw: str, annotation: Any) -> Any:
+    """``raw`` as the field's declared type (``int``, ``float | None``, ``tuple[int, ...]``...).
+
+    The type is read from the annotation itself, never guessed from its text, so a new field of
+    any of these types parses without a change here; any other type is a programming error.
+    """
+    args = get_args(annotation)
+    if get_origin(annotation) in (Union, UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"unsupported setting type {annotation!r}")
+        return None if not raw.strip() else _parse(raw, inner[0])
+    if get_origin(annotation) is tuple:
+        item = args[0] if args else str
+        return tuple(_parse(part.strip(), item) for part in raw.split(",") if part.strip())
+    if annotation is bool:
+        word = raw.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ValueError(f"expected one of {', '.join(sorted(_TRUE | _FALSE - {''}))}")
+        return word in _TRUE
+    if annotation is int:
         return int(raw)
-    if "float" in text:
-        return float(raw) if raw.strip() else None
-    if "Path" in text:
-        return Path(raw).expanduser() if raw.strip() else None
-    return raw
+    if annotation is float:
+        return float(raw)
+    if annotation is Path:
+        if not raw.strip():
+            raise ValueError("expected a path")
+        return Path(raw).expanduser()
+    if annotation is str:
+        return raw
+    raise TypeError(f"unsupported setting type {annotation!r}")
+
+
+def _field_types() -> dict[str, Any]:
+    hints = get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in fields(Settings)}
+
+
+def _from_override(value: Any, annotation: Any) -> Any:
+    """A test's override: strings parse as the environment's would; paths become Paths."""
+    if isinstance(value, str):
+        return _parse(value, annotation)
+    if value is not None and Path in (annotation, *get_args(annotation)):
+        return Path(value)
+    return value
 
 
 def load_settings(
     overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Settings from ``environ`` (default: ``os.environ``), then ``overrides`` on top."""
+    """Settings from ``environ`` (default: ``os.environ``), then ``overrides`` on top.
+
+    A value that does not parse as its field's type, or an override naming no setting, is a
+    ``ValueError`` naming the variable: a mistyped setting stops the process at start-up
+    instead of being silently ignored.
+    """
     env = os.environ if environ is None else environ
-    hints = get_type_hints(Settings)
+    types = _field_types()
     values: dict[str, Any] = {}
-    for f in fields(Settings):
-        if f.name == "extra":
+    for name, annotation in types.items():
+        raw = env.get(name.upper())
+        if raw is None:
             continue
-        raw = env.get(f.name.upper())
-        if raw is not None:
-            try:
-                values[f.name] = _coerce(raw, hints[f.name])
-            except ValueError as exc:
-                raise ValueError(f"environment variable {f.name.upper()}={raw!r}: {exc}") from exc
-    known = {f.name for f in fields(Settings)}
-    extra: dict[str, Any] = {}
+        try:
+            values[name] = _parse(raw, annotation)
+        except ValueError as exc:
+            raise ValueError(f"environment variable {name.upper()}={raw!r}: {exc}") from exc
+    unknown = sorted(key.upper() for key in (overrides or {}) if key.lower() not in types)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}: no such field in Settings")
     for key, value in (overrides or {}).items():
         name = key.lower()
-        if name in known:
-            if isinstance(value, str) and name != "extra":
-                value = _coerce(value, hints[name])
-            elif name in {"media_root", "import_root", "model_dir"} and value is not None:
-                value = Path(value)
-            values[name] = value
-        else:
-            extra[key] = value
-    if extra:
-        values["extra"] = {**values.get("extra", {}), **extra}
+        try:
+            values[name] = _from_override(value, types[name])
+        except ValueError as exc:
+            raise ValueError(f"setting {name.upper()}={value!r}: {exc}") from exc
     return Settings(**values)
 
 
@@ -179,8 +212,6 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
     """Environment variables that reproduce ``settings`` in a child process (a worker)."""
     env: dict[str, str] = {}
     for f in fields(Settings):
-        if f.name == "extra":
-            continue
         value = getattr(settings, f.name)
         if value is None:
             continue

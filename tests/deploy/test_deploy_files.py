@@ -42,7 +42,7 @@ CONTRACT_VARS = {
     "API_KEYS",
     "PORT",
 }
-SETTINGS_VARS = {f.name.upper() for f in dataclasses.fields(Settings) if f.name != "extra"}
+SETTINGS_VARS = {f.name.upper() for f in dataclasses.fields(Settings)}
 # Read by the web command (web/serve.py), not by Settings.
 GUNICORN_VARS = {"WEB_CONCURRENCY", "WEB_THREADS", "OPENBLAS_NUM_THREADS"}
 APP_SERVICES = ("migrate", "web", "worker", "query-worker", "beat")

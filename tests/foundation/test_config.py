@@ -50,3 +50,46 @@ def test_overrides_win_over_environment_and_round_trip_to_env():
 def test_bad_number_names_the_variable():
     with pytest.raises(ValueError, match="INGEST_BATCH_SIZE"):
         load_settings(environ={"INGEST_BATCH_SIZE": "lots"})
+
+
+def test_a_mistyped_override_is_refused_with_its_name():
+    # A typo must not be silently ignored: the process would run with the default instead.
+    with pytest.raises(ValueError, match="INGEST_BATCH_SIZ"):
+        load_settings({"ingest_batch_siz": 4}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("FETCH_ALLOW_PRIVATE", "maybe"),
+        ("QUERY_TIMEOUT_S", "soon"),
+        ("FETCH_ALLOWED_PORTS", "443,https"),
+        ("MEDIA_ROOT", " "),
+        ("PORT", "8000.5"),
+    ],
+)
+def test_an_unparsable_value_is_refused_with_its_name(variable, raw):
+    with pytest.raises(ValueError, match=variable):
+        load_settings(environ={variable: raw})
+
+
+def test_types_come_from_the_fields_themselves():
+    s = load_settings(
+        environ={
+            "SCORE_THRESHOLD": "0.6",
+            "DETECTOR_TEST_SIZE": "512",
+            "EMBEDDER_INPUT_SIZE": "",
+            "FETCH_ALLOW_PRIVATE": "off",
+            "PRELOAD_MODELS": "yes",
+            "PUBLIC_BASE_URL": "https://shop.example",
+        }
+    )
+    assert s.score_threshold == 0.6
+    assert s.detector_test_size == 512
+    # Empty means unset for an optional setting.
+    assert s.embedder_input_size is None
+    assert s.fetch_allow_private is False
+    assert s.preload_models is True
+    assert s.public_base_url == "https://shop.example"
+    # Overrides given as strings parse as the environment's would.
+    assert load_settings({"port": "9001"}, environ={}).port == 9001
