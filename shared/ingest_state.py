@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 
 from shared.db import rowcount
+from shared.locks import JOB_DISPATCH_LOCK_SPACE
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -79,10 +80,6 @@ def lock_job(session: Session, job_id: uuid.UUID) -> str | None:
     return session.execute(_LOCK, {"id": job_id}).scalar_one_or_none()
 
 
-# Namespace of the advisory locks below (the two-key form keeps them apart from any others).
-_DISPATCH_LOCK_SPACE = 0x76697372
-
-
 def lock_for_dispatch(session: Session, job_id: uuid.UUID) -> None:
     """Serialise the sender of a job's start task with the worker that runs it.
 
@@ -93,7 +90,7 @@ def lock_for_dispatch(session: Session, job_id: uuid.UUID) -> None:
     """
     session.execute(
         text("SELECT pg_advisory_xact_lock(:space, hashtext(:id))"),
-        {"space": _DISPATCH_LOCK_SPACE, "id": str(job_id)},
+        {"space": JOB_DISPATCH_LOCK_SPACE, "id": str(job_id)},
     )
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psycopg
 
+from shared.locks import FOLD_LOCK_KEY
 from shared.search import lists_cache
 from shared.search.knn import exact_squared_distances
 from shared.search.lists import K_MAX, LIST_WIDTH, NeighbourList, from_columns
@@ -50,9 +51,6 @@ if TYPE_CHECKING:
     from shared.config import Settings
 
 log = logging.getLogger(__name__)
-
-# pg_advisory_lock key shared by every fold and cache reload ("visr").
-FOLD_LOCK = 0x76697372
 
 
 @dataclass
@@ -91,12 +89,12 @@ class advisory_lock:
         self.conn = conn
 
     def __enter__(self) -> PgConnection:
-        self.conn.execute("SELECT pg_advisory_lock(%s)", (FOLD_LOCK,))
+        self.conn.execute("SELECT pg_advisory_lock(%s)", (FOLD_LOCK_KEY,))
         return self.conn
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self.conn.execute("SELECT pg_advisory_unlock(%s)", (FOLD_LOCK,))
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", (FOLD_LOCK_KEY,))
         except psycopg.Error:
             log.warning("could not release the fold lock; it goes with the connection")
 
