@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,8 @@ REDIS_HOST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 # 1, the demo 2 and 3, bench/recommend.py 12 and 13. Each session claims a free pair, so two
 # suites running at once on one machine never flush each other's data.
 _REDIS_DB_PAIRS = [(4, 5), (6, 7), (8, 9), (10, 11), (14, 15)]
+# A claim outlives a session that died only this long (a live session holds it throughout).
+_CLAIM_TTL_S = 3 * 3600
 
 
 # Fixtures that build a model bundle (torch, Detectron2 and Keras at work): a test using one is
@@ -33,13 +36,49 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.ml)
 
 
+def _holder_is_gone(holder: bytes | None) -> bool:
+    """True when a claim was left by a test session of this machine that no longer runs (one
+    killed by a timeout or SIGKILL never releases its pair: without this, five such sessions
+    would leave every later run on this machine without a database for three hours)."""
+    if holder is None:
+        return True
+    host, _, pid = holder.decode().rpartition(":")
+    # A bare pid is an older suite's claim on this machine.
+    if host not in ("", socket.gethostname()) or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _claim(lock: redis.Redis, key: str, token: str) -> bool:
+    if lock.set(key, token, nx=True, ex=_CLAIM_TTL_S):
+        return True
+    with lock.pipeline() as pipe:
+        try:
+            pipe.watch(key)
+            if not _holder_is_gone(pipe.get(key)):
+                pipe.unwatch()
+                return False
+            pipe.multi()
+            pipe.set(key, token, ex=_CLAIM_TTL_S)
+            pipe.execute()
+            return True
+        except redis.WatchError:
+            return False  # another session took it over first
+
+
 @pytest.fixture(scope="session")
 def redis_db_pair() -> Iterator[tuple[int, int]]:
     lock = redis.Redis.from_url(f"{REDIS_HOST_URL}/0")
-    token = f"{os.getpid()}"
+    token = f"{socket.gethostname()}:{os.getpid()}"
     for pair in _REDIS_DB_PAIRS:
         key = f"visrec:test-db-lock:{pair[0]}"
-        if lock.set(key, token, nx=True, ex=3 * 3600):
+        if _claim(lock, key, token):
             try:
                 yield pair
             finally:
