@@ -83,3 +83,43 @@ def test_links_inside_docs_lead_somewhere() -> None:
         if not target.startswith(("http://", "https://")) and not _leads_somewhere(page, target)
     ]
     assert broken == []
+
+
+_TOP_FOLDERS = (
+    "bench|demo|docker|docs|migrations|requirements|scripts|shared|tests|training|visrec_client"
+    "|web|workers"
+)
+# A repository path as the docs write it: `workers/search/fold.py`, requirements/*.lock.txt.
+_CITED_PATH = re.compile(rf"(?<![\w./-])((?:{_TOP_FOLDERS})/[\w*./-]*[\w*/])")
+
+
+def _prose_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted(DOCS.glob("*.md")), *sorted(ROOT.glob("*/README.md"))]
+
+
+def test_every_repository_path_the_docs_cite_exists() -> None:
+    missing = {}
+    for page in _prose_files():
+        for cited in _CITED_PATH.findall(page.read_text()):
+            path = cited.split("#")[0].rstrip(".")
+            if not any(ROOT.glob(path)) and not (ROOT / path).exists():
+                missing.setdefault(path, []).append(str(page.relative_to(ROOT)))
+    assert missing == {}
+
+
+def _configuration_table() -> set[str]:
+    """The variables of the README's Configuration table (its first column)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([A-Z0-9_]+)` \|", section, flags=re.M))
+
+
+def test_the_configuration_table_names_every_setting_and_nothing_else() -> None:
+    import dataclasses
+
+    from shared.config import Settings
+
+    settings = {f.name.upper() for f in dataclasses.fields(Settings)}
+    documented = _configuration_table()
+    assert sorted(settings - documented) == [], "settings the README does not describe"
+    assert sorted(documented - settings) == [], "README rows naming no setting"
