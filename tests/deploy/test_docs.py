@@ -107,10 +107,9 @@ def test_every_repository_path_the_docs_cite_exists() -> None:
     assert missing == {}
 
 
-def _configuration_table() -> set[str]:
-    """The variables of the README's Configuration table (its first column)."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+def _variables_table(page: Path, heading: str) -> set[str]:
+    """The variables in the first column of the tables under ``heading`` of ``page``."""
+    section = page.read_text().split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
     return set(re.findall(r"^\| `([A-Z0-9_]+)` \|", section, flags=re.M))
 
 
@@ -120,6 +119,9 @@ def test_the_configuration_table_names_every_setting_and_nothing_else() -> None:
     from shared.config import Settings
 
     settings = {f.name.upper() for f in dataclasses.fields(Settings)}
-    documented = _configuration_table()
+    documented = _variables_table(ROOT / "README.md", "## Configuration")
     assert sorted(settings - documented) == [], "settings the README does not describe"
     assert sorted(documented - settings) == [], "README rows naming no setting"
+    contract = _variables_table(DOCS / "architecture.md", "## Configuration contract")
+    assert contract, "docs/architecture.md lists no contract names"
+    assert sorted(contract - settings) == [], "contract names the code does not have"
