@@ -1,0 +1,89 @@
+"""Garments detected on a photo, as the pages draw them: boxes over the photo (an SVG overlay)
+and captions ("top: vest 0.87").
+
+Geometry is in percent of the photo: the overlay is stretched over the photo by the
+stylesheet, so boxes sit on the garments at whatever size the photo is drawn, with no inline
+style (the Content-Security-Policy allows none) and no image work per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shared.vocabulary import CROP_KINDS, category_name
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A garment the detector kept on a photo: the crop its ``kind`` vector came from."""
+
+    kind: str  # "top" or "bottom"
+    label: str  # DeepFashion2 category name
+    score: float | None
+    left: float  # x1 / width * 100
+    top: float
+    width: float  # (x2 - x1) / width * 100
+    height: float
+
+    @property
+    def caption(self) -> str:
+        score = "" if self.score is None else f" {self.score:.2f}"
+        return f"{self.kind}: {self.label.replace('_', ' ')}{score}"
+
+    @property
+    def name(self) -> str:
+        return self.label.replace("_", " ")
+
+
+def detection(
+    kind: str,
+    box: Sequence[float],
+    label: int | None,
+    score: float | None,
+    width: int,
+    height: int,
+) -> Detection | None:
+    """A box ``[x1, y1, x2, y2]`` in pixels of a ``width`` x ``height`` photo, clipped to it;
+    None when nothing of it lies on the photo."""
+    if width <= 0 or height <= 0 or len(box) < 4:
+        return None
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    x1, x2 = max(0.0, x1), min(float(width), x2)
+    y1, y2 = max(0.0, y1), min(float(height), y2)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    try:
+        name = category_name(label) if label is not None else "garment"
+    except ValueError:
+        name = "garment"
+    return Detection(
+        kind,
+        name,
+        score,
+        100 * x1 / width,
+        100 * y1 / height,
+        100 * (x2 - x1) / width,
+        100 * (y2 - y1) / height,
+    )
+
+
+def from_photo_search(query: Mapping[str, Any] | None) -> dict[str, Detection]:
+    """The boxes a worker found on an uploaded photo (the search document's ``query``:
+    ``crops`` by kind with ``box``, ``label`` and ``score``, and the photo's ``width`` and
+    ``height``), by kind."""
+    if not query:
+        return {}
+    width, height = query.get("width"), query.get("height")
+    if not isinstance(width, int) or not isinstance(height, int):
+        return {}
+    found: dict[str, Detection] = {}
+    for kind in CROP_KINDS:
+        crop = (query.get("crops") or {}).get(kind)
+        if not crop or not crop.get("box"):
+            continue
+        drawn = detection(kind, crop["box"], crop.get("label"), crop.get("score"), width, height)
+        if drawn is not None:
+            found[kind] = drawn
+    return found
