@@ -90,8 +90,17 @@ def test_product_page_draws_the_detected_boxes_with_category_and_score(client, c
         "top": 'x="10.000%" y="10.000%" width="80.000%" height="40.000%"',
         "bottom": 'x="25.000%" y="50.000%" width="50.000%" height="50.000%"',
     }
-    labels = re.findall(r'<text class="box-label box-label-(\w+)"[^>]*>([^<]*)</text>', html)
-    assert labels == [("top", "top: vest 0.87"), ("bottom", "bottom: trousers 0.61")]
+    labels = re.findall(
+        r'<text class="box-label box-label-(\w+)" data-kind="\1" x="([^"]*)" y="([^"]*)"'
+        r' dx="[^"]*" dy="([^"]*)" text-anchor="(\w+)">([^<]*)</text>',
+        html,
+    )
+    # The vest's caption above its box (room there), the trousers' inside theirs (they reach
+    # the photo's foot); both from the boxes' left edges, as both lie left of the middle.
+    assert labels == [
+        ("top", "10.000%", "10.000%", "-0.4em", "start", "top: vest 0.87"),
+        ("bottom", "25.000%", "100.000%", "-0.5em", "start", "bottom: trousers 0.61"),
+    ]
     assert "short sleeved shirt" not in html  # the old bundle's box
     assert not re.search(r"\sstyle\s*=", html)  # the CSP would drop it
 

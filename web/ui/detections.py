@@ -14,6 +14,23 @@ from typing import Any
 
 from shared.vocabulary import CROP_KINDS, category_name
 
+# A caption's line (12 px type and its outline) on the narrowest a photo is drawn (20rem, the
+# search page's): where the photo has that much room outside a box, the caption goes there.
+CAPTION_LINE_PX = 18
+PHOTO_MIN_WIDTH_PX = 320
+
+
+@dataclass(frozen=True)
+class CaptionPlace:
+    """Where a box's caption is drawn: SVG ``<text>`` attributes (x, y in percent of the
+    photo; dx, dy in pixels or em, as SVG reads them)."""
+
+    x: float
+    y: float
+    dx: str
+    dy: str
+    anchor: str  # text-anchor: "start" or "end"
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -35,6 +52,23 @@ class Detection:
     @property
     def name(self) -> str:
         return self.label.replace("_", " ")
+
+    def caption_place(self, photo_width: int | None, photo_height: int | None) -> CaptionPlace:
+        """A top's caption above its box, a bottom's below it (a top and a bottom box often
+        touch: their captions stay apart), inside the box where the photo ends too soon;
+        from the box's side nearer the photo's middle, so a long caption stays on the photo."""
+        aspect = (photo_height / photo_width) if photo_width and photo_height else 1.0
+        line = 100 * CAPTION_LINE_PX / (PHOTO_MIN_WIDTH_PX * aspect)  # percent of the height
+        if self.left + self.width / 2 <= 50:
+            x, dx, anchor = self.left, "4", "start"
+        else:
+            x, dx, anchor = self.left + self.width, "-4", "end"
+        bottom = self.top + self.height
+        if self.kind == "bottom":
+            y, dy = (bottom, "1.05em") if 100 - bottom >= line else (bottom, "-0.5em")
+        else:
+            y, dy = (self.top, "-0.4em") if self.top >= line else (self.top, "1.2em")
+        return CaptionPlace(round(x, 3), round(y, 3), dx, dy, anchor)
 
 
 def detection(
