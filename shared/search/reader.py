@@ -1,9 +1,9 @@
 """The product-page read: an item's neighbour lists, corrected by the changes they miss.
 
 No vector matrix is involved. Per request: one indexed query for the item, one MGET of its lists
-and the fold they include (the Redis cache), one indexed query for the changes since that fold
-(normally none), one for the result's SKUs, images and crops. Each list is a prefix of the exact order of every
-other item as of its fold; the answer is made exact against PostgreSQL *now* by:
+and the fold they include (the Redis cache), and one indexed query for the changes since that
+fold (normally none) with the result's SKUs, images and crops. Each list is a prefix of the exact
+order of every other item as of its fold; the answer is made exact against PostgreSQL *now* by:
 
 - dropping every listed item that changed since (deleted, re-photographed, lost the kind): the
   rest of the list is still an exact prefix of the order over the unchanged items;
@@ -110,7 +110,8 @@ class _Changes:
 
 
 # A labelled item's crop keys, kind -> key, for the kinds asked (NULL when it has none): one
-# probe of the (item_id, kind, model_version) unique index per label.
+# probe of the (item_id, kind, model_version) unique index per label. Spliced into the queries
+# below (their noqa: S608): constants, every value in them a bound parameter.
 _CROPS_OF = """(SELECT jsonb_object_agg(c.kind, c.crop_key) FROM embeddings c
       WHERE c.item_id = {item} AND c.model_version = :version AND c.kind = ANY(:crop_kinds)
         AND c.crop_key IS NOT NULL)"""
@@ -145,7 +146,7 @@ _CHANGES_SQL = text(
     SELECT 'label', NULL, i.id, NULL, NULL, NULL, i.sku, i.media_key,
            {_LABEL_CROPS}
       FROM items i WHERE i.id = ANY(:label_ids)
-    """
+    """  # noqa: S608
 )
 # One statement, so one snapshot; each row's ``part`` says what it is: this item's stored
 # ``list`` of a kind (ids in ``data``, ``distances``), a ``change`` (the changed item's vector now
@@ -293,8 +294,10 @@ def labels(
     if not item_ids:
         return dict(known)
     rows = session.execute(
-        text(f"SELECT i.id, i.sku, i.media_key, {_LABEL_CROPS} AS crops FROM items i"
-             " WHERE i.id = ANY(:ids)"),
+        text(
+            f"SELECT i.id, i.sku, i.media_key, {_LABEL_CROPS} AS crops FROM items i"  # noqa: S608
+            " WHERE i.id = ANY(:ids)"
+        ),
         {"ids": list(set(item_ids)), "version": version, "crop_kinds": list(crop_kinds)},
     ).all()
     return {**known, **{int(r.id): _label(r.sku, r.media_key, r.crops) for r in rows}}

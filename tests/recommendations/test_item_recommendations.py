@@ -220,7 +220,11 @@ def test_top_and_bottom_hits_carry_the_matched_crop_from_every_read_path(
     for kind, vector in {"top": one, "bottom": one, "full": one * 2}.items():
         db_session.add(
             Embedding(
-                item_id=b, kind=kind, model_version=VERSION, dim=4, vector=encode(vector),
+                item_id=b,
+                kind=kind,
+                model_version=VERSION,
+                dim=4,
+                vector=encode(vector),
                 crop_key=crops.get(kind),
             )
         )
