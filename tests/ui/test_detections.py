@@ -134,3 +134,25 @@ def test_a_photo_without_detections_says_so_and_draws_no_box(client, catalogue) 
     # Its look-alikes still show, as whole photos.
     full_row = html.split('data-kind="full"', 1)[1].split("</section>", 1)[0]
     assert 'alt="Product SKU-A"' in full_row
+
+
+def test_the_search_page_boxes_follow_the_workers_answer() -> None:
+    from web.ui.detections import from_photo_search
+
+    query = {
+        "crops": {
+            "top": {"box": [-5.0, 10.0, 100.0, 60.0], "label": 1, "score": 0.9},
+            "bottom": {"box": [50.0, 300.0, 80.0, 400.0], "label": 8, "score": 0.4},
+        },
+        "width": 200,
+        "height": 100,
+    }
+    found = from_photo_search(query)
+    # The top is clipped to the photo; the bottom lies below it, so there is nothing to draw.
+    assert list(found) == ["top"]
+    top = found["top"]
+    assert (top.left, top.top, top.width, top.height) == (0.0, 10.0, 50.0, 50.0)
+    assert top.caption == "top: short sleeved shirt 0.90"
+    # A worker that did not say the photo's size: no box can be placed.
+    assert from_photo_search({**query, "width": None}) == {}
+    assert from_photo_search(None) == {}
