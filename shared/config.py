@@ -44,6 +44,9 @@ class Settings:
     fetch_allow_private: bool = False
     # Ports URL ingestion may contact: web ports only, so a URL cannot probe other services.
     fetch_allowed_ports: tuple[int, ...] = (80, 443)
+    # Long side, in pixels, of the JPEG kept of each detected top and bottom (crop_url): sized
+    # for result grids; a smaller garment is kept at its own size.
+    crop_max_side: int = 256
 
     # --- models ---
     # "auto" picks CUDA when available, else CPU.

@@ -51,6 +51,7 @@ def make_celery(
             task_names.RELOAD_LISTS_CACHE: {"queue": QUEUE_LISTS},
             task_names.SWEEP_STALLED: {"queue": QUEUE_DEFAULT},
             task_names.PRUNE_MEDIA: {"queue": QUEUE_DEFAULT},
+            task_names.BACKFILL_CROPS: {"queue": QUEUE_DEFAULT},
         },
         # A task is acknowledged only once done, and re-queued if its worker dies mid-batch:
         # every task is idempotent, so running twice is harmless; losing one is not.

@@ -1,9 +1,9 @@
 """The product-page read: an item's neighbour lists, corrected by the changes they miss.
 
 No vector matrix is involved. Per request: one indexed query for the item, one MGET of its lists
-and the fold they include (the Redis cache), one indexed query for the changes since that fold
-(normally none), one for the result's SKUs. Each list is a prefix of the exact order of every
-other item as of its fold; the answer is made exact against PostgreSQL *now* by:
+and the fold they include (the Redis cache), and one indexed query for the changes since that
+fold (normally none) with the result's SKUs, images and crops. Each list is a prefix of the exact
+order of every other item as of its fold; the answer is made exact against PostgreSQL *now* by:
 
 - dropping every listed item that changed since (deleted, re-photographed, lost the kind): the
   rest of the list is still an exact prefix of the order over the unchanged items;
@@ -20,8 +20,8 @@ PostgreSQL in one statement (one snapshot), with the same rules.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +32,7 @@ from shared.search import lists_cache
 from shared.search.knn import exact_squared_distances
 from shared.search.lists import NeighbourList, from_columns
 from shared.vectors import decode
+from shared.vocabulary import CROP_KINDS
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -62,8 +63,16 @@ class Neighbour:
 
 @dataclass(frozen=True)
 class Label:
+    """What an answer shows of a neighbour: its SKU, its photo and its garment crops."""
+
     sku: str
     media_key: str | None
+    # Media keys of its crops in the answer's model version, by kind (kinds without one absent).
+    crop_keys: Mapping[str, str] = field(default_factory=dict)
+
+
+def _label(sku: str, media_key: str | None, crop_keys: Mapping[str, str] | None) -> Label:
+    return Label(sku, media_key, dict(crop_keys or {}))
 
 
 def find_item(session: Session, sku: str) -> ItemRef | None:
@@ -100,36 +109,50 @@ class _Changes:
     labels: dict[int, Label]
 
 
+# A labelled item's crop keys, kind -> key, for the kinds asked (NULL when it has none): one
+# probe of the (item_id, kind, model_version) unique index per label. Spliced into the queries
+# below (their noqa: S608): constants, every value in them a bound parameter.
+_CROPS_OF = """(SELECT jsonb_object_agg(c.kind, c.crop_key) FROM embeddings c
+      WHERE c.item_id = {item} AND c.model_version = :version AND c.kind = ANY(:crop_kinds)
+        AND c.crop_key IS NOT NULL)"""
+_CHANGED_CROPS = _CROPS_OF.format(item="ch.item_id")
+_LABEL_CROPS = _CROPS_OF.format(item="i.id")
+
 _CHANGES_SQL = text(
-    """
+    f"""
     WITH ch AS (
         SELECT DISTINCT item_id, kind FROM list_changes
          WHERE model_version = :version AND kind = ANY(:kinds)
            AND (fold_id IS NULL OR fold_id > :applied)
     )
     SELECT 'list' AS part, kind, NULL::bigint AS item_id, neighbour_ids AS data,
-           sq_distances AS distances, complete, NULL AS sku, NULL AS media_key
+           sq_distances AS distances, complete, NULL AS sku, NULL AS media_key,
+           NULL::jsonb AS crops
       FROM neighbour_lists
      WHERE :with_lists AND model_version = :version AND item_id = :item_id
        AND kind = ANY(:kinds)
     UNION ALL
-    SELECT 'change', ch.kind, ch.item_id, e.vector, NULL, NULL, i.sku, i.media_key
+    SELECT 'change', ch.kind, ch.item_id, e.vector, NULL, NULL, i.sku, i.media_key,
+           {_CHANGED_CROPS}
       FROM ch LEFT JOIN embeddings e
         ON e.item_id = ch.item_id AND e.model_version = :version AND e.kind = ch.kind
       LEFT JOIN items i ON i.id = ch.item_id
     UNION ALL
-    SELECT 'own', e.kind, e.item_id, e.vector, NULL, NULL, NULL, NULL
+    SELECT 'own', e.kind, e.item_id, e.vector, NULL, NULL, NULL, NULL, NULL
       FROM embeddings e
      WHERE e.item_id = :item_id AND e.model_version = :version AND e.kind = ANY(:kinds)
        AND EXISTS (SELECT 1 FROM ch)
     UNION ALL
-    SELECT 'label', NULL, id, NULL, NULL, NULL, sku, media_key
-      FROM items WHERE id = ANY(:label_ids)
-    """
+    SELECT 'label', NULL, i.id, NULL, NULL, NULL, i.sku, i.media_key,
+           {_LABEL_CROPS}
+      FROM items i WHERE i.id = ANY(:label_ids)
+    """  # noqa: S608
 )
 # One statement, so one snapshot; each row's ``part`` says what it is: this item's stored
 # ``list`` of a kind (ids in ``data``, ``distances``), a ``change`` (the changed item's vector now
 # in ``data``, NULL when gone), this item's ``own`` vector (in ``data``), or a ``label``.
+# Changed items and labels carry their crop keys (``crops``), so the answer's crop URLs cost no
+# statement of their own.
 # Labels fetched with the changes: the first k entries of each list and this many more (a few
 # may be dropped as changed); anything else is looked up afterwards.
 _LABEL_SPARE = 4
@@ -152,6 +175,7 @@ def _read_changes(
             "with_lists": with_lists,
             "item_id": item.id,
             "label_ids": list(label_ids),
+            "crop_kinds": crop_kinds_of(kinds),
         },
     ).all()
     out = _Changes({kind: {} for kind in kinds}, {}, {}, {})
@@ -162,11 +186,11 @@ def _read_changes(
             vector = decode(row.data) if row.data is not None else None
             out.vectors[row.kind][int(row.item_id)] = vector
             if row.sku is not None:
-                out.labels[int(row.item_id)] = Label(row.sku, row.media_key)
+                out.labels[int(row.item_id)] = _label(row.sku, row.media_key, row.crops)
         elif row.part == "own":
             out.own[row.kind] = decode(row.data)
         else:
-            out.labels[int(row.item_id)] = Label(row.sku, row.media_key)
+            out.labels[int(row.item_id)] = _label(row.sku, row.media_key, row.crops)
     return out
 
 
@@ -250,16 +274,30 @@ def item_neighbours(
     return ItemAnswer(neighbours, changes.labels)
 
 
+def crop_kinds_of(kinds: Sequence[str]) -> list[str]:
+    """The kinds among ``kinds`` whose hits show a crop (top, bottom; never the whole photo)."""
+    return [kind for kind in kinds if kind in CROP_KINDS]
+
+
 def labels(
-    session: Session, item_ids: Sequence[int], known: dict[int, Label] | None = None
+    session: Session,
+    item_ids: Sequence[int],
+    known: dict[int, Label] | None = None,
+    *,
+    version: str | None = None,
+    crop_kinds: Sequence[str] = (),
 ) -> dict[int, Label]:
-    """SKU and image of each item still in the catalogue (``known`` ones are not read again)."""
+    """SKU, image and (in ``version``, of ``crop_kinds``) crop keys of each item still in the
+    catalogue, in one statement (``known`` ones are not read again)."""
     known = known or {}
     item_ids = [i for i in item_ids if i not in known]
     if not item_ids:
         return dict(known)
     rows = session.execute(
-        text("SELECT id, sku, media_key FROM items WHERE id = ANY(:ids)"),
-        {"ids": list(set(item_ids))},
+        text(
+            f"SELECT i.id, i.sku, i.media_key, {_LABEL_CROPS} AS crops FROM items i"  # noqa: S608
+            " WHERE i.id = ANY(:ids)"
+        ),
+        {"ids": list(set(item_ids)), "version": version, "crop_kinds": list(crop_kinds)},
     ).all()
-    return {**known, **{int(r.id): Label(r.sku, r.media_key) for r in rows}}
+    return {**known, **{int(r.id): _label(r.sku, r.media_key, r.crops) for r in rows}}

@@ -1,4 +1,5 @@
-"""Media retention: files no item references are deleted once older than the grace period."""
+"""Media retention: files no item or vector references are deleted once older than the grace
+period."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from shared.media import MediaStore
+from tests.ingestion.test_crops import TOP_BOX, BoxPipeline, gradient_jpeg
 from tests.ingestion.test_tasks import run_all, submit_files
 from tests.support.images import jpeg_bytes
 from workers.maintenance.media_retention import prune_media
@@ -104,3 +106,50 @@ def test_a_failed_item_still_held_by_a_pending_job_keeps_its_bytes(
     # Judged on its bytes, not failed for want of them.
     (error,) = client.get(f"/api/v1/jobs/{second}").get_json()["errors"]["items"]
     assert error["reason"] == "undecodable"
+
+
+def test_crops_named_by_a_vector_are_kept_and_orphaned_ones_pruned_after_the_grace(
+    client, auth_headers, ingest_settings, db_session
+):
+    settings = ingest_settings.replace(media_grace_s=GRACE_S)
+    store = MediaStore(settings.media_root)
+
+    def crops_of(sku: str) -> dict[str, str]:
+        body = client.get(f"/api/v1/items/{sku}", headers=auth_headers).get_json()
+        return {
+            v["kind"]: v["crop_url"].rsplit("/", 1)[1] for v in body["vectors"] if v["crop_url"]
+        }
+
+    job_id = submit_files(
+        client,
+        auth_headers,
+        [
+            ("kept.jpg", gradient_jpeg()),
+            ("deleted.jpg", gradient_jpeg(shift=20)),
+            ("replaced.jpg", gradient_jpeg(shift=40)),
+        ],
+    )
+    run_all(settings, db_session, job_id, BoxPipeline(settings))
+    kept, deleted, replaced = crops_of("kept"), crops_of("deleted"), crops_of("replaced")
+    assert set(kept) == set(deleted) == set(replaced) == {"top", "bottom"}
+    # An item deleted; another re-photographed with no bottom any more, its top re-cut.
+    assert client.delete("/api/v1/items/deleted", headers=auth_headers).status_code == 204
+    job_id = submit_files(client, auth_headers, [("replaced.jpg", gradient_jpeg(shift=60))])
+    run_all(settings, db_session, job_id, BoxPipeline(settings, {"top": TOP_BOX}))
+    now = crops_of("replaced")
+    assert set(now) == {"top"} and now["top"] != replaced["top"]
+    # A crop stored by a batch that has not committed yet is young: kept too.
+    in_flight = store.put_bytes(gradient_jpeg(shift=80)).key
+    old = [*kept.values(), *deleted.values(), *replaced.values(), *now.values()]
+    for key in old:
+        age(store, key, 2 * GRACE_S)
+
+    report = prune_media(settings)
+
+    for key in [*kept.values(), *now.values(), in_flight]:
+        assert store.exists(key), key
+    for key in [*deleted.values(), *replaced.values()]:
+        assert not store.exists(key), key
+    assert report.deleted == 4  # the photos are young: only the orphaned crops went
+    served = client.get(f"/media/{kept['top']}")
+    assert served.status_code == 200 and served.mimetype == "image/jpeg"

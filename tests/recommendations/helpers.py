@@ -23,6 +23,7 @@ def add_item(
     vectors: Mapping[str, np.ndarray],
     version: str = VERSION,
     media_key: str | None = None,
+    crop_keys: Mapping[str, str] | None = None,
 ) -> int:
     item = Item(sku=sku, media_key=media_key or f"{abs(hash(sku)):064x}"[:64], status="ready")
     session.add(item)
@@ -35,6 +36,7 @@ def add_item(
                 model_version=version,
                 dim=int(vector.shape[0]),
                 vector=encode(vector),
+                crop_key=(crop_keys or {}).get(kind),
             )
         )
     session.commit()

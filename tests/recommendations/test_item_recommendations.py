@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
+from sqlalchemy import Engine, event, select, update
 
+from shared.media import MediaStore
+from shared.models import Embedding, Item
 from shared.search import lists_cache
-from shared.vectors import decode
+from shared.vectors import decode, encode
 from shared.vocabulary import DISPLAY_ORDER as KINDS
 from tests.recommendations.helpers import (
     VERSION,
@@ -17,6 +23,7 @@ from tests.recommendations.helpers import (
     stored_vectors,
     tie_heavy_vectors,
 )
+from tests.support.images import jpeg_bytes
 
 
 def _catalogue(rng: np.random.Generator, n: int, dim: int) -> dict[str, dict[str, np.ndarray]]:
@@ -127,6 +134,7 @@ def test_new_items_are_recommended_before_and_after_the_fold(
         "sku": "twin",
         "distance": 0.0,
         "image_url": body["results"]["top"][0]["image_url"],
+        "crop_url": None,
     }
     _assert_exact(body, db_session, "sku-001", KINDS, 5)
     report = fold()
@@ -176,3 +184,100 @@ def test_openapi_shows_the_kinds_default_as_a_client_writes_it(client) -> None:
     assert kinds["schema"]["default"] == "top,bottom,full"
     # What the default says is what omitting the parameter does.
     assert tuple(kinds["schema"]["default"].split(",")) == tuple(k.value for k in KINDS)
+
+
+def _stored_jpeg(settings, seed: int, size: tuple[int, int]) -> str:
+    return MediaStore(settings.media_root).put_bytes(jpeg_bytes(seed, size)).key
+
+
+def _crops_of(body: dict) -> dict[str, dict[str, str | None]]:
+    """Per kind: hit SKU -> its crop URL (absent key shown as the string 'absent')."""
+    return {
+        kind: {h["sku"]: h.get("crop_url", "absent") for h in hits}
+        for kind, hits in body["results"].items()
+    }
+
+
+def test_top_and_bottom_hits_carry_the_matched_crop_from_every_read_path(
+    settings, client, db_session, cache_redis, fold
+) -> None:
+    top_b, bottom_b, top_c = (
+        _stored_jpeg(settings, 1, (20, 40)),
+        _stored_jpeg(settings, 2, (40, 20)),
+        _stored_jpeg(settings, 3, (30, 30)),
+    )
+    old_top = _stored_jpeg(settings, 4, (10, 10))
+    zero, one = np.zeros(4, np.float32), np.ones(4, np.float32)
+    # b's crops of an older model version are not the answer's.
+    add_item(db_session, "b", {"top": one}, version="older", crop_keys={"top": old_top})
+    add_item(db_session, "a", {"top": zero, "bottom": zero, "full": zero})
+    add_item(db_session, "c", {"top": one * 2, "full": one}, crop_keys={"top": top_c})
+    fold()
+    # b gets this version's vectors after the fold: its label comes with the changes the lists
+    # have not seen.
+    b = db_session.scalars(select(Item.id).where(Item.sku == "b")).one()
+    crops = {"top": top_b, "bottom": bottom_b}
+    for kind, vector in {"top": one, "bottom": one, "full": one * 2}.items():
+        db_session.add(
+            Embedding(
+                item_id=b,
+                kind=kind,
+                model_version=VERSION,
+                dim=4,
+                vector=encode(vector),
+                crop_key=crops.get(kind),
+            )
+        )
+    db_session.commit()
+    url = "/api/v1/items/a/recommendations"
+    want = {
+        "top": {"b": f"/media/{top_b}", "c": f"/media/{top_c}"},
+        "bottom": {"b": f"/media/{bottom_b}"},
+        "full": {"c": "absent", "b": "absent"},
+    }
+    assert _crops_of(client.get(url).json) == want
+    fold()  # from the cached lists, labels read with the changes
+    assert _crops_of(client.get(url).json) == want
+    cache_redis.flushdb()  # from PostgreSQL's lists, labels read afterwards
+    assert _crops_of(client.get(url).json) == want
+
+    # A hit without a stored crop says so with null, beside its photo.
+    add_item(db_session, "d", {"top": zero.copy()})
+    first = client.get(f"{url}?kinds=top&k=1").json["results"]["top"][0]
+    assert first["sku"] == "d" and first["crop_url"] is None and first["image_url"]
+
+    served = client.get(f"/media/{top_b}")
+    assert served.status_code == 200 and served.mimetype == "image/jpeg"
+    assert served.data == jpeg_bytes(1, (20, 40))
+    assert Image.open(io.BytesIO(served.data)).size == (20, 40)
+
+
+def test_crop_urls_add_no_statement_per_hit(client, db_session, fold) -> None:
+    rng = np.random.default_rng(9)
+    catalogue = _catalogue(rng, 40, 4)
+    ids = add_catalogue(db_session, catalogue)
+    db_session.execute(
+        update(Embedding)
+        .where(Embedding.kind.in_(["top", "bottom"]), Embedding.item_id.in_(list(ids.values())))
+        .values(crop_key="cd" * 32)
+    )
+    db_session.commit()
+    fold()
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    def statements_for(k: int) -> int:
+        statements.clear()
+        event.listen(Engine, "before_cursor_execute", count)
+        try:
+            body = client.get(f"/api/v1/items/sku-001/recommendations?k={k}").json
+        finally:
+            event.remove(Engine, "before_cursor_execute", count)
+        assert len(body["results"]["top"]) == k
+        assert all(h["crop_url"] == f"/media/{'cd' * 32}" for h in body["results"]["top"])
+        return len(statements)
+
+    # The item, then its lists' changes with every hit's label and crops: two statements.
+    assert statements_for(1) == statements_for(20) == 2

@@ -7,7 +7,6 @@ the test database; the neighbour lists are computed by the same fold task the wo
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,36 +15,16 @@ import pytest
 
 from shared.config import Settings, set_settings
 from shared.vocabulary import DISPLAY_ORDER, VectorKind
+from tests.support.browser import chromium
 from tests.support.servers import serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-CHROME_ARGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1280,1600",
-)
 READY_SKUS = tuple(f"SKU{i:05d}" for i in range(1, 9))
 PENDING_SKU = "PENDING-1"
 WAIT_S = 30
 # The first photo search loads the embedder in the worker: far slower than a warm query.
 QUERY_TIMEOUT_S = 180.0
-
-
-def _require_browser() -> None:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
-    if missing:
-        pytest.skip(
-            f"headless browser test needs Debian's chromium and chromium-driver "
-            f"(missing: {', '.join(missing)}); scripts/install_test_tools.sh installs them"
-        )
 
 
 @pytest.fixture
@@ -133,20 +112,8 @@ def query_worker(ui_settings: Settings, worker_log: Path) -> Iterator[None]:
 
 @pytest.fixture
 def browser(tmp_path: Path):
-    _require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in CHROME_ARGS:
-        options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with chromium(tmp_path / "chromium-profile", 1280, 1600) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _cards(driver, css: str) -> list:

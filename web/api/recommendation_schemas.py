@@ -59,8 +59,20 @@ class RecommendationQuery(Schema):
 
 class HitSchema(Schema):
     sku = fields.String(required=True)
-    distance = fields.Float(required=True)
-    image_url = fields.String(allow_none=True)
+    distance = fields.Float(
+        required=True, metadata={"description": "Euclidean distance between the two vectors."}
+    )
+    image_url = fields.String(
+        required=True, allow_none=True, metadata={"description": "The item's photo."}
+    )
+    crop_url = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "Top and bottom hits only (absent from full hits): a JPEG of the"
+            " item's garment of that kind, the crop that was matched; null when the item has"
+            " no stored crop (not backfilled yet)."
+        },
+    )
 
 
 class RecommendationsSchema(Schema):

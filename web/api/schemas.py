@@ -9,7 +9,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from typing_extensions import override
 
-from shared.vocabulary import ItemStatus, JobStatus
+from shared.vocabulary import ItemStatus, JobStatus, VectorKind
 
 MAX_ITEMS_PER_JOB = 10_000
 # Multipart parts one item may use: its file, its 'sku' field and its 'attributes' field.
@@ -191,13 +191,29 @@ class JobSchema(Schema):
 
 
 class VectorSchema(Schema):
-    kind = fields.String()
+    kind = fields.String(metadata={"enum": [kind.value for kind in VectorKind]})
     model_version = fields.String()
     dim = fields.Integer()
-    box = fields.List(fields.Float(), allow_none=True)
-    label = fields.Integer(allow_none=True)
+    box = fields.List(
+        fields.Float(),
+        allow_none=True,
+        metadata={
+            "description": "The garment's box in photo pixels, [x1, y1, x2, y2] (top and bottom"
+            " vectors; null for the whole photo)."
+        },
+    )
+    label = fields.Integer(
+        allow_none=True, metadata={"description": "DeepFashion2 category id, 1-13 (crops)."}
+    )
     label_name = fields.String(allow_none=True)
-    score = fields.Float(allow_none=True)
+    score = fields.Float(allow_none=True, metadata={"description": "Detection score (crops)."})
+    crop_url = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "A JPEG of the box cut out of the photo (top and bottom vectors; null"
+            " for the whole photo and for a crop not stored yet)."
+        },
+    )
 
 
 class ItemSchema(Schema):

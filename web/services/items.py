@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from shared.models import Embedding, Item
 from shared.search.scheduling import request_fold
 from shared.vocabulary import ItemStatus, VectorKind, category_name
+from web.links import media_url
 from web.resources import db, settings
 from web.services.errors import NotFound
 
@@ -38,6 +39,9 @@ class VectorInfo:
     label: int | None
     label_name: str | None
     score: float | None
+    # The garment crop this top/bottom vector was embedded from; None for whole photos and for
+    # crops not stored yet (workers.maintenance.backfill_crops makes them).
+    crop_url: str | None
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ def _label_name(label: int | None) -> str | None:
 
 
 def item_detail(sku: str) -> ItemDetail:
-    """The item and its vectors' kinds, boxes and labels (NotFound for an unknown SKU)."""
+    """The item and its vectors' kinds, boxes, labels and crops (NotFound for an unknown SKU)."""
     item = _item_or_not_found(sku)
     rows = db().scalars(select(Embedding).where(Embedding.item_id == item.id)).all()
     vectors = sorted(
@@ -85,6 +89,7 @@ def item_detail(sku: str) -> ItemDetail:
                 label=e.label,
                 label_name=_label_name(e.label),
                 score=e.score,
+                crop_url=media_url(e.crop_key),
             )
             for e in rows
         ),

@@ -22,7 +22,7 @@ from shared.images import ImageRejected, probe
 from shared.queueing import QUEUE_QUERY
 from shared.search import reader
 from shared.search.reader import ItemRef, Neighbour
-from shared.vocabulary import ItemStatus, VectorKind
+from shared.vocabulary import CROP_KINDS, ItemStatus, VectorKind
 from web.links import media_url
 from web.lists_pointer import ListsPointer
 from web.resources import celery_client, db, settings
@@ -42,11 +42,13 @@ PHOTO_MISSING: dict[str, str] = {
 
 
 class Hit(TypedDict):
-    """One recommended item."""
+    """One recommended item. ``crop_url`` is on top and bottom hits only: the matched item's
+    crop of that kind (None when it has none); whole-photo hits have no such key."""
 
     sku: str
     distance: float
     image_url: str | None
+    crop_url: NotRequired[str | None]
 
 
 class Recommendations(TypedDict):
@@ -94,23 +96,30 @@ def _ask_worker(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         result.forget()
 
 
+def _hit(kind: str, label: reader.Label, distance: float) -> Hit:
+    hit = Hit(sku=label.sku, distance=distance, image_url=media_url(label.media_key))
+    if kind in CROP_KINDS:
+        hit["crop_url"] = media_url(label.crop_keys.get(kind))
+    return hit
+
+
 def _documents(
-    found: Mapping[str, Sequence[Neighbour]], known: dict[int, reader.Label] | None = None
+    found: Mapping[str, Sequence[Neighbour]],
+    version: str | None,
+    known: dict[int, reader.Label] | None = None,
 ) -> dict[str, list[Hit]]:
-    labels = reader.labels(db(), [n.item_id for hits in found.values() for n in hits], known)
-    out: dict[str, list[Hit]] = {}
-    for kind, hits in found.items():
-        # An item deleted between the search and this read is simply left out.
-        out[kind] = [
-            Hit(
-                sku=labels[n.item_id].sku,
-                distance=n.distance,
-                image_url=media_url(labels[n.item_id].media_key),
-            )
-            for n in hits
-            if n.item_id in labels
-        ]
-    return out
+    labels = reader.labels(
+        db(),
+        [n.item_id for hits in found.values() for n in hits],
+        known,
+        version=version,
+        crop_kinds=reader.crop_kinds_of(list(found)),
+    )
+    # An item deleted between the search and this read is simply left out.
+    return {
+        kind: [_hit(kind, labels[n.item_id], n.distance) for n in hits if n.item_id in labels]
+        for kind, hits in found.items()
+    }
 
 
 def _from_worker(payload: Mapping[str, Sequence[Sequence[float]]]) -> dict[str, list[Neighbour]]:
@@ -164,7 +173,7 @@ def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> Recommendation
         if "error" in answer:
             raise NotFound("item_not_found", f"No item with SKU {sku!r}.")
         answered.update(_from_worker(answer["results"]))
-    documents = _documents(answered, found.labels)
+    documents = _documents(answered, item.version, found.labels)
     results = {kind: documents.get(kind, []) for kind in kinds}
     missing = {kind: ITEM_MISSING[kind] for kind in kinds if kind not in item.kinds}
     return Recommendations(sku=sku, model_version=item.version, results=results, missing=missing)
@@ -199,7 +208,7 @@ def recommend_for_photo(data: bytes, k: int, kinds: Sequence[str]) -> Recommenda
     if "error" in answer:
         error = answer["error"]
         raise Invalid("image_rejected", error["message"], {"reason": error["reason"]})
-    documents = _documents(_from_worker(answer["results"]))
+    documents = _documents(_from_worker(answer["results"]), answer["model_version"])
     present = set(answer.get("kinds", []))
     return Recommendations(
         model_version=answer["model_version"],

@@ -22,6 +22,7 @@ from web.resources import db
 from web.services import ingestion, items, recommendations
 from web.services.errors import NotFound, ServiceError
 from web.ui import queries
+from web.ui.detections import from_photo_search
 from web.ui.headers import add_security_headers
 
 bp = Blueprint(
@@ -117,8 +118,19 @@ def search() -> tuple[str, int] | str:
         return render_template("ui/search.html", rows=None, error=exc.message), status
     mime = Image.MIME.get(Image.open(io.BytesIO(data)).format or "", "image/jpeg")
     query_image_url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    rows = _rows(document)
+    query = document.get("query") or {}
+    # The boxes the worker found on the photo, drawn over it; each result's own box gives its
+    # card the matched garment's category and score.
+    shown = sorted({hit["sku"] for row in rows for hit in row["results"]})
     return render_template(
-        "ui/search.html", rows=_rows(document), error=None, query_image_url=query_image_url
+        "ui/search.html",
+        rows=rows,
+        error=None,
+        query_image_url=query_image_url,
+        query=query,
+        query_boxes=from_photo_search(query),
+        detections=queries.detections(db(), shown, document.get("model_version")),
     )
 
 

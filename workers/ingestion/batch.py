@@ -5,7 +5,9 @@ bytes are fetched outside any transaction; all outcomes are committed in one tra
 which vectors are upserted on (item, kind, model_version), each job item leaves ``pending`` at
 most once, and the job's counters are recounted under the job row's lock
 (shared.ingest_state). A redelivered or duplicated batch finds its items done and changes
-nothing. The Celery tasks that call this live in workers.tasks.ingest.
+nothing. The Celery tasks that call this live in workers.tasks.ingest. The top and bottom crops
+of embedded photos are stored as small JPEGs (workers.ingestion.crops) before that transaction,
+as fetched bytes are, and their keys committed on the vectors' rows.
 
 Every delivery of a photo to the models is counted (``job_items.attempts``) before the work and
 committed, so a delivery that never ends (the worker was killed by a segfault or the OOM killer)
@@ -28,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared import task_names
 from shared.db import rowcount, session_scope
+from shared.images import decode_rgb
 from shared.ingest_state import lock_for_dispatch, lock_job, mark_running, refresh_job
 from shared.media import MediaStore
 from shared.models import Embedding, Item, JobItem
@@ -36,6 +39,7 @@ from shared.search.scheduling import request_fold
 from shared.vectors import encode
 from shared.vocabulary import FINISHED_JOB_STATUSES
 from workers.errors import TRANSIENT_ERRORS
+from workers.ingestion.crops import store_crops
 from workers.ingestion.errors import SourceError
 from workers.ingestion.fetch import FetchPolicy, fetch_url
 from workers.ingestion.paths import read_import_path
@@ -116,6 +120,7 @@ class _Work:
     message: str | None = None
     skipped: bool = False
     result: ImageResult | None = None
+    crop_keys: dict[str, str] = field(default_factory=dict)  # kind -> media key of its JPEG
 
 
 @dataclass
@@ -267,7 +272,23 @@ def _run_models(pipeline: Models, todo: list[_Work]) -> None:
             w.result = result
 
 
-def _embedding_rows(item_id: int, model_version: str, result: ImageResult) -> list[dict[str, Any]]:
+def _store_crops(settings: Settings, media: MediaStore, todo: list[_Work]) -> None:
+    """Each embedded photo's garment crops, stored before the commit that names them (media
+    retention's grace period covers the bytes until then)."""
+    for w in todo:
+        if w.result is None or not w.result.crops:
+            continue
+        # Decoded again rather than kept from the models: a batch holds no photo's pixels
+        # across the models' work, and the backfill of older items cuts crops the same way.
+        rgb = decode_rgb(_photo(w), settings.max_image_pixels)
+        boxes = {kind: crop.box for kind, crop in w.result.crops.items()}
+        w.crop_keys = store_crops(media, rgb, boxes, settings.crop_max_side)
+
+
+def _embedding_rows(w: _Work, item_id: int, model_version: str) -> list[dict[str, Any]]:
+    result = w.result
+    if result is None:
+        raise RuntimeError(f"job item {w.job_item_id} has no model result to store")
     rows = []
     for kind, vector in result.vectors.items():
         crop = result.crops.get(kind)
@@ -281,6 +302,7 @@ def _embedding_rows(item_id: int, model_version: str, result: ImageResult) -> li
                 "box": [float(v) for v in crop.box] if crop is not None else None,
                 "label": int(crop.label) if crop is not None else None,
                 "score": float(crop.score) if crop is not None else None,
+                "crop_key": w.crop_keys.get(kind) if crop is not None else None,
             }
         )
     return rows
@@ -411,7 +433,7 @@ def _record_success(session: Session, w: _Work, item_id: int, model_version: str
     if not current:
         _set_job_item(session, w, "succeeded", "superseded")
         return False
-    rows = _embedding_rows(item_id, model_version, result)
+    rows = _embedding_rows(w, item_id, model_version)
     statement = pg_insert(Embedding).values(rows)
     session.execute(
         statement.on_conflict_do_update(
@@ -422,6 +444,7 @@ def _record_success(session: Session, w: _Work, item_id: int, model_version: str
                 "box": statement.excluded.box,
                 "label": statement.excluded.label,
                 "score": statement.excluded.score,
+                "crop_key": statement.excluded.crop_key,
                 "updated_at": func.now(),
             },
         )
@@ -511,7 +534,9 @@ def _run_together(
             and w.stored_sha == w.item_sha
             and w.has_current_vectors
         )
-    _run_models(pipeline, [w for w in work if w.reason is None and not w.skipped])
+    todo = [w for w in work if w.reason is None and not w.skipped]
+    _run_models(pipeline, todo)
+    _store_crops(settings, media, todo)
     with session_scope(settings) as session:
         _commit(session, job_id, work, model_version, report)
 

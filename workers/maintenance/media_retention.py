@@ -1,11 +1,12 @@
 """Delete media no row references, once it is older than ``MEDIA_GRACE_S``.
 
-The store holds bytes of live items, and also of deleted items, of replaced photos, of photo
-searches that have answered, and of uploads whose request failed: nothing else ever removes
-those. A file is deleted when no ``items.media_key`` names it and its mtime is older than the
-grace period. The grace period protects bytes in flight: the web stores an upload before it
-commits the row naming it, a batch stores fetched bytes before its commit, a photo search
-stores the photo before a worker reads it.
+The store holds bytes of live items and their garment crops, and also of deleted items, of
+replaced photos and vectors, of photo searches that have answered, and of uploads whose request
+failed: nothing else ever removes those. A file is deleted when no ``items.media_key`` and no
+``embeddings.crop_key`` names it and its mtime is older than the grace period. The grace period
+protects bytes in flight: the web stores an upload before it commits the row naming it, a batch
+stores fetched bytes and crops before its commit, a photo search stores the photo before a
+worker reads it.
 
 A writer that stores bytes already present refreshes the file's mtime (shared.media), so a
 file about to be referenced again is young. A file is moved aside before its age is checked a
@@ -92,8 +93,12 @@ def _scandir(path: Path) -> list[os.DirEntry[str]]:
 
 def _referenced(settings: Settings, keys: list[str]) -> set[str]:
     with session_scope(settings) as session:
+        # Both columns are indexed: two index probes per key.
         found = session.scalars(
-            text("SELECT DISTINCT media_key FROM items WHERE media_key = ANY(:keys)"),
+            text(
+                "SELECT media_key FROM items WHERE media_key = ANY(:keys)"
+                " UNION SELECT crop_key FROM embeddings WHERE crop_key = ANY(:keys)"
+            ),
             {"keys": keys},
         )
         return {str(key) for key in found}
