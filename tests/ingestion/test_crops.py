@@ -296,6 +296,34 @@ def test_the_backfill_leaves_a_row_that_changed_after_it_was_read(
     assert rows["top"].crop_key is None and rows["bottom"].crop_key is not None
 
 
+def test_the_backfill_cuts_each_version_its_own_box(
+    client, auth_headers, ingest_settings, db_session
+):
+    settings = ingest_settings
+    job = submit_files(client, auth_headers, [("two.jpg", gradient_jpeg())])
+    run_all(settings, db_session, job, BoxPipeline(settings, {"top": TOP_BOX}))
+    _forget_crops(settings, db_session)
+    # The same item's top in an older model version, detected elsewhere in the photo.
+    db_session.execute(
+        text(
+            "INSERT INTO embeddings (item_id, kind, model_version, dim, vector, box)"
+            " SELECT item_id, kind, 'older', dim, vector, CAST(:box AS double precision[])"
+            " FROM embeddings WHERE kind = 'top'"
+        ),
+        {"box": list(BOTTOM_BOX)},
+    )
+    db_session.commit()
+    assert backfill_pass(settings).filled == 2
+    db_session.rollback()
+    sizes = {
+        version: open_crop(settings, key).size
+        for version, key in db_session.execute(
+            select(Embedding.model_version, Embedding.crop_key).where(Embedding.kind == "top")
+        )
+    }
+    assert sizes == {"older": (60, 41), CountingPipeline(settings).model_version: (29, 38)}
+
+
 def test_the_command_line_backfills_with_a_summary(
     client, auth_headers, ingest_settings, db_session, capsys
 ):

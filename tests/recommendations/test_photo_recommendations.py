@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 
 from shared import task_names
+from shared.media import MediaStore
 from shared.queueing import QUEUE_QUERY, make_celery
 from tests.recommendations.helpers import add_catalogue, add_item, brute_force, stored_vectors
+from tests.support.images import jpeg_bytes
 from tests.support.worker import WorkerProcess
 
 
@@ -121,6 +123,88 @@ def test_uploaded_photo_is_answered_exactly_by_a_real_worker(
     assert body["query"]["width"] == 80 and body["query"]["height"] == 96
     # The shopper's photo was searched, not kept: nothing entered the media store.
     assert stored() == before
+
+
+@pytest.fixture(scope="module")
+def test_bundle(tmp_path_factory):
+    from tests.support.bundles import make_test_bundle
+
+    return make_test_bundle(
+        tmp_path_factory.mktemp("bundle"), detector=True, input_size=64, test_size=128, seed=0
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_top_and_bottom_hits_of_a_photo_carry_the_matched_items_crops(
+    settings, app, client, db_session, worker_log, test_bundle
+) -> None:
+    from training.synthetic import make_catalogue_sample
+
+    # Threshold 0: the random detector's best boxes are the photo's top and bottom.
+    settings = settings.replace(
+        model_dir=test_bundle.root, embedder_weights=None, score_threshold=0.0, device="cpu"
+    )
+    app.config["SETTINGS"] = settings
+    image, _ = make_catalogue_sample(seed=3, index=1, size=192)
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=90)
+    photo = out.getvalue()
+    store = MediaStore(settings.media_root)
+    crops = {
+        kind: store.put_bytes(jpeg_bytes(seed, (24, 32))).key
+        for seed, kind in enumerate(("top", "bottom"))
+    }
+    worker = WorkerProcess(settings, worker_log, queues=(QUEUE_QUERY,))
+    worker.start()
+    try:
+        warm = (
+            make_celery(settings)
+            .send_task(
+                task_names.SEARCH_PHOTO,
+                kwargs={"image": base64.b64encode(photo).decode("ascii"), "kinds": [], "k": 1},
+                queue=QUEUE_QUERY,
+            )
+            .get(timeout=300)
+        )
+        assert warm["kinds"] == ["bottom", "full", "top"]
+        version = warm["model_version"]
+        rng = np.random.default_rng(5)
+        add_item(
+            db_session,
+            "with-crops",
+            {
+                kind: rng.standard_normal(2048).astype(np.float32)
+                for kind in ("top", "bottom", "full")
+            },
+            version=version,
+            crop_keys=crops,
+        )
+        add_item(
+            db_session,
+            "no-crop-yet",
+            {"top": rng.standard_normal(2048).astype(np.float32)},
+            version=version,
+        )
+        response = client.post(
+            "/api/v1/recommendations",
+            data={"image": (io.BytesIO(photo), "look.jpg"), "k": "5"},
+            content_type="multipart/form-data",
+        )
+    finally:
+        worker.stop()
+    assert response.status_code == 200, response.json
+    results = response.json["results"]
+    assert {h["sku"]: h["crop_url"] for h in results["top"]} == {
+        "with-crops": f"/media/{crops['top']}",
+        "no-crop-yet": None,
+    }
+    assert results["bottom"] == [
+        {**results["bottom"][0], "sku": "with-crops", "crop_url": f"/media/{crops['bottom']}"}
+    ]
+    assert [sorted(h) for h in results["full"]] == [["distance", "image_url", "sku"]]
+    served = client.get(results["top"][0]["crop_url"] or results["top"][1]["crop_url"])
+    assert served.status_code == 200 and served.mimetype == "image/jpeg"
 
 
 def _search(client, headers=None, data: bytes = b"not a photo"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 # Small files for result grids; 85 shows no blocking at thumbnail sizes.
 JPEG_QUALITY = 85
+
+K = TypeVar("K")
 
 
 def crop_jpeg(rgb: np.ndarray, box: Sequence[float], max_side: int) -> bytes:
@@ -39,7 +41,7 @@ def crop_jpeg(rgb: np.ndarray, box: Sequence[float], max_side: int) -> bytes:
 
 
 def store_crops(
-    media: MediaStore, rgb: np.ndarray, boxes: Mapping[str, Sequence[float]], max_side: int
-) -> dict[str, str]:
-    """Each kind's crop stored in ``media``; kind -> media key."""
-    return {kind: media.put_bytes(crop_jpeg(rgb, box, max_side)).key for kind, box in boxes.items()}
+    media: MediaStore, rgb: np.ndarray, boxes: Mapping[K, Sequence[float]], max_side: int
+) -> dict[K, str]:
+    """Each box's crop stored in ``media``: the media key under the box's own key."""
+    return {name: media.put_bytes(crop_jpeg(rgb, box, max_side)).key for name, box in boxes.items()}

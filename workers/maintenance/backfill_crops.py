@@ -124,27 +124,31 @@ def _next_batch(settings: Settings, after: int, n: int) -> list[_ItemWork]:
 def _fill_item(
     settings: Settings, media: MediaStore, work: _ItemWork, report: BackfillReport
 ) -> None:
-    if work.media_key is None or not media.exists(work.media_key):
+    try:
+        if work.media_key is None:
+            raise FileNotFoundError(work.item_id)
+        photo = media.read(work.media_key)
+    except (KeyError, FileNotFoundError):
         report.missing_photo += len(work.rows)
         log.warning("no stored photo to cut crops from", extra={"item_id": work.item_id})
         return
     try:
-        rgb = decode_rgb(media.read(work.media_key), settings.max_image_pixels)
-    except (ImageRejected, FileNotFoundError) as exc:
+        rgb = decode_rgb(photo, settings.max_image_pixels)
+    except ImageRejected as exc:
         report.undecodable += len(work.rows)
         log.warning(
             "stored photo does not decode; no crops cut",
-            extra={"item_id": work.item_id, "error": str(exc)},
+            extra={"item_id": work.item_id, "error": exc.message},
         )
         return
     # Crops are stored before the rows naming them commit, as ingestion does: media retention's
-    # grace period covers the gap.
-    keys = store_crops(media, rgb, {row.kind: row.box for row in work.rows}, settings.crop_max_side)
+    # grace period covers the gap. Keyed by row: an item may hold the same kind in two versions.
+    keys = store_crops(media, rgb, {row.id: row.box for row in work.rows}, settings.crop_max_side)
     with session_scope(settings) as session:
         for row in work.rows:
             params = {
                 "id": row.id,
-                "crop_key": keys[row.kind],
+                "crop_key": keys[row.id],
                 "box": row.box,
                 "media_key": work.media_key,
             }
