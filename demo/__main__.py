@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from demo import bundle as bundles
@@ -28,13 +28,13 @@ from demo.environment import (
     user_settings,
 )
 from demo.phases import elapsed, phase, say
+from demo.progress import StepBar
 from demo.report import print_item, print_scores
 from demo.scoring import score_kind
 from demo.stack import Stack, StackError, free_port, port_is_free
 from shared.vocabulary import DISPLAY_ORDER as KINDS
 from shared.vocabulary import VectorKind
 from visrec_client import ApiClient
-from visrec_client.progress import JobsProgressBar
 
 K = 5
 SHOWN_ITEMS = 3
@@ -96,6 +96,18 @@ def _wait_for_cache(client: ApiClient, skus: Sequence[str], timeout_s: float = 1
         time.sleep(1.0)
 
 
+def _job_progress(bar: StepBar) -> Callable[[Sequence[dict[str, Any]]], None]:
+    """An ``on_poll`` for the ingestion job: items finished (done + failed) and its status."""
+
+    def on_poll(docs: Sequence[dict[str, Any]]) -> None:
+        finished = sum((doc.get("done") or 0) + (doc.get("failed") or 0) for doc in docs)
+        failed = sum(doc.get("failed") or 0 for doc in docs)
+        status = ",".join(sorted({str(doc.get("status")) for doc in docs}))
+        bar.update(finished, f"{status}, {failed} failed")
+
+    return on_poll
+
+
 def _serving_model_version(client: ApiClient) -> str | None:
     ok, body = client.ready()
     if not ok or not isinstance(body, dict):
@@ -151,9 +163,9 @@ def run(args: argparse.Namespace) -> int:
         with phase("5/6 ingestion through POST /api/v1/jobs"):
             job = client.submit_files(catalogue.images)
             say(f"   job {job['id']} accepted ({job['status']}); polling {job['status_url']}")
-            with JobsProgressBar(len(catalogue.images), desc="   ingesting") as bar:
+            with StepBar("   ingesting", len(catalogue.images), "img") as bar:
                 final = client.wait_for_job(
-                    job["status_url"], timeout_s=args.job_timeout, on_poll=bar
+                    job["status_url"], timeout_s=args.job_timeout, on_poll=_job_progress(bar)
                 )
             say(
                 f"   job {final['status']}: {final.get('done')} done "

@@ -9,6 +9,7 @@
 #                                              lock tools (constrained by worker)
 #
 # Order matters: each lock constrains the next, so a package has one version in all three.
+# The top-level requirements.txt only includes worker.lock.txt, so it needs no step of its own.
 # Existing pins are kept while the .in files still allow them; UPGRADE=1 moves every pin to the
 # newest release the .in files allow.
 #

@@ -25,7 +25,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.ml.bundle import BundleError
 from training.bundle_writer import BundleWriteError
@@ -36,6 +36,9 @@ from training.detector_config import (
     build_config,
     inference_config,
 )
+
+if TYPE_CHECKING:
+    from training.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,22 @@ def _trainer_class() -> type:
     return Trainer
 
 
+def _progress_hook(on_progress: ProgressCallback) -> Any:
+    from detectron2.engine import HookBase
+
+    class ReportProgress(HookBase):
+        def after_step(self) -> None:
+            trainer = self.trainer
+            metrics: dict[str, float] = {}
+            losses = trainer.storage.histories().get("total_loss")
+            if losses is not None:
+                # The median of the last 20, as Detectron2's own log line shows it.
+                metrics["loss"] = float(losses.median(20))
+            on_progress(trainer.iter + 1, trainer.max_iter, metrics)
+
+    return ReportProgress()
+
+
 def save_model_weights(model: Any, path: Path) -> Path:
     """Save only ``{"model": state_dict}``: loads with torch.load's weights_only default."""
     import torch
@@ -146,12 +165,15 @@ def train_detector(
     opts: Sequence[str] = (),
     score_threshold: float | None = None,
     embedder_weights: str | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> Path:
     """Train with DefaultTrainer; returns the bundle folder, or the weights file if no bundle.
 
     ``weights``: a checkpoint file, ``"zoo"`` or None (random). ``opts``: detectron2
     ``KEY VALUE`` pairs applied last. ``score_threshold`` and ``embedder_weights`` go into the
     bundle's manifest (default: what the bundle already says, else 0.55 and 'imagenet').
+    ``on_progress`` is called after every iteration with (iterations done, ``SOLVER.MAX_ITER``,
+    ``{"loss": ...}``). Detectron2's log goes to stdout and to ``<output_dir>/log.txt``.
     Raises :class:`TrainingInputError` or ``ConfigError`` on bad input, before training starts.
     """
     if (val_json is None) != (val_images is None):
@@ -177,9 +199,12 @@ def train_detector(
     from detectron2.utils.logger import setup_logger
 
     # Detectron2's trainer reports progress (losses, ETA) through its "detectron2" logger.
-    setup_logger(output=str(output_dir), name="detectron2")
+    # Colours only on a terminal: a redirected stdout is a log file (the demo's training log).
+    setup_logger(output=str(output_dir), name="detectron2", color=sys.stdout.isatty())
     logging.getLogger("detectron2.engine.defaults").addFilter(_skip_architecture_dump)
     trainer = _trainer_class()(cfg)
+    if on_progress is not None:
+        trainer.register_hooks([_progress_hook(on_progress)])
     trainer.resume_or_load(resume=False)
     trainer.train()
 

@@ -40,7 +40,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,6 +52,9 @@ from training.deepfashion import (
     read_category_dataset,
     read_inshop_training,
 )
+
+if TYPE_CHECKING:
+    from training.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +378,32 @@ def _checkpoint_callback(model: Any, output_dir: Path, meta: dict[str, Any]) -> 
     return EpochCheckpoint()
 
 
+def _progress_callback(
+    on_progress: ProgressCallback, steps_per_epoch: int, initial_epoch: int, epochs: int
+) -> Any:
+    keras = _keras()
+    total = (epochs - initial_epoch) * steps_per_epoch
+
+    class ReportProgress(keras.callbacks.Callback):
+        epoch = initial_epoch
+
+        def on_epoch_begin(
+            self,
+            epoch: int,
+            logs: dict[str, Any] | None = None,  # noqa: ARG002  (Keras's signature)
+        ) -> None:
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            done = (self.epoch - initial_epoch) * steps_per_epoch + batch + 1
+            metrics = {"epoch": float(self.epoch + 1)}
+            if logs and "loss" in logs:
+                metrics["loss"] = float(logs["loss"])
+            on_progress(done, total, metrics)
+
+    return ReportProgress()
+
+
 def _resume_state(output_dir: Path, meta: dict[str, Any]) -> int:
     state_path = output_dir / CHECKPOINT_STATE
     weights_path = output_dir / CHECKPOINT_WEIGHTS
@@ -412,6 +441,7 @@ def train_embedder(
     zip_bundle: bool = False,
     verbose: int | str = 1,
     seed: int = 0,
+    on_progress: ProgressCallback | None = None,
 ) -> EmbedderTrainingResult:
     """Train; returns where the backbone weights went and the Keras history of this call.
 
@@ -420,8 +450,11 @@ def train_embedder(
     ``trainable_layers``: a count of last layers, or 'all'/None. ``crop_to_box``: the share of
     training photos cut to their annotated box; ``augment``: random resized crops and flips
     of training photos (see :func:`load_batch`). ``limit`` caps the
-    train and val sample counts (smoke runs). Raises :class:`DatasetError` or
-    :class:`EmbedderTrainingError` on bad input before training starts.
+    train and val sample counts (smoke runs). ``on_progress`` is called after every training
+    batch with (batches done, batches in this call's epochs, ``{"epoch": ..., "loss": ...}``;
+    the epoch counts from 1, the loss is the epoch's running mean). Raises
+    :class:`DatasetError` or :class:`EmbedderTrainingError` on bad input before training
+    starts.
     """
     from training.metric_loss import PROXY_LAYER
 
@@ -475,17 +508,23 @@ def train_embedder(
 
     history: dict[str, list[float]] = {}
     if initial_epoch < epochs:
+        train_batches = make_dataset(
+            train,
+            batch_size,
+            input_size,
+            shuffle=True,
+            seed=seed,
+            outputs=outputs,
+            crop_share=crop_to_box,
+            augment=augment,
+        )
+        callbacks = [_checkpoint_callback(model, output_dir, meta)]
+        if on_progress is not None:
+            callbacks.append(
+                _progress_callback(on_progress, len(train_batches), initial_epoch, epochs)
+            )
         fit = model.fit(
-            make_dataset(
-                train,
-                batch_size,
-                input_size,
-                shuffle=True,
-                seed=seed,
-                outputs=outputs,
-                crop_share=crop_to_box,
-                augment=augment,
-            ),
+            train_batches,
             validation_data=(
                 make_dataset(val, batch_size, input_size, shuffle=False, outputs=outputs)
                 if val
@@ -493,7 +532,7 @@ def train_embedder(
             ),
             epochs=epochs,
             initial_epoch=initial_epoch,
-            callbacks=[_checkpoint_callback(model, output_dir, meta)],
+            callbacks=callbacks,
             verbose=verbose,
         )
         history = {k: [float(v) for v in values] for k, values in fit.history.items()}

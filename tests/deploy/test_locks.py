@@ -42,6 +42,8 @@ INSTALLS = {
     "worker": ROOT / "docker" / "worker.Dockerfile",
 }
 INSTALL_SH = ROOT / "scripts" / "install.sh"
+# The top-level requirements.txt the design card asks for: the worker image's lock, nothing else.
+TOP_LEVEL = ROOT / "requirements.txt"
 _PIN = re.compile(
     r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)"
     r"(?P<hashes>(?:\s+--hash=sha256:[0-9a-f]{64})+)$"
@@ -98,6 +100,28 @@ def direct_requirements(path: Path) -> list[Requirement]:
         else:
             assert not line.startswith("-"), f"{path.name}: unexpected option {line!r}"
             found.append(Requirement(line))
+    return found
+
+
+def installed_by(path: Path) -> dict[Path, dict[str, Pin]]:
+    """The lock files a requirements file makes pip install (following ``-r``), and their pins.
+
+    Fails on anything but includes of existing hash-pinned locks: a package named directly, a
+    constraint, an index or other option, an include of a missing file.
+    """
+    found: dict[Path, dict[str, Pin]] = {}
+    for line in _logical_lines(path.read_text()):
+        option, _, target = line.partition(" ")
+        assert option in {"-r", "--requirement"} and target.strip(), (
+            f"{path.name}: only includes of lock files belong here, not {line!r}"
+        )
+        # pip reads an include relative to the file that names it.
+        included = (path.parent / target.strip()).resolve()
+        assert included.is_file(), f"{path.name} includes {target.strip()}, which does not exist"
+        if included.name.endswith(".lock.txt"):
+            found[included] = parse_lock(included.read_text())
+        else:
+            found.update(installed_by(included))
     return found
 
 
@@ -164,6 +188,34 @@ def test_pip_install_reader_finds_hash_checked_installs():
     assert not _installs_lock_with_hashes(["-r", "requirements/dev.lock.txt"], "dev")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-r requirements/worker.lock.txt\nnumpy==2.0.0\n",  # a package besides the lock
+        "-r requirements/worker.lock.txt\n-c requirements/web.lock.txt\n",  # a constraint
+        "--index-url https://example.invalid/simple\n-r requirements/worker.lock.txt\n",
+        "-r requirements/gone.lock.txt\n",  # an include of a missing file
+        "-r requirements/worker.in\n",  # the ranges, not the pins
+    ],
+)
+def test_requirements_reader_rejects_what_is_not_an_include_of_a_lock(text, tmp_path):
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "worker.lock.txt").write_text(GOOD)
+    (tmp_path / "requirements" / "worker.in").write_text("a==1.*\n")
+    (tmp_path / "requirements.txt").write_text(text)
+    with pytest.raises(AssertionError):
+        installed_by(tmp_path / "requirements.txt")
+
+
+def test_requirements_reader_follows_includes_relative_to_the_including_file(tmp_path):
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "worker.lock.txt").write_text(GOOD)
+    (tmp_path / "requirements" / "all.txt").write_text("# one level down\n-r worker.lock.txt\n")
+    (tmp_path / "requirements.txt").write_text("-r requirements/all.txt\n")
+    found = installed_by(tmp_path / "requirements.txt")
+    assert found == {(tmp_path / "requirements" / "worker.lock.txt").resolve(): parse_lock(GOOD)}
+
+
 # --- the locks ------------------------------------------------------------------------------------
 
 
@@ -209,6 +261,13 @@ def test_web_lock_has_no_ml_framework_and_the_worker_lock_has_the_pinned_model_s
     assert worker["pip"].version == "25.0.1"
     assert int(worker["setuptools"].version.split(".")[0]) < 81
     assert "wheel" in worker
+
+
+def test_top_level_requirements_txt_installs_exactly_the_worker_lock():
+    assert TOP_LEVEL.is_file(), "requirements.txt (the design card's) is missing"
+    found = installed_by(TOP_LEVEL)
+    worker = (REQUIREMENTS / "worker.lock.txt").resolve()
+    assert list(found) == [worker], f"requirements.txt installs {sorted(map(str, found))}"
 
 
 # --- what installs them ---------------------------------------------------------------------------

@@ -239,3 +239,31 @@ def test_tiny_detector_trained_from_scratch_finds_the_planted_garments_through_t
         overlaps = [iou(crop.box, truth) for crop in result.crops.values()]
         found += max(overlaps, default=0.0) > 0.5
     assert found >= 0.75 * len(unseen), f"found {found} of {len(unseen)} planted garments"
+
+
+@pytest.mark.slow
+@pytest.mark.ml
+def test_training_tells_its_caller_after_every_iteration_with_the_loss(tmp_path: Path) -> None:
+    # What the demo's progress bar is drawn from (demo.train_bundle).
+    from training.train_detector import train_detector
+
+    synthetic.write_deepfashion2(tmp_path / "df2", 6, size=128, seed=3)
+    convert(
+        tmp_path / "df2" / "annos",
+        tmp_path / "df2" / "image",
+        tmp_path / "train.json",
+        progress=False,
+    )
+    progress: list[tuple[int, int, dict[str, float]]] = []
+    train_detector(
+        tmp_path / "train.json",
+        tmp_path / "df2" / "image",
+        output_dir=tmp_path / "out",
+        preset="tiny-gn",
+        opts=["SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(96,)"],
+        on_progress=lambda done, total, metrics: progress.append((done, total, dict(metrics))),
+    )
+    assert [(done, total) for done, total, _ in progress] == [(1, 3), (2, 3), (3, 3)]
+    assert all(0 < metrics["loss"] < 100 for _, _, metrics in progress)
+    # Detectron2's own log still goes where the training guide says.
+    assert "Starting training from iteration 0" in (tmp_path / "out" / "log.txt").read_text()

@@ -161,8 +161,19 @@ def test_resume_continues_at_the_next_epoch(deepfashion: Path, tmp_path: Path) -
     assert first.epochs_run == (1,)
     assert json.loads((out / "checkpoint.json").read_text())["epochs_done"] == 1
 
-    second = train_embedder(deepfashion, out, epochs=2, resume=True, **kwargs)
+    progress: list[tuple[int, int, dict[str, float]]] = []
+    second = train_embedder(
+        deepfashion,
+        out,
+        epochs=2,
+        resume=True,
+        on_progress=lambda done, total, metrics: progress.append((done, total, dict(metrics))),
+        **kwargs,
+    )
     assert second.epochs_run == (2,)
+    # The demo's progress bar counts this call's batches only: epoch 2's one batch of 8.
+    assert [(done, total, metrics["epoch"]) for done, total, metrics in progress] == [(1, 1, 2.0)]
+    assert progress[0][2]["loss"] == pytest.approx(second.history["loss"][0], rel=1e-5)
     assert len(second.history["loss"]) == 1
     assert json.loads((out / "checkpoint.json").read_text())["epochs_done"] == 2
 
