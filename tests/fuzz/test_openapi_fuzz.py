@@ -56,8 +56,22 @@ def live_url(settings, clean_db, cache_redis, broker_redis, worker_log) -> Itera
         worker.stop()
 
 
+class _ApiKey:
+    """The test's API key, given as schemathesis's own auth: a negative example that drops the
+    Authorization header is then sent without it. A key added at call time would put it back
+    behind schemathesis's back, which then counts a 202 to a keyed request as accepted invalid
+    data (its request "had no key")."""
+
+    def get(self, case, context) -> str:
+        return TEST_API_KEY
+
+    def set(self, case, data: str, context) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
 def _fuzz_all(base_url: str, plan: FuzzPlan) -> None:
     schema = schemathesis.openapi.from_url(f"{base_url}/api/v1/openapi.json")
+    schema.auth()(_ApiKey)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 10
     failures: dict[str, str] = {}
@@ -65,11 +79,7 @@ def _fuzz_all(base_url: str, plan: FuzzPlan) -> None:
         excluded = WAIVED.get(operation.label, [])
 
         def call(case, excluded=excluded) -> None:
-            case.call_and_validate(
-                base_url=base_url,
-                headers={"Authorization": f"Bearer {TEST_API_KEY}"},
-                excluded_checks=excluded,
-            )
+            case.call_and_validate(base_url=base_url, excluded_checks=excluded)
 
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             try:
