@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install lock services test test-fast lint demo bench migrate web worker beat clean
+.PHONY: install lock services test test-fast fuzz lint demo bench migrate web worker beat clean
 
 install:
 	@bash scripts/install.sh
@@ -27,6 +27,17 @@ test: install services
 # marks ml every test using a bundle-building fixture). `make test` stays the whole suite.
 test-fast: install services
 	$(PY) -m pytest -m "not slow and not ml" $(PYTEST_ARGS)
+
+# Explores the OpenAPI fuzz test with a seed of its own (make test always draws with one fixed
+# seed): FUZZ_SEED=N replays a run, FUZZ_EXAMPLES sets the examples per operation and mode.
+FUZZ_EXAMPLES ?= 300
+fuzz: install services
+	@seed="$(FUZZ_SEED)"; seed="$${seed:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"; \
+	echo "fuzz: FUZZ_SEED=$$seed FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)"; \
+	FUZZ_SEED="$$seed" FUZZ_EXAMPLES="$(FUZZ_EXAMPLES)" \
+	  $(PY) -m pytest tests/fuzz -m fuzz --timeout=0 $(PYTEST_ARGS); status=$$?; \
+	echo "fuzz: seed $$seed (replay: make fuzz FUZZ_SEED=$$seed FUZZ_EXAMPLES=$(FUZZ_EXAMPLES))"; \
+	exit $$status
 
 lint: install
 	$(PY) -m ruff check .

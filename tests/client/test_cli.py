@@ -107,11 +107,13 @@ def test_an_unreachable_service_exits_2(photos, capsys):
 
 def test_api_call_error_carries_the_apis_details(api):
     with ApiClient(api, TEST_API_KEY) as client, pytest.raises(ApiCallError) as caught:
-        client.submit_items([{"sku": "a", "url": "https://shop.example/a.jpg"}, {"sku": ""}])
+        client.submit_items(
+            [{"sku": "a", "url": "https://shop.example/a.jpg"}, {"sku": "b", "url": "not a url"}]
+        )
     error = caught.value
     assert (error.method, error.status, error.code) == ("POST", 422, "validation_error")
     assert error.message in str(error)
-    assert "sku" in error.details["json"]["items"]["1"]  # which field of which item
+    assert "url" in error.details["json"]["items"]["1"]  # which field of which item
 
 
 def _finish_job(db_session, job_id: str) -> None:

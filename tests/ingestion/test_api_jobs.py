@@ -129,7 +129,7 @@ def test_sku_fields_override_file_names(client, auth_headers, db_session):
             "duplicate_sku",
         ),
         # Spaces alone are no SKU: normalised first, then refused (never stored as "").
-        ({"json": {"items": [{"sku": "   ", "path": "a.jpg"}]}}, 422, "validation_error"),
+        ({"json": {"items": [{"sku": "   ", "path": "a.jpg"}]}}, 422, "invalid_sku"),
         ({"data": "{not json", "content_type": "application/json"}, 400, "invalid_json"),
         ({"data": "hello", "content_type": "text/plain"}, 415, "unsupported_media_type"),
         ({"data": {"sku": "x"}, "content_type": "multipart/form-data"}, 422, "validation_error"),
@@ -151,9 +151,11 @@ def test_invalid_requests_are_refused_whole(
     [
         ([("a.jpg", b"1"), ("a.png", b"2")], {}, "duplicate_sku"),
         ([("a.jpg", b"1"), ("b.jpg", b"2")], {"sku": ["only-one"]}, "sku_count_mismatch"),
-        ([("a.jpg", b"1")], {"sku": ["  "]}, "validation_error"),
-        ([("a.jpg", b"1")], {"sku": ["shirts/a"]}, "validation_error"),
-        ([("a.jpg", b"1")], {"sku": ["x" * 256]}, "validation_error"),
+        # A 'sku' part that is no SKU gets the code a file name that is none gets.
+        ([("a.jpg", b"1")], {"sku": [""]}, "invalid_sku"),
+        ([("a.jpg", b"1")], {"sku": ["  "]}, "invalid_sku"),
+        ([("a.jpg", b"1")], {"sku": ["shirts/a"]}, "invalid_sku"),
+        ([("a.jpg", b"1")], {"sku": ["x" * 256]}, "invalid_sku"),
         ([("tab\there.jpg", b"1")], {}, "invalid_sku"),
         ([("x" * 256 + ".jpg", b"1")], {}, "invalid_sku"),
     ],
@@ -178,8 +180,9 @@ def test_a_json_sku_that_could_not_be_addressed_is_refused(
         headers=auth_headers,
     )
     assert response.status_code == 422
-    assert response.get_json()["code"] == "validation_error"
-    assert "without '/'" in json.dumps(response.get_json()["details"])
+    assert response.get_json()["code"] == "invalid_sku"
+    assert "item #1" in response.get_json()["message"]
+    assert "without '/'" in json.dumps(response.get_json()["details"]["json"]["items"]["0"])
     assert row_counts(db_session) == (0, 0, 0)
     assert queue_lengths(broker_redis) == dict.fromkeys(QUEUES, 0)
 
@@ -377,18 +380,24 @@ def test_anonymous_item_reads_show_what_a_shop_page_needs_and_key_holders_see_th
 
 
 @pytest.mark.parametrize(
-    "item",
+    ("item", "code"),
     [
-        {"sku": "a", "path": "a.jpg", "attributes": {"note": "nul\u0000inside"}},
-        {"sku": "a", "path": "a.jpg", "attributes": {"k\u0000": 1}},
-        {"sku": "a", "path": "a.jpg", "attributes": {"deep": [{"x": "\ud800"}]}},
-        {"sku": "a", "path": "nul\u0000.jpg"},
-        {"sku": "\ud800", "path": "a.jpg"},
+        (
+            {"sku": "a", "path": "a.jpg", "attributes": {"note": "nul\u0000inside"}},
+            "validation_error",
+        ),
+        ({"sku": "a", "path": "a.jpg", "attributes": {"k\u0000": 1}}, "validation_error"),
+        (
+            {"sku": "a", "path": "a.jpg", "attributes": {"deep": [{"x": "\ud800"}]}},
+            "validation_error",
+        ),
+        ({"sku": "a", "path": "nul\u0000.jpg"}, "validation_error"),
+        ({"sku": "\ud800", "path": "a.jpg"}, "invalid_sku"),
     ],
     ids=["nul-value", "nul-key", "lone-surrogate", "nul-path", "surrogate-sku"],
 )
 def test_text_the_database_cannot_store_is_refused_not_a_server_error(
-    client, auth_headers, db_session, broker_redis, item
+    client, auth_headers, db_session, broker_redis, item, code
 ):
     # Sent as raw JSON: \u0000 and lone \ud800 escapes are valid JSON but not storable text.
     body = json.dumps({"items": [item]})
@@ -396,7 +405,7 @@ def test_text_the_database_cannot_store_is_refused_not_a_server_error(
         "/api/v1/jobs", data=body, content_type="application/json", headers=auth_headers
     )
     assert response.status_code == 422, response.get_json()
-    assert response.get_json()["code"] == "validation_error"
+    assert response.get_json()["code"] == code
     assert row_counts(db_session) == (0, 0, 0)
 
 

@@ -16,6 +16,7 @@ from shared.ingest_state import lock_for_dispatch
 from shared.models import Job, JobItem
 from tests.ingestion.test_tasks import CountingPipeline, pending_ids, submit_files
 from tests.support.images import jpeg_bytes
+from tests.support.waiting import wait_until
 from workers.ingestion import batch
 from workers.maintenance.outstanding import job_of_message
 from workers.maintenance.stalled import sweep_stalled_jobs
@@ -232,6 +233,16 @@ def test_a_job_that_never_progresses_fails_with_a_clear_reason_after_bounded_req
     assert sweep_stalled_jobs(settings).as_dict() == {"requeued": [], "failed": [], "waiting": []}
 
 
+def _advisory_lock_waiters(db_session) -> int:
+    # pg_locks is live (pg_stat_activity would be a snapshot of this session's transaction).
+    return db_session.scalar(
+        text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+    )
+
+
 def test_the_worker_waits_for_the_commit_of_a_job_sent_before_it(
     ingest_settings, db_session, broker_redis
 ):
@@ -250,7 +261,12 @@ def test_the_worker_waits_for_the_commit_of_a_job_sent_before_it(
         target=lambda: outcome.append(ingest.start_job.apply(args=[str(job_id)]).get())
     )
     worker.start()
-    worker.join(timeout=2)
+    # Seen waiting on the dispatch lock in PostgreSQL itself, rather than assumed after a pause.
+    wait_until(
+        lambda: _advisory_lock_waiters(db_session) == 1,
+        60,
+        message="the worker waiting on the job's dispatch lock",
+    )
     assert worker.is_alive() and outcome == []  # waiting on the web's transaction
     session_cm.__exit__(None, None, None)  # the web commits
     worker.join(timeout=60)

@@ -18,6 +18,7 @@ from werkzeug.datastructures import FileStorage
 
 from web.api.schemas import (
     JobCreatedSchema,
+    JobCreateJsonParseSchema,
     JobCreateJsonSchema,
     JobSchema,
     PageArgsSchema,
@@ -47,10 +48,19 @@ def _parse_body(schema: type, location: str) -> dict[str, Any]:
 def _items_from_json() -> list[NewItem]:
     if request.get_json(silent=True) is None:
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.")
-    body = _parse_body(JobCreateJsonSchema, "json")
+    body = _parse_body(JobCreateJsonParseSchema, "json")
+    for i, it in enumerate(body["items"]):
+        problem = sku_problem(it["sku"])
+        if problem:
+            raise ApiError(
+                422,
+                "invalid_sku",
+                f"item #{i + 1}: {problem}",
+                {"json": {"items": {str(i): {"sku": [problem]}}}},
+            )
     return [
         NewItem(
-            sku=it["sku"],
+            sku=it["sku"].strip(),
             attributes=it.get("attributes"),
             url=it.get("url"),
             path=it.get("path"),
@@ -86,17 +96,30 @@ def _items_from_multipart() -> list[NewItem]:
         )
     items = []
     for i, upload in enumerate(uploads):
-        sku = skus[i] if skus is not None else _sku_from_filename(upload.filename)
-        if not sku:
-            raise ApiError(
-                422,
-                "invalid_sku",
-                f"file #{i + 1} ({upload.filename!r}) has no name to take a SKU from; "
-                "send a 'sku' field per file",
-            )
-        problem = sku_problem(sku)
-        if problem:
-            raise ApiError(422, "invalid_sku", f"file #{i + 1} ({upload.filename!r}): {problem}")
+        if skus is not None:
+            problem = sku_problem(skus[i])
+            if problem:
+                raise ApiError(
+                    422,
+                    "invalid_sku",
+                    f"'sku' part #{i + 1}: {problem}",
+                    {"form": {"sku": {str(i): [problem]}}},
+                )
+            sku = skus[i].strip()
+        else:
+            sku = _sku_from_filename(upload.filename)
+            if not sku:
+                raise ApiError(
+                    422,
+                    "invalid_sku",
+                    f"file #{i + 1} ({upload.filename!r}) has no name to take a SKU from; "
+                    "send a 'sku' field per file",
+                )
+            problem = sku_problem(sku)
+            if problem:
+                raise ApiError(
+                    422, "invalid_sku", f"file #{i + 1} ({upload.filename!r}): {problem}"
+                )
         items.append(
             NewItem(sku=sku, attributes=attributes[i] if attributes else None, upload=upload.stream)
         )

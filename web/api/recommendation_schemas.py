@@ -7,14 +7,16 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 
 from shared.vocabulary import DISPLAY_ORDER, VectorKind
+from web.api.patterns import SPACE
 
 MAX_K = 100
 DEFAULT_K = 10
 # Plain strings: the OpenAPI document shows this default as it is.
 DEFAULT_KINDS: tuple[str, ...] = tuple(kind.value for kind in DISPLAY_ORDER)
 _ANY_KIND = "|".join(DEFAULT_KINDS)
-# What ``kinds`` accepts, for the OpenAPI document (parse_kinds is the rule itself).
-KINDS_PATTERN = rf"^\s*(({_ANY_KIND})\s*(,\s*({_ANY_KIND})\s*)*)?$"
+# What ``kinds`` accepts, for the OpenAPI document (parse_kinds is the rule itself): SPACE, not
+# \s, is what str.strip() trims in both regex dialects.
+KINDS_PATTERN = rf"^{SPACE}*(({_ANY_KIND}){SPACE}*(,{SPACE}*({_ANY_KIND}){SPACE}*)*)?$"
 
 
 def parse_kinds(raw: str | None) -> tuple[str, ...]:

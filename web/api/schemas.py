@@ -10,30 +10,35 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from typing_extensions import override
 
 from shared.vocabulary import ItemStatus, JobStatus, VectorKind
+from web.api.patterns import SPACE, STRIPPED_CHARS
 
 MAX_ITEMS_PER_JOB = 10_000
 # Multipart parts one item may use: its file, its 'sku' field and its 'attributes' field.
 MAX_FORM_FIELDS_PER_ITEM = 3
 # A SKU is a path segment of item URLs (/api/v1/items/<sku>), so it cannot hold '/'; control
-# characters would make it unprintable in logs and pages.
-SKU_PATTERN = re.compile(r"\A[^/\x00-\x1f\x7f]{1,255}\Z")
-SKU_RULE = "1 to 255 characters, without '/' or control characters"
+# characters would make it unprintable in logs and pages. Surrounding spaces are trimmed, so
+# the pattern is of the value as sent: any spaces, then 1 to 255 characters that begin and end
+# with neither a space nor a control character, then any spaces. It is the documented pattern
+# too (OpenAPI reads it as ECMA-262), so it is spelled in what both dialects read alike.
+_SKU_EDGE = rf"[^/\x00-\x1f\x7f{STRIPPED_CHARS}]"
+_SKU_INNER = r"[^/\x00-\x1f\x7f]"
+SKU_PATTERN = re.compile(rf"^{SPACE}*{_SKU_EDGE}(?:{_SKU_INNER}{{0,253}}{_SKU_EDGE})?{SPACE}*$")
+SKU_RULE = (
+    "1 to 255 characters once surrounding spaces are trimmed, without '/' or control characters"
+)
 SKU = validate.Regexp(SKU_PATTERN, error=f"A SKU is {SKU_RULE}.")
 
 
 class SkuField(fields.String):
-    """A SKU, stripped of surrounding spaces before it is validated (so spaces alone are empty)."""
+    """A SKU as the OpenAPI document shows it (SKU_PATTERN). Request bodies read SKUs as text and
+    judge them with sku_problem, so a SKU that is none is refused as invalid_sku."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(validate=[SKU, storable_text], **kwargs)
 
-    @override
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        return super()._deserialize(value, attr, data, **kwargs).strip()
-
 
 def sku_problem(sku: str) -> str | None:
-    """Why ``sku`` cannot be a SKU, or None when it can."""
+    """Why ``sku`` (as sent, or trimmed: the answer is the same) cannot be a SKU, or None."""
     if SKU_PATTERN.fullmatch(sku) and _storable(sku):
         return None
     return f"{sku[:40]!r} is not a SKU: {SKU_RULE}"
@@ -88,7 +93,7 @@ class JsonObjectString(fields.Field[dict[str, Any]]):
 
 
 class JobItemInSchema(Schema):
-    sku = SkuField(required=True)
+    sku: fields.String = SkuField(required=True)
     url = fields.Url(
         schemes={"http", "https"},
         require_tld=False,
@@ -111,23 +116,43 @@ class JobItemInSchema(Schema):
             raise ValidationError("give exactly one of 'url' or 'path'")
 
 
+def _job_items(item: type[Schema]) -> fields.List[Any]:
+    return fields.List(
+        fields.Nested(item), required=True, validate=validate.Length(min=1, max=MAX_ITEMS_PER_JOB)
+    )
+
+
 class JobCreateJsonSchema(Schema):
+    """The JSON body as documented."""
+
     # SKUs must be unique in a job: checked after parsing, for JSON and multipart alike, and
     # refused as ``duplicate_sku`` (web.services.ingestion).
-    items = fields.List(
-        fields.Nested(JobItemInSchema),
-        required=True,
-        validate=validate.Length(min=1, max=MAX_ITEMS_PER_JOB),
-    )
+    items = _job_items(JobItemInSchema)
+
+
+class JobItemInParseSchema(JobItemInSchema):
+    # The SKU is read as text and judged after parsing (web.api.jobs), so a SKU that is none is
+    # refused as invalid_sku whichever body it came in: a JSON item, a 'sku' part, a file name.
+    sku = fields.String(required=True)
+
+
+class JobCreateJsonParseSchema(Schema):
+    """The JSON body as read."""
+
+    items = _job_items(JobItemInParseSchema)
+
+
+_SKU_PARTS = "One per file, in the same order (default: file name stem)."
 
 
 class UploadFormSchema(Schema):
-    sku = fields.List(
-        SkuField(),
-        metadata={"description": "One per file, in the same order (default: file name stem)."},
-    )
+    """The multipart form fields as read (their SKUs judged after parsing, as JSON items' are)."""
+
+    sku = fields.List(fields.String(), metadata={"description": _SKU_PARTS})
     attributes = fields.List(
-        JsonObjectString(),
+        JsonObjectString(
+            metadata={"type": "string", "description": 'A JSON object, e.g. {"brand": "acme"}.'}
+        ),
         metadata={"description": "One JSON object per file, in the same order (optional)."},
     )
 
@@ -142,6 +167,8 @@ class UploadFilesSchema(Schema):
 
 class UploadDocSchema(UploadFormSchema, UploadFilesSchema):
     """The multipart body as documented (webargs reads form fields and files separately)."""
+
+    sku = fields.List(SkuField(), metadata={"description": _SKU_PARTS})
 
 
 class JobCreatedSchema(Schema):
