@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import redis
@@ -63,16 +63,17 @@ class Neighbour:
 
 @dataclass(frozen=True)
 class Label:
-    """What an answer shows of a neighbour: its SKU, its photo and its garment crops."""
-
     sku: str
     media_key: str | None
-    # Media keys of its crops in the answer's model version, by kind (kinds without one absent).
-    crop_keys: Mapping[str, str] = field(default_factory=dict)
 
 
-def _label(sku: str, media_key: str | None, crop_keys: Mapping[str, str] | None) -> Label:
-    return Label(sku, media_key, dict(crop_keys or {}))
+@dataclass
+class Shown:
+    """What an answer shows of its hits: each item's label, and the crop of each top or bottom
+    hit in the answer's model version, by (kind, item id) (None: it has none)."""
+
+    labels: dict[int, Label] = field(default_factory=dict)
+    crops: dict[tuple[str, int], str | None] = field(default_factory=dict)
 
 
 def find_item(session: Session, sku: str) -> ItemRef | None:
@@ -106,17 +107,28 @@ class _Changes:
     vectors: dict[str, dict[int, np.ndarray | None]]
     own: dict[str, np.ndarray]
     lists: dict[str, NeighbourList]
-    labels: dict[int, Label]
+    shown: Shown
 
 
-# A labelled item's crop keys, kind -> key, for the kinds asked (NULL when it has none): one
-# probe of the (item_id, kind, model_version) unique index per label. Spliced into the queries
-# below (their noqa: S608): constants, every value in them a bound parameter.
-_CROPS_OF = """(SELECT jsonb_object_agg(c.kind, c.crop_key) FROM embeddings c
-      WHERE c.item_id = {item} AND c.model_version = :version AND c.kind = ANY(:crop_kinds)
-        AND c.crop_key IS NOT NULL)"""
-_CHANGED_CROPS = _CROPS_OF.format(item="ch.item_id")
-_LABEL_CROPS = _CROPS_OF.format(item="i.id")
+_CROP_KINDS = [kind.value for kind in CROP_KINDS]
+
+# Rows with the SKU and photo of items (``label``) and the crop key of (kind, item) pairs
+# (``crop``): one index probe per item, and per pair that is a top or bottom hit (never both
+# kinds of every item). Spliced into the queries below (their noqa: S608): constants, every value
+# in them a bound parameter.
+_SHOWN_PARTS = """
+    SELECT 'label' AS part, NULL AS kind, i.id AS item_id, NULL::bytea AS data,
+           NULL::bytea AS distances, NULL::boolean AS complete, i.sku, i.media_key,
+           NULL AS crop_key
+      FROM items i WHERE i.id = ANY(:label_ids)""" + "".join(  # noqa: S608
+    f"""
+    UNION ALL
+    SELECT 'crop', c.kind, c.item_id, NULL, NULL, NULL, NULL, NULL, c.crop_key
+      FROM embeddings c
+     WHERE c.model_version = :version AND c.kind = '{kind}'
+       AND c.item_id = ANY(:crop_ids_{kind}) AND c.crop_key IS NOT NULL"""  # noqa: S608
+    for kind in _CROP_KINDS
+)
 
 _CHANGES_SQL = text(
     f"""
@@ -127,13 +139,12 @@ _CHANGES_SQL = text(
     )
     SELECT 'list' AS part, kind, NULL::bigint AS item_id, neighbour_ids AS data,
            sq_distances AS distances, complete, NULL AS sku, NULL AS media_key,
-           NULL::jsonb AS crops
+           NULL AS crop_key
       FROM neighbour_lists
      WHERE :with_lists AND model_version = :version AND item_id = :item_id
        AND kind = ANY(:kinds)
     UNION ALL
-    SELECT 'change', ch.kind, ch.item_id, e.vector, NULL, NULL, i.sku, i.media_key,
-           {_CHANGED_CROPS}
+    SELECT 'change', ch.kind, ch.item_id, e.vector, NULL, NULL, i.sku, i.media_key, e.crop_key
       FROM ch LEFT JOIN embeddings e
         ON e.item_id = ch.item_id AND e.model_version = :version AND e.kind = ch.kind
       LEFT JOIN items i ON i.id = ch.item_id
@@ -143,19 +154,38 @@ _CHANGES_SQL = text(
      WHERE e.item_id = :item_id AND e.model_version = :version AND e.kind = ANY(:kinds)
        AND EXISTS (SELECT 1 FROM ch)
     UNION ALL
-    SELECT 'label', NULL, i.id, NULL, NULL, NULL, i.sku, i.media_key,
-           {_LABEL_CROPS}
-      FROM items i WHERE i.id = ANY(:label_ids)
+    {_SHOWN_PARTS}
     """  # noqa: S608
 )
+_SHOWN_SQL = text(_SHOWN_PARTS)
 # One statement, so one snapshot; each row's ``part`` says what it is: this item's stored
 # ``list`` of a kind (ids in ``data``, ``distances``), a ``change`` (the changed item's vector now
-# in ``data``, NULL when gone), this item's ``own`` vector (in ``data``), or a ``label``.
-# Changed items and labels carry their crop keys (``crops``), so the answer's crop URLs cost no
-# statement of their own.
+# in ``data``, NULL when gone, and its crop of that kind), this item's ``own`` vector (in
+# ``data``), a ``label`` or a ``crop``: the answer's crop URLs cost no statement of their own.
 # Labels fetched with the changes: the first k entries of each list and this many more (a few
 # may be dropped as changed); anything else is looked up afterwards.
 _LABEL_SPARE = 4
+
+
+def _shown_params(
+    version: str | None, label_ids: Sequence[int], crop_ids: Mapping[str, Sequence[int]]
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"version": version, "label_ids": list(label_ids)}
+    for kind in _CROP_KINDS:
+        params[f"crop_ids_{kind}"] = list(crop_ids.get(kind, ()))
+    return params
+
+
+def _read_shown(row: Any, shown: Shown) -> None:
+    if row.part == "label":
+        shown.labels[int(row.item_id)] = Label(row.sku, row.media_key)
+    else:
+        shown.crops[(row.kind, int(row.item_id))] = row.crop_key
+
+
+def _asked(crop_ids: Mapping[str, Sequence[int]]) -> dict[tuple[str, int], str | None]:
+    """Every pair asked for, without a crop until a row says otherwise."""
+    return {(kind, int(i)): None for kind, ids in crop_ids.items() for i in ids}
 
 
 def _read_changes(
@@ -165,32 +195,34 @@ def _read_changes(
     applied: int,
     with_lists: bool,
     label_ids: Sequence[int] = (),
+    crop_ids: Mapping[str, Sequence[int]] | None = None,
 ) -> _Changes:
+    crop_ids = crop_ids or {}
     rows = session.execute(
         _CHANGES_SQL,
         {
-            "version": item.version,
             "kinds": list(kinds),
             "applied": applied,
             "with_lists": with_lists,
             "item_id": item.id,
-            "label_ids": list(label_ids),
-            "crop_kinds": crop_kinds_of(kinds),
+            **_shown_params(item.version, label_ids, crop_ids),
         },
     ).all()
-    out = _Changes({kind: {} for kind in kinds}, {}, {}, {})
+    out = _Changes({kind: {} for kind in kinds}, {}, {}, Shown(crops=_asked(crop_ids)))
     for row in rows:
         if row.part == "list":
             out.lists[row.kind] = from_columns(row.data, row.distances, row.complete)
         elif row.part == "change":
-            vector = decode(row.data) if row.data is not None else None
-            out.vectors[row.kind][int(row.item_id)] = vector
+            item_id = int(row.item_id)
+            out.vectors[row.kind][item_id] = decode(row.data) if row.data is not None else None
             if row.sku is not None:
-                out.labels[int(row.item_id)] = _label(row.sku, row.media_key, row.crops)
+                out.shown.labels[item_id] = Label(row.sku, row.media_key)
+            if row.data is not None and row.kind in _CROP_KINDS:
+                out.shown.crops[(row.kind, item_id)] = row.crop_key
         elif row.part == "own":
             out.own[row.kind] = decode(row.data)
         else:
-            out.labels[int(row.item_id)] = _label(row.sku, row.media_key, row.crops)
+            _read_shown(row, out.shown)
     return out
 
 
@@ -228,7 +260,7 @@ class ItemAnswer:
     """Per kind the item has: its neighbours, or None where a worker must search."""
 
     neighbours: dict[str, list[Neighbour] | None]
-    labels: dict[int, Label]  # SKU and image of (at least most of) the neighbours
+    shown: Shown  # labels and crops of (at least most of) the neighbours
 
 
 def item_neighbours(
@@ -240,10 +272,11 @@ def item_neighbours(
     k: int,
     on_cache_error: Callable[[Exception], None] | None = None,
 ) -> ItemAnswer:
-    """The k nearest other items per kind the item has, and the labels read on the way."""
+    """The k nearest other items per kind the item has, and the labels and crops read on the
+    way."""
     kinds = [kind for kind in kinds if kind in item.kinds]
     if not kinds or item.version is None:
-        return ItemAnswer({}, {})
+        return ItemAnswer({}, Shown())
     cached: lists_cache.CachedLists | None = None
     if cache is not None and generation is not None:
         try:
@@ -255,14 +288,19 @@ def item_neighbours(
                 log.warning("lists cache unreadable; reading PostgreSQL", extra={"error": str(exc)})
     if cached is not None and all(cached.lists[kind] is not None for kind in kinds):
         lists = {kind: cached.lists[kind] for kind in kinds}
-        label_ids = {
-            int(i)
-            for value in lists.values()
+        heads = {
+            kind: [int(i) for i in value.ids[: k + _LABEL_SPARE]]
+            for kind, value in lists.items()
             if value is not None
-            for i in value.ids[: k + _LABEL_SPARE]
         }
         changes = _read_changes(
-            session, item, kinds, cached.applied, with_lists=False, label_ids=sorted(label_ids)
+            session,
+            item,
+            kinds,
+            cached.applied,
+            with_lists=False,
+            label_ids=sorted({i for ids in heads.values() for i in ids}),
+            crop_ids={kind: ids for kind, ids in heads.items() if kind in _CROP_KINDS},
         )
     else:
         changes = _read_changes(session, item, kinds, _NO_FOLD, with_lists=True)
@@ -271,33 +309,28 @@ def item_neighbours(
         kind: _answer(item, lists[kind], changes.vectors[kind], changes.own.get(kind), k)
         for kind in kinds
     }
-    return ItemAnswer(neighbours, changes.labels)
+    return ItemAnswer(neighbours, changes.shown)
 
 
-def crop_kinds_of(kinds: Sequence[str]) -> list[str]:
-    """The kinds among ``kinds`` whose hits show a crop (top, bottom; never the whole photo)."""
-    return [kind for kind in kinds if kind in CROP_KINDS]
-
-
-def labels(
+def shown(
     session: Session,
-    item_ids: Sequence[int],
-    known: dict[int, Label] | None = None,
-    *,
-    version: str | None = None,
-    crop_kinds: Sequence[str] = (),
-) -> dict[int, Label]:
-    """SKU, image and (in ``version``, of ``crop_kinds``) crop keys of each item still in the
-    catalogue, in one statement (``known`` ones are not read again)."""
-    known = known or {}
-    item_ids = [i for i in item_ids if i not in known]
-    if not item_ids:
-        return dict(known)
-    rows = session.execute(
-        text(
-            f"SELECT i.id, i.sku, i.media_key, {_LABEL_CROPS} AS crops FROM items i"  # noqa: S608
-            " WHERE i.id = ANY(:ids)"
-        ),
-        {"ids": list(set(item_ids)), "version": version, "crop_kinds": list(crop_kinds)},
-    ).all()
-    return {**known, **{int(r.id): _label(r.sku, r.media_key, r.crops) for r in rows}}
+    version: str | None,
+    hits: Mapping[str, Sequence[int]],
+    known: Shown | None = None,
+) -> Shown:
+    """Label of every item in ``hits`` (kind -> item ids) still in the catalogue, and the crop
+    in ``version`` of every top and bottom hit, in one statement; what ``known`` holds is not
+    read again."""
+    known = known or Shown()
+    label_ids = sorted({i for ids in hits.values() for i in ids} - known.labels.keys())
+    crop_ids = {
+        kind: sorted({i for i in ids if (kind, i) not in known.crops})
+        for kind, ids in hits.items()
+        if kind in _CROP_KINDS
+    }
+    if not label_ids and not any(crop_ids.values()):
+        return known
+    out = Shown(dict(known.labels), {**known.crops, **_asked(crop_ids)})
+    for row in session.execute(_SHOWN_SQL, _shown_params(version, label_ids, crop_ids)):
+        _read_shown(row, out)
+    return out

@@ -49,7 +49,7 @@ def _answer(settings, session, cache, sku: str, kind: str, k: int, used: dict) -
         found = [reader.Neighbour(i, d) for i, d in ranked]
     else:
         used["lists"] += 1
-    names = reader.labels(session, [n.item_id for n in found])
+    names = reader.shown(session, item.version, {kind: [n.item_id for n in found]}).labels
     return [(names[n.item_id].sku, n.distance) for n in found]
 
 

@@ -96,30 +96,24 @@ def _ask_worker(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         result.forget()
 
 
-def _hit(kind: str, label: reader.Label, distance: float) -> Hit:
-    hit = Hit(sku=label.sku, distance=distance, image_url=media_url(label.media_key))
-    if kind in CROP_KINDS:
-        hit["crop_url"] = media_url(label.crop_keys.get(kind))
-    return hit
-
-
 def _documents(
-    found: Mapping[str, Sequence[Neighbour]],
-    version: str | None,
-    known: dict[int, reader.Label] | None = None,
+    found: Mapping[str, Sequence[Neighbour]], version: str | None, known: reader.Shown | None = None
 ) -> dict[str, list[Hit]]:
-    labels = reader.labels(
-        db(),
-        [n.item_id for hits in found.values() for n in hits],
-        known,
-        version=version,
-        crop_kinds=reader.crop_kinds_of(list(found)),
+    shown = reader.shown(
+        db(), version, {kind: [n.item_id for n in hits] for kind, hits in found.items()}, known
     )
-    # An item deleted between the search and this read is simply left out.
-    return {
-        kind: [_hit(kind, labels[n.item_id], n.distance) for n in hits if n.item_id in labels]
-        for kind, hits in found.items()
-    }
+    out: dict[str, list[Hit]] = {}
+    for kind, hits in found.items():
+        out[kind] = []
+        for n in hits:
+            label = shown.labels.get(n.item_id)
+            if label is None:
+                continue  # deleted between the search and this read: simply left out
+            hit = Hit(sku=label.sku, distance=n.distance, image_url=media_url(label.media_key))
+            if kind in CROP_KINDS:
+                hit["crop_url"] = media_url(shown.crops.get((kind, n.item_id)))
+            out[kind].append(hit)
+    return out
 
 
 def _from_worker(payload: Mapping[str, Sequence[Sequence[float]]]) -> dict[str, list[Neighbour]]:
@@ -173,7 +167,7 @@ def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> Recommendation
         if "error" in answer:
             raise NotFound("item_not_found", f"No item with SKU {sku!r}.")
         answered.update(_from_worker(answer["results"]))
-    documents = _documents(answered, item.version, found.labels)
+    documents = _documents(answered, item.version, found.shown)
     results = {kind: documents.get(kind, []) for kind in kinds}
     missing = {kind: ITEM_MISSING[kind] for kind in kinds if kind not in item.kinds}
     return Recommendations(sku=sku, model_version=item.version, results=results, missing=missing)
