@@ -127,64 +127,87 @@ def _check(client, db_session, sku: str, pairs: list[tuple[str, str]], k: int) -
         assert [h["distance"] for h in got] == pytest.approx([d for _, d in want], rel=1e-9)
 
 
+class _Scenario:
+    """A catalogue moving at random: each step is one kind of change a shop makes."""
+
+    def __init__(self, rng, client, db_session, auth_headers, tie_heavy: bool) -> None:
+        self.rng, self.client, self.db, self.headers = rng, client, db_session, auth_headers
+        self.tie_heavy = tie_heavy
+        self.dim = 5 if tie_heavy else 8
+        self.names = iter(f"p{i:04d}" for i in range(10_000))
+        self.live: list[str] = []
+
+    def vector(self) -> np.ndarray:
+        return _vector(self.rng, self.dim, self.tie_heavy)
+
+    def insert(self, count: int = 6) -> None:
+        for _ in range(count):
+            sku = next(self.names)
+            vectors = {"full": self.vector()}
+            if self.rng.random() < 0.8:
+                vectors["top"] = self.vector()
+            add_item(self.db, sku, vectors)
+            attributes = {"attributes": _attributes(self.rng)}
+            response = self.client.patch(
+                f"/api/v1/items/{sku}", json=attributes, headers=self.headers
+            )
+            assert response.status_code == 200, response.json
+            self.live.append(sku)
+
+    def pick(self, count: int) -> list[str]:
+        return [str(s) for s in self.rng.choice(self.live, size=count, replace=False)]
+
+    def delete(self) -> None:
+        for sku in self.pick(4):
+            delete_item(self.db, sku)
+            self.live.remove(sku)
+
+    def rephoto(self) -> None:
+        for sku in self.pick(4):
+            replace_vector(self.db, sku, "full", self.vector())
+
+    def patch_one(self) -> None:
+        (sku,) = self.pick(1)
+        body = {"attributes": _patch(self.rng)}
+        response = self.client.patch(f"/api/v1/items/{sku}", json=body, headers=self.headers)
+        assert response.status_code == 200, response.json
+
+    def patch_bulk(self) -> None:
+        items = [{"sku": sku, "attributes": _patch(self.rng)} for sku in self.pick(40)]
+        items.append({"sku": "never-was", "attributes": {"in_stock": True}})
+        response = self.client.patch("/api/v1/items", json={"items": items}, headers=self.headers)
+        assert response.status_code == 200 and response.json["not_found"] == 1
+
+    def check(self) -> None:
+        for sku in self.pick(4):
+            for _ in range(2):
+                k = int(self.rng.choice([1, 5, 10, 30]))
+                _check(self.client, self.db, sku, _params(self.rng), k)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("seed", "tie_heavy"), [(1, True), (2, False)], ids=str)
 def test_filtered_answers_stay_exact_as_the_catalogue_moves(
     worker_app, client, db_session, fold, auth_headers, seed, tie_heavy
 ) -> None:
     rng = np.random.default_rng(seed)
-    dim = 5 if tie_heavy else 8
-    names = iter(f"p{i:04d}" for i in range(10_000))
-    live: list[str] = []
-
-    def insert(count: int) -> None:
-        for _ in range(count):
-            sku = next(names)
-            vectors = {"full": _vector(rng, dim, tie_heavy)}
-            if rng.random() < 0.8:
-                vectors["top"] = _vector(rng, dim, tie_heavy)
-            add_item(db_session, sku, vectors)
-            client.patch(
-                f"/api/v1/items/{sku}",
-                json={"attributes": _attributes(rng)},
-                headers=auth_headers,
-            )
-            live.append(sku)
-
-    def check() -> None:
-        for sku in rng.choice(live, size=4, replace=False):
-            for _ in range(2):
-                _check(client, db_session, str(sku), _params(rng), int(rng.choice([1, 5, 10, 30])))
-
-    insert(LIST_WIDTH + 40)
+    scenario = _Scenario(rng, client, db_session, auth_headers, tie_heavy)
+    scenario.insert(LIST_WIDTH + 40)
     fold()
-    check()
-    actions = ["insert", "delete", "rephoto", "patch_one", "patch_bulk"]
-    for action in [*rng.permutation(actions), *rng.choice(actions, size=3)]:
-        if action == "insert":
-            insert(6)
-        elif action == "delete":
-            for sku in rng.choice(live, size=4, replace=False):
-                delete_item(db_session, str(sku))
-                live.remove(str(sku))
-        elif action == "rephoto":
-            for sku in rng.choice(live, size=4, replace=False):
-                replace_vector(db_session, str(sku), "full", _vector(rng, dim, tie_heavy))
-        elif action == "patch_one":
-            sku = str(rng.choice(live))
-            response = client.patch(
-                f"/api/v1/items/{sku}", json={"attributes": _patch(rng)}, headers=auth_headers
-            )
-            assert response.status_code == 200, response.json
-        else:
-            chosen = rng.choice(live, size=40, replace=False)
-            body = {"items": [{"sku": str(s), "attributes": _patch(rng)} for s in chosen]}
-            body["items"].append({"sku": "never-was", "attributes": {"in_stock": True}})
-            response = client.patch("/api/v1/items", json=body, headers=auth_headers)
-            assert response.status_code == 200 and response.json["not_found"] == 1
+    scenario.check()
+    steps = {
+        "insert": scenario.insert,
+        "delete": scenario.delete,
+        "rephoto": scenario.rephoto,
+        "patch_one": scenario.patch_one,
+        "patch_bulk": scenario.patch_bulk,
+    }
+    # Every kind of step at least once, in a random order, then a few more.
+    for action in [*rng.permutation(list(steps)), *rng.choice(list(steps), size=3)]:
+        steps[str(action)]()
         if rng.random() < 0.5:
             fold()
-        check()
+        scenario.check()
 
 
 @pytest.mark.slow
