@@ -225,7 +225,7 @@ def test_bulk_patch_reports_unknown_skus_and_applies_the_rest(
     assert [h["sku"] for h in got["results"]["full"]] == ["s1"]
     too_many = {"items": [{"sku": f"x{i}", "attributes": {}} for i in range(10_001)]}
     response = client.patch("/api/v1/items", json=too_many, headers=auth_headers)
-    assert response.status_code == 413 and response.json["code"] == "too_many_items"
+    assert response.status_code == 422 and response.json["code"] == "validation_error"
     nan = client.patch(
         "/api/v1/items",
         data='{"items": [{"sku": "s1", "attributes": {"p": NaN}}]}',

@@ -21,7 +21,6 @@ from web.api.schemas import (
     ItemsPatchSchema,
 )
 from web.auth import caller_has_key, require_api_key
-from web.errors import ApiError
 from web.links import media_url
 from web.services import attributes, items
 
@@ -74,7 +73,7 @@ class Items(MethodView):
     @blp.arguments(ItemsPatchSchema)
     @blp.response(200, ItemsPatchedSchema)
     @blp.alt_response(401, description="Missing or wrong API key")
-    @blp.alt_response(413, description="More patches than one request may hold")
+    @blp.alt_response(413, description="The body is larger than MAX_REQUEST_BYTES")
     @require_api_key
     def patch(self, body: dict[str, Any]) -> dict[str, Any]:
         """Change many items' attributes at once (a stock feed): one JSON merge patch each.
@@ -83,13 +82,6 @@ class Items(MethodView):
         transaction. No photo, vector or list changes.
         """
         patches = body["items"]
-        if len(patches) > attributes.MAX_PATCH_ITEMS:
-            raise ApiError(
-                413,
-                "too_many_items",
-                f"At most {attributes.MAX_PATCH_ITEMS} items per request.",
-                {"limit": attributes.MAX_PATCH_ITEMS, "sent": len(patches)},
-            )
         outcomes = attributes.patch_attributes([(p["sku"], p["attributes"]) for p in patches])
         updated = sum(1 for outcome in outcomes if outcome.status == "updated")
         return {

@@ -260,10 +260,8 @@ class ItemsPatchSchema(Schema):
     items = fields.List(
         fields.Nested(ItemAttributesPatchSchema),
         required=True,
-        # The upper bound is the view's (413 too_many_items), documented here.
-        validate=validate.Length(min=1),
+        validate=validate.Length(min=1, max=MAX_PATCH_ITEMS),
         metadata={
-            "maxItems": MAX_PATCH_ITEMS,
             "description": f"Up to {MAX_PATCH_ITEMS} patches, applied in order (a SKU named"
             " twice gets both).",
         },
