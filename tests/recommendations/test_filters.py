@@ -199,6 +199,7 @@ def test_bulk_patch_reports_unknown_skus_and_applies_the_rest(
         add_item(db_session, f"s{i}", {"full": np.full(3, i, np.float32)})
     # More digits than a float holds: a patch of another key must not round it.
     _set_attributes(db_session, "s1", '{"price": 10, "exact": 0.10000000000000000000001}')
+    _set_attributes(db_session, "s3", {"a": 1, "b": 2})
     fold()
     body = {
         "items": [
@@ -206,17 +207,20 @@ def test_bulk_patch_reports_unknown_skus_and_applies_the_rest(
             {"sku": "ghost", "attributes": {"in_stock": True}},
             {"sku": "s2", "attributes": {"in_stock": True}},
             {"sku": "s2", "attributes": {"in_stock": False}},
+            {"sku": "s3", "attributes": {"a": None, "c": [1]}},
         ]
     }
     response = client.patch("/api/v1/items", json=body, headers=auth_headers)
     assert response.status_code == 200, response.json
-    assert response.json["updated"] == 3 and response.json["not_found"] == 1
+    assert response.json["updated"] == 4 and response.json["not_found"] == 1
     assert [o["status"] for o in response.json["items"]] == [
         "updated",
         "not_found",
         "updated",
         "updated",
+        "updated",
     ]
+    assert attributes_of(db_session, "s3") == {"b": 2, "c": [1]}
     assert attributes_of(db_session, "s2") == {"in_stock": False}  # in order: the last wins
     s1 = attributes_of(db_session, "s1")
     assert s1["in_stock"] is True and s1["price"] == 10

@@ -60,9 +60,18 @@ class PatchOutcome:
     status: str  # "updated" or "not_found"
 
 
+_LOCK = text("SELECT id, sku FROM items WHERE sku = ANY(:skus) ORDER BY id FOR UPDATE")
 _READ = text(
-    "SELECT id, sku, CAST(attributes AS text) AS attributes FROM items"
-    " WHERE sku = ANY(:skus) ORDER BY id FOR UPDATE"
+    "SELECT id, sku, CAST(attributes AS text) AS attributes FROM items WHERE id = ANY(:ids)"
+)
+# A flat patch (no object values, its SKU named once) is done by PostgreSQL itself: remove the
+# keys set to null, then set the others; stored values never pass through Python.
+_WRITE_FLAT = text(
+    "UPDATE items AS i SET updated_at = now(),"
+    " attributes = (i.attributes - ARRAY(SELECT jsonb_array_elements_text(v.removed))) || v.kept"
+    " FROM (SELECT unnest(CAST(:ids AS bigint[])) AS id,"
+    " unnest(CAST(:removed AS jsonb[])) AS removed, unnest(CAST(:kept AS jsonb[])) AS kept) AS v"
+    " WHERE i.id = v.id"
 )
 _WRITE = text(
     "UPDATE items AS i SET attributes = CAST(v.attributes AS jsonb), updated_at = now()"
@@ -72,35 +81,56 @@ _WRITE = text(
 )
 
 
+def _flat(patch: Mapping[str, Any]) -> bool:
+    return not any(isinstance(value, Mapping) for value in patch.values())
+
+
 def patch_attributes(patches: Sequence[tuple[str, Mapping[str, Any]]]) -> list[PatchOutcome]:
     """Apply each (SKU, merge patch) in order (a SKU named twice gets both, in turn), in one
     transaction; an unknown SKU is reported and the rest applied."""
     session = db()
-    skus = sorted({sku for sku, _ in patches})
-    rows = session.execute(_READ, {"skus": skus}).all()
-    current: dict[str, tuple[int, Any]] = {
-        r.sku: (int(r.id), json.loads(r.attributes, parse_float=Decimal)) for r in rows
+    ids: dict[str, int] = {
+        r.sku: int(r.id)
+        for r in session.execute(_LOCK, {"skus": sorted({sku for sku, _ in patches})})
     }
-    outcomes: list[PatchOutcome] = []
+    named: dict[str, list[Mapping[str, Any]]] = {}
     for sku, patch in patches:
-        if sku not in current:
-            outcomes.append(PatchOutcome(sku, "not_found"))
-            continue
-        item_id, attributes = current[sku]
-        current[sku] = (item_id, merge_patch(attributes, patch))
-        outcomes.append(PatchOutcome(sku, "updated"))
-    changed = {sku for sku, _ in patches if sku in current}
-    if changed:
+        if sku in ids:
+            named.setdefault(sku, []).append(patch)
+    flat = {sku: p[0] for sku, p in named.items() if len(p) == 1 and _flat(p[0])}
+    if flat:
         session.execute(
-            _WRITE,
+            _WRITE_FLAT,
             {
-                "ids": [current[sku][0] for sku in sorted(changed)],
-                "attributes": [to_json(current[sku][1]) for sku in sorted(changed)],
+                "ids": [ids[sku] for sku in flat],
+                "removed": [
+                    json.dumps([k for k, v in p.items() if v is None]) for p in flat.values()
+                ],
+                "kept": [
+                    json.dumps({k: v for k, v in p.items() if v is not None}, allow_nan=False)
+                    for p in flat.values()
+                ],
             },
         )
+    deep = [sku for sku in named if sku not in flat]
+    if deep:
+        rows = session.execute(_READ, {"ids": [ids[sku] for sku in deep]}).all()
+        merged: dict[int, Any] = {}
+        for r in rows:
+            attributes = json.loads(r.attributes, parse_float=Decimal)
+            for patch in named[r.sku]:
+                attributes = merge_patch(attributes, patch)
+            merged[int(r.id)] = attributes
+        session.execute(
+            _WRITE,
+            {"ids": list(merged), "attributes": [to_json(v) for v in merged.values()]},
+        )
     session.commit()
-    missing = sum(1 for outcome in outcomes if outcome.status == "not_found")
-    log.info("attributes patched", extra={"items": len(changed), "not_found": missing})
+    outcomes = [PatchOutcome(sku, "updated" if sku in ids else "not_found") for sku, _ in patches]
+    log.info(
+        "attributes patched",
+        extra={"items": len(named), "not_found": len(patches) - sum(map(len, named.values()))},
+    )
     return outcomes
 
 
