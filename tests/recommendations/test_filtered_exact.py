@@ -9,8 +9,11 @@ that pass. Every answer must equal filter_oracle.filtered_brute_force at that mo
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from shared.queueing import QUEUE_QUERY
 from shared.search import filters
@@ -254,3 +257,64 @@ def test_a_selective_filter_returns_exactly_k_or_all_that_pass(
     assert [h["sku"] for h in got[1:]] == [f"p{i:04d}" for i in range(130, 139)]
     _check(client, db_session, "p0001", [("distinct", "style")], 10)
     _check(client, db_session, "p0001", [("exclude_same", "style")], 10)
+
+
+@pytest.mark.slow
+def test_photo_search_filters_and_families_are_exact(worker_app, client, db_session) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from shared import task_names
+    from shared.queueing import make_celery
+    from tests.recommendations.helpers import add_catalogue
+
+    pixels = np.random.default_rng(5).integers(0, 255, size=(96, 80, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    photo = buffer.getvalue()
+    answer = (
+        make_celery(worker_app)
+        .send_task(
+            task_names.SEARCH_PHOTO,
+            kwargs={"image": base64.b64encode(photo).decode("ascii"), "kinds": ["full"], "k": 1},
+            queue=QUEUE_QUERY,
+        )
+        .get(timeout=300)
+    )
+    version = answer["model_version"]
+    query = np.frombuffer(base64.b64decode(answer["vectors"]["full"]), dtype="<f4")
+    rng = np.random.default_rng(6)
+    noise = rng.standard_normal((60, query.size)).astype(np.float32)
+    catalogue = {
+        f"c{i:02d}": {"full": (query + noise[i] * 0.01 * (i + 1)).astype(np.float32)}
+        for i in range(60)
+    }
+    add_catalogue(db_session, catalogue, version=version)
+    for i in range(60):
+        attributes = {"style": i // 4, "in_stock": i % 3 != 0, "price": i}
+        db_session.execute(
+            text("UPDATE items SET attributes = CAST(:a AS jsonb) WHERE sku = :sku"),
+            {"a": json.dumps(attributes), "sku": f"c{i:02d}"},
+        )
+    db_session.commit()
+    form = {"image": (io.BytesIO(photo), "p.png"), "k": "5", "kinds": "full"}
+    form.update({"attr.in_stock": "true", "distinct": "style"})
+    response = client.post(
+        "/api/v1/recommendations?attr.price.min=10",
+        data=form,
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200, response.json
+    spec = filters.parse([("attr.in_stock", "true"), ("attr.price.min", "10")], distinct="style")
+    want = oracle(catalogue_rows(db_session, "full", version), query, 5, spec)
+    got = response.json["results"]["full"]
+    assert [h["sku"] for h in got] == [s for s, _ in want] and len(want) == 5
+    assert [h["distance"] for h in got] == pytest.approx([d for _, d in want], rel=1e-9)
+    refused = client.post(
+        "/api/v1/recommendations",
+        data={"image": (io.BytesIO(photo), "p.png"), "exclude_same": "style"},
+        content_type="multipart/form-data",
+    )
+    assert refused.status_code == 422
