@@ -1,7 +1,10 @@
-"""Rate limits for anonymous callers, counted in the cache Redis (Flask-Limiter).
+"""Rate limits for anonymous callers, counted in the broker Redis (Flask-Limiter).
+
+Not in the cache Redis: that one evicts under memory pressure (allkeys-lru) and may be flushed
+at any time, and either would hand every caller a fresh budget. The broker never evicts.
 
 Only the photo search is limited: it costs a GPU forward pass per call and anyone may call it.
-Callers with a valid API key are not counted. If the cache Redis is unreachable, limits fail
+Callers with a valid API key are not counted. If that Redis is unreachable, limits fail
 open (the search still answers) rather than turning an outage into refusals.
 """
 
@@ -28,7 +31,7 @@ def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     # The one Redis connection not made by shared.redis_clients: Flask-Limiter's storage (the
     # limits library) builds its own client from a URI, so its short timeouts are passed here.
-    app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_cache_url)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_broker_url)
     app.config.setdefault(
         "RATELIMIT_STORAGE_OPTIONS", {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
     )

@@ -72,7 +72,8 @@ def exact_squared_distances(
     return d2
 
 
-def _error_margin(sq_norms: np.ndarray, q_sq: float, dim: int) -> float:
+def error_margin(sq_norms: np.ndarray, q_sq: float, dim: int) -> float:
+    """How far two float32 estimates of squared distances to one query may be off, together."""
     # Each float32 estimate of ||x-q||^2 is off by at most about dim * eps * (||x||^2 + 2|x.q| +
     # ||q||^2) <= 2 * dim * eps * (||x||^2 + ||q||^2); two estimates are compared, hence 2x.
     largest = float(sq_norms.max()) if sq_norms.size else 0.0
@@ -112,7 +113,7 @@ def top_k(
         kth = float(np.partition(approx, kk - 1)[kk - 1])
     else:
         kth = float(approx[np.isfinite(approx)].max())
-    limit = kth + _error_margin(sq_norms, q_sq, vectors.shape[1])
+    limit = kth + error_margin(sq_norms, q_sq, vectors.shape[1])
     # Every row that could truly rank within k, including all ties at the boundary.
     candidates = np.flatnonzero(approx <= limit)
     exact = np.empty(candidates.size, dtype=np.float64)

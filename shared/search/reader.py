@@ -226,21 +226,29 @@ def _read_changes(
     return out
 
 
-def _answer(
+@dataclass(frozen=True)
+class Prefix:
+    """An item's corrected list: an exact prefix of the order (distance, then item id) over
+    every other item PostgreSQL holds now; ``complete``: it holds all of them."""
+
+    ids: np.ndarray  # int64
+    sq_distances: np.ndarray  # float64
+    complete: bool
+
+
+def _exact_prefix(
     item: ItemRef,
     listed: NeighbourList | None,
     changed: dict[int, np.ndarray | None],
     own: np.ndarray | None,
-    k: int,
-) -> list[Neighbour] | None:
+) -> Prefix | None:
     if item.id in changed or listed is None:
         return None
     ids, d2 = listed.ids, listed.sq_distances
     if changed:
         keep = ~np.isin(ids, np.fromiter(changed, dtype=np.int64, count=len(changed)))
         ids, d2 = ids[keep], d2[keep]
-    if ids.size < k and not listed.complete:
-        return None  # too many of its neighbours changed: only a full search can tell
+    kept = ids.size
     fresh = [(i, v) for i, v in changed.items() if v is not None]
     if fresh:
         if own is None:
@@ -249,9 +257,26 @@ def _answer(
         fresh_d2 = exact_squared_distances(block, own)
         ids = np.concatenate([ids, np.array([i for i, _ in fresh], dtype=np.int64)])
         d2 = np.concatenate([d2, fresh_d2])
-    order = np.lexsort((ids, d2))[:k]
+    order = np.lexsort((ids, d2))
+    ids, d2 = ids[order], d2[order]
+    if not listed.complete and fresh:
+        # The kept entries cover every unchanged item up to the last of them; a changed item
+        # beyond it may have unlisted unchanged items in front of it: cut there.
+        if kept == 0:
+            return Prefix(ids[:0], d2[:0], False)
+        last_kept = int(np.flatnonzero(order < kept).max())
+        ids, d2 = ids[: last_kept + 1], d2[: last_kept + 1]
+    return Prefix(ids, d2, listed.complete)
+
+
+def _answer(prefix: Prefix | None, k: int) -> list[Neighbour] | None:
+    if prefix is None:
+        return None
+    if prefix.ids.size < k and not prefix.complete:
+        return None  # too many of its neighbours changed: only a full search can tell
     return [
-        Neighbour(int(i), float(np.sqrt(x))) for i, x in zip(ids[order], d2[order], strict=True)
+        Neighbour(int(i), float(np.sqrt(x)))
+        for i, x in zip(prefix.ids[:k], prefix.sq_distances[:k], strict=True)
     ]
 
 
@@ -261,6 +286,8 @@ class ItemAnswer:
 
     neighbours: dict[str, list[Neighbour] | None]
     shown: Shown  # labels and crops of (at least most of) the neighbours
+    # Per kind: the whole corrected list (what filters walk), None where a worker must search.
+    prefixes: dict[str, Prefix | None]
 
 
 def item_neighbours(
@@ -276,7 +303,7 @@ def item_neighbours(
     way."""
     kinds = [kind for kind in kinds if kind in item.kinds]
     if not kinds or item.version is None:
-        return ItemAnswer({}, Shown())
+        return ItemAnswer({}, Shown(), {})
     cached: lists_cache.CachedLists | None = None
     if cache is not None and generation is not None:
         try:
@@ -305,11 +332,12 @@ def item_neighbours(
     else:
         changes = _read_changes(session, item, kinds, _NO_FOLD, with_lists=True)
         lists = {kind: changes.lists.get(kind) for kind in kinds}
-    neighbours = {
-        kind: _answer(item, lists[kind], changes.vectors[kind], changes.own.get(kind), k)
+    prefixes = {
+        kind: _exact_prefix(item, lists[kind], changes.vectors[kind], changes.own.get(kind))
         for kind in kinds
     }
-    return ItemAnswer(neighbours, changes.shown)
+    neighbours = {kind: _answer(prefixes[kind], k) for kind in kinds}
+    return ItemAnswer(neighbours, changes.shown, prefixes)
 
 
 def shown(

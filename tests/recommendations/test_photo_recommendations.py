@@ -234,6 +234,13 @@ def test_anonymous_photo_searches_are_rate_limited_per_client(app, client, auth_
     assert all(_search(client, auth_headers).status_code == 422 for _ in range(5))
 
 
+def test_a_flushed_cache_does_not_reset_the_photo_search_limit(app, client, cache_redis):
+    app.config["SETTINGS"] = app.config["SETTINGS"].replace(photo_search_rate_limit="2/minute")
+    assert [_search(client).status_code for _ in range(2)] == [422, 422]
+    cache_redis.flushdb()  # what an eviction or an operator's FLUSHDB does to the cache
+    assert _search(client).status_code == 429
+
+
 def test_photo_search_can_require_a_key(app, client, auth_headers):
     app.config["SETTINGS"] = app.config["SETTINGS"].replace(photo_search_requires_key=True)
     refused = _search(client)

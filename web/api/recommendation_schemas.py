@@ -6,6 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from shared.search.filters import MAX_CONDITIONS, MAX_NAME_CHARS
 from shared.vocabulary import DISPLAY_ORDER, VectorKind
 from web.api.patterns import SPACE
 
@@ -56,6 +57,53 @@ class RecommendationQuery(Schema):
             # The parameter as a client writes it (the loaded default is a tuple).
             "default": ",".join(DEFAULT_KINDS),
         },
+    )
+
+
+# An attribute name as ``distinct`` and ``exclude_same`` take it: any text but NUL.
+ATTRIBUTE_NAME_PATTERN = r"^[^\x00]+$"
+
+FILTERS_DESCRIPTION = f"""
+**Filters on attributes** (besides the parameters listed): any number of parameters, at most
+{MAX_CONDITIONS} in all, each named after an attribute (a name holds no `.`):
+
+- `attr.<name>=<value>`: the attribute equals the value, read as a JSON scalar when it parses
+  as one (`true`, `12`, `"12"`, `null`), else as the text itself; repeated: any of the values.
+  Numbers compare by value (12 equals 12.0); text never equals a number or a boolean.
+- `attr.<name>.not=<value>`: the attribute equals none of the values (repeatable); an item
+  without the attribute passes.
+- `attr.<name>.min=<number>`, `attr.<name>.max=<number>`: the attribute is a JSON number within
+  the inclusive bound.
+
+An item without an attribute matches no condition on it except `.not`. All conditions hold
+together, and the answer is exact whatever the filter: the k nearest of the items that pass
+(fewer only when fewer pass; none: an empty list). An unknown operator (`attr.<name>.<other>`),
+a bound that is not a number, or more than {MAX_CONDITIONS} conditions: 422
+(`unknown_filter_operator`, `invalid_filter`, `too_many_filters`).
+"""
+
+
+def _attribute_name(description: str) -> fields.String:
+    return fields.String(
+        validate=[
+            validate.Length(min=1, max=MAX_NAME_CHARS),
+            validate.Regexp(ATTRIBUTE_NAME_PATTERN, error="An attribute name holds no NUL."),
+        ],
+        metadata={"description": description},
+    )
+
+
+class PhotoFamilyQuery(Schema):
+    distinct = _attribute_name(
+        "Keep only the nearest item of each value of this attribute (a product family, e.g."
+        " style); items without it each stand alone. Applied after the filters."
+    )
+
+
+class ItemRecommendationQuery(RecommendationQuery, PhotoFamilyQuery):
+    exclude_same = _attribute_name(
+        "Leave out every item whose value of this attribute equals this item's (its own"
+        " variants); nothing is left out when this item has no such attribute."
     )
 
 

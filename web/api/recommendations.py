@@ -9,9 +9,15 @@ from flask import request
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
+from shared.search import filters
+from shared.search.filters import FilterError, FilterSpec
 from web.api.recommendation_schemas import (
+    ATTRIBUTE_NAME_PATTERN,
+    FILTERS_DESCRIPTION,
     KINDS_PATTERN,
     MAX_K,
+    ItemRecommendationQuery,
+    PhotoFamilyQuery,
     RecommendationQuery,
     RecommendationsSchema,
 )
@@ -37,12 +43,30 @@ blp = Blueprint(
 )
 
 
+def _filter_spec(
+    pairs: list[tuple[str, str]], distinct: str | None, exclude_same: str | None
+) -> FilterSpec:
+    try:
+        return filters.parse(pairs, distinct, exclude_same)
+    except FilterError as exc:
+        raise ApiError(422, exc.code, exc.message, exc.details) from exc
+
+
 @blp.route("/items/<string:sku>/recommendations")
-@blp.arguments(RecommendationQuery, location="query")
+@blp.arguments(ItemRecommendationQuery, location="query")
 @blp.response(200, RecommendationsSchema)
+@blp.alt_response(422, description="A parameter or filter is not valid")
+@blp.doc(
+    description="Nearest first, ties by item id; exact over the items PostgreSQL holds now."
+    + FILTERS_DESCRIPTION
+)
 def item_recommendations(args: dict[str, Any], sku: str) -> Any:
-    """The k nearest other items per kind, nearest first (ties by item id)."""
-    body = recommend_for_item(sku, k=args["k"], kinds=args["kinds"])
+    """The k nearest other items per kind, nearest first (ties by item id), among the items
+    that pass the filters."""
+    spec = _filter_spec(
+        list(request.args.items(multi=True)), args.get("distinct"), args.get("exclude_same")
+    )
+    body = recommend_for_item(sku, k=args["k"], kinds=args["kinds"], spec=spec)
     generation = lists_pointer().generation()
     headers = {"X-Lists-Generation": generation} if generation else {}
     return body, 200, headers
@@ -59,6 +83,14 @@ PHOTO_SEARCH_BODY = {
                     "image": {"type": "string", "format": "binary", "description": "The photo."},
                     "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
                     "kinds": {"type": "string", "pattern": KINDS_PATTERN},
+                    "distinct": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": filters.MAX_NAME_CHARS,
+                        "pattern": ATTRIBUTE_NAME_PATTERN,
+                        "description": "Keep only the nearest item of each value of this"
+                        " attribute; items without it each stand alone.",
+                    },
                 },
             }
         }
@@ -66,17 +98,25 @@ PHOTO_SEARCH_BODY = {
 }
 
 
+PHOTO_SEARCH_DESCRIPTION = (
+    "The photo is not stored. Anonymous callers are rate-limited per address"
+    " (`PHOTO_SEARCH_RATE_LIMIT`: 429 with Retry-After); with `PHOTO_SEARCH_REQUIRES_KEY` an API"
+    " key is required."
+)
+
+
 @blp.route("/recommendations", methods=["POST"])
-@blp.doc(requestBody=PHOTO_SEARCH_BODY)
+@blp.doc(
+    requestBody=PHOTO_SEARCH_BODY,
+    description=PHOTO_SEARCH_DESCRIPTION
+    + "\n\nThe `attr.*` filters and `distinct` are taken from the form fields and the query"
+    " string alike." + FILTERS_DESCRIPTION,
+)
 @blp.response(200, RecommendationsSchema)
 @limiter.limit(photo_search_limit, exempt_when=presented_key_is_valid)
 def photo_recommendations() -> Any:
-    """Recommendations for an uploaded photo (multipart ``image``; optional ``k``, ``kinds``).
-
-    The photo is not stored. Anonymous callers are rate-limited per address
-    (``PHOTO_SEARCH_RATE_LIMIT``: 429 with Retry-After); with ``PHOTO_SEARCH_REQUIRES_KEY``
-    an API key is required.
-    """
+    """Recommendations for an uploaded photo (multipart ``image``; optional ``k``, ``kinds``,
+    ``distinct`` and ``attr.*`` filters, as form fields or in the query string)."""
     config = settings()
     if config.photo_search_requires_key and not presented_key_is_valid():
         raise ApiError(
@@ -87,15 +127,27 @@ def photo_recommendations() -> Any:
         )
     # Refused while streaming (413), before werkzeug spools a large body to disk.
     request.max_content_length = config.max_upload_bytes + _FORM_OVERHEAD_BYTES
-    form = {key: request.form[key] for key in ("k", "kinds") if key in request.form}
+    sent = {**request.args.to_dict(), **request.form.to_dict()}
+    form = {key: sent[key] for key in ("k", "kinds") if key in sent}
+    family = {key: sent[key] for key in ("distinct",) if key in sent}
     try:
         args = RecommendationQuery().load(form)
+        args.update(PhotoFamilyQuery().load(family))
     except ValidationError as exc:
         raise ApiError(
             422, "validation_error", "The request is not valid; see details.", exc.messages
         ) from exc
+    if "exclude_same" in sent:
+        raise ApiError(
+            422,
+            "validation_error",
+            "exclude_same needs an item to compare with: a photo has none.",
+            {"exclude_same": ["Not accepted by photo search."]},
+        )
+    pairs = [*request.args.items(multi=True), *request.form.items(multi=True)]
+    spec = _filter_spec(pairs, args.get("distinct"), None)
     upload = request.files.get("image")
     if upload is None:
         raise ApiError(422, "image_required", "Send the photo as the multipart file 'image'.")
     data = read_photo(upload.stream)
-    return recommend_for_photo(data, k=args["k"], kinds=args["kinds"])
+    return recommend_for_photo(data, k=args["k"], kinds=args["kinds"], spec=spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -11,6 +12,7 @@ from typing_extensions import override
 
 from shared.vocabulary import ItemStatus, JobStatus, VectorKind
 from web.api.patterns import SPACE, STRIPPED_CHARS
+from web.services.attributes import MAX_PATCH_ITEMS
 
 MAX_ITEMS_PER_JOB = 10_000
 # Multipart parts one item may use: its file, its 'sku' field and its 'attributes' field.
@@ -259,3 +261,69 @@ class ItemSchema(Schema):
     vectors = fields.List(fields.Nested(VectorSchema))
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+
+
+def _check_patch(value: Any) -> None:
+    """A merge patch PostgreSQL can store: storable text and finite numbers only."""
+    _check_storable_json(value)
+    _check_finite(value)
+
+
+def _check_finite(value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError("Numbers must be finite (no NaN or Infinity).")
+    if isinstance(value, dict):
+        for inner in value.values():
+            _check_finite(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            _check_finite(inner)
+
+
+_PATCH_DESCRIPTION = (
+    "A JSON merge patch (RFC 7396) of the item's attributes: a key set to null is removed,"
+    " a nested object merges key by key, any other value replaces the key's value."
+)
+
+
+class AttributesPatchSchema(Schema):
+    attributes = fields.Dict(
+        keys=fields.String(),
+        required=True,
+        validate=_check_patch,
+        metadata={"description": _PATCH_DESCRIPTION},
+    )
+
+
+class ItemAttributesPatchSchema(AttributesPatchSchema):
+    sku = SkuField(required=True)
+
+
+class ItemsPatchSchema(Schema):
+    items = fields.List(
+        fields.Nested(ItemAttributesPatchSchema),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_PATCH_ITEMS),
+        metadata={
+            "description": f"Up to {MAX_PATCH_ITEMS} patches, applied in order (a SKU named"
+            " twice gets both).",
+        },
+    )
+
+
+class PatchOutcomeSchema(Schema):
+    sku = fields.String(required=True)
+    status = fields.String(
+        required=True,
+        metadata={"enum": ["updated", "not_found"]},
+    )
+
+
+class ItemsPatchedSchema(Schema):
+    updated = fields.Integer(required=True, metadata={"description": "Items patched."})
+    not_found = fields.Integer(required=True, metadata={"description": "Unknown SKUs named."})
+    items = fields.List(
+        fields.Nested(PatchOutcomeSchema),
+        required=True,
+        metadata={"description": "One per patch sent, in the same order."},
+    )

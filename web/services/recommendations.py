@@ -20,7 +20,8 @@ from flask import Flask, current_app
 from shared import task_names
 from shared.images import ImageRejected, probe
 from shared.queueing import QUEUE_QUERY
-from shared.search import reader
+from shared.search import filtered, reader
+from shared.search.filters import FilterSpec
 from shared.search.reader import ItemRef, Neighbour
 from shared.vocabulary import CROP_KINDS, ItemStatus, VectorKind
 from web.links import media_url
@@ -137,9 +138,13 @@ def _not_embedded(item: ItemRef) -> Conflict:
     )
 
 
-def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> Recommendations:
-    """The k nearest other items per kind; NotFound for an unknown SKU, Conflict for an item
-    without vectors yet, Unavailable when a worker had to search and did not answer."""
+def recommend_for_item(
+    sku: str, k: int, kinds: Sequence[str], spec: FilterSpec | None = None
+) -> Recommendations:
+    """The k nearest other items per kind that pass ``spec`` (filters and families); NotFound
+    for an unknown SKU, Conflict for an item without vectors yet, Unavailable when a worker had
+    to search and did not answer."""
+    spec = spec or FilterSpec()
     session = db()
     if not session.in_transaction():
         # Reads only, each statement its own snapshot: no BEGIN/ROLLBACK round trips. (A page
@@ -155,15 +160,23 @@ def recommend_for_item(sku: str, k: int, kinds: Sequence[str]) -> Recommendation
     found = reader.item_neighbours(
         session, pointer.client(), generation, item, kinds, k, on_cache_error=pointer.cache_failed
     )
-    waiting = [kind for kind, hits in found.neighbours.items() if hits is None]
+    neighbours = found.neighbours
+    if not spec.empty:
+        neighbours = filtered.walk(session, item, found.prefixes, spec, k)
+    waiting = [kind for kind, hits in neighbours.items() if hits is None]
     answered: dict[str, list[Neighbour]] = {
-        kind: hits for kind, hits in found.neighbours.items() if hits is not None
+        kind: hits for kind, hits in neighbours.items() if hits is not None
     }
     if waiting:
-        answer = _ask_worker(
-            task_names.SEARCH_ITEM,
-            {"item_id": item.id, "version": item.version, "kinds": waiting, "k": k},
-        )
+        task: dict[str, Any] = {
+            "item_id": item.id,
+            "version": item.version,
+            "kinds": waiting,
+            "k": k,
+        }
+        if not spec.empty:
+            task["filters"] = spec.to_payload()
+        answer = _ask_worker(task_names.SEARCH_ITEM, task)
         if "error" in answer:
             raise NotFound("item_not_found", f"No item with SKU {sku!r}.")
         answered.update(_from_worker(answer["results"]))
@@ -192,13 +205,20 @@ def read_photo(stream: IO[bytes]) -> bytes:
     return data
 
 
-def recommend_for_photo(data: bytes, k: int, kinds: Sequence[str]) -> Recommendations:
-    """Search the catalogue with a shopper's photo. The photo is never stored: it travels to
-    the worker inside the task message and is gone once the answer is back."""
-    answer = _ask_worker(
-        task_names.SEARCH_PHOTO,
-        {"image": base64.b64encode(data).decode("ascii"), "kinds": list(kinds), "k": k},
-    )
+def recommend_for_photo(
+    data: bytes, k: int, kinds: Sequence[str], spec: FilterSpec | None = None
+) -> Recommendations:
+    """Search the catalogue with a shopper's photo, among the items that pass ``spec`` (its
+    ``exclude_same`` has no item to compare with and is ignored). The photo is never stored: it
+    travels to the worker inside the task message and is gone once the answer is back."""
+    task: dict[str, Any] = {
+        "image": base64.b64encode(data).decode("ascii"),
+        "kinds": list(kinds),
+        "k": k,
+    }
+    if spec is not None and not spec.empty:
+        task["filters"] = spec.to_payload()
+    answer = _ask_worker(task_names.SEARCH_PHOTO, task)
     if "error" in answer:
         error = answer["error"]
         raise Invalid("image_rejected", error["message"], {"reason": error["reason"]})

@@ -13,6 +13,7 @@ from flask import Blueprint, abort, render_template, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException
 
+from shared.search import filters
 from shared.vocabulary import DISPLAY_ORDER, ItemStatus, VectorKind
 from web.auth import presented_key_is_valid
 from web.errors import ApiError, api_error
@@ -42,6 +43,10 @@ TITLES = {
     VectorKind.BOTTOM: "Bottoms like this one",
     VectorKind.FULL: "Look-alikes",
 }
+# The product page's filters: "in stock" where items carry this attribute, "one per family"
+# for the first of these attributes the item has (the style colour variants share).
+STOCK_ATTRIBUTE = "in_stock"
+FAMILY_ATTRIBUTES = ("style", "family")
 # Row order and headings on the product and search pages.
 ROWS: tuple[tuple[str, str], ...] = tuple((kind, TITLES[kind]) for kind in DISPLAY_ORDER)
 
@@ -82,15 +87,34 @@ def item(sku: str) -> str:
     found = items.find_item(sku)
     if found is None or found.status != ItemStatus.READY:
         abort(404, description=f"There is no product {sku} in the catalogue.")
+    offered = _page_filters(found.attributes or {})
+    spec = filters.parse(
+        [(f"attr.{STOCK_ATTRIBUTE}", "true")] if offered["in_stock"] else [],
+        distinct=offered["family"] if offered["one_per_family"] else None,
+    )
     document = recommendations.recommend_for_item(
-        sku, k=RECOMMENDATIONS_PER_ROW, kinds=tuple(VectorKind)
+        sku, k=RECOMMENDATIONS_PER_ROW, kinds=tuple(VectorKind), spec=spec
     )
     rows = _rows(document)
     # The page's own photo and every result get their detected boxes: drawn over the photo,
     # and cut out as the matched crop in the "tops/bottoms like this one" rows.
     shown = {sku} | {hit["sku"] for row in rows for hit in row["results"]}
     boxes = queries.detections(db(), sorted(shown), document.get("model_version"))
-    return render_template("ui/item.html", item=found, rows=rows, detections=boxes)
+    return render_template(
+        "ui/item.html", item=found, rows=rows, detections=boxes, page_filters=offered
+    )
+
+
+def _page_filters(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Which filters this product's page offers (from its own attributes) and which are on."""
+    family = next((name for name in FAMILY_ATTRIBUTES if name in attributes), None)
+    stock = STOCK_ATTRIBUTE in attributes
+    return {
+        "stock_offered": stock,
+        "family": family,
+        "in_stock": stock and request.args.get("in_stock") == "1",
+        "one_per_family": family is not None and request.args.get("one_per_family") == "1",
+    }
 
 
 @bp.get("/search")

@@ -7,13 +7,15 @@ the answer equals a brute force over the vectors PostgreSQL holds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shared.search.filters import FamilyPicker, FilterSpec, Key, key_of_text, key_sql, predicate
 from shared.search.knn import top_k
 from shared.vectors import decode
+from workers.search.filtered import filtered_top
 from workers.search.fold import connect
 from workers.search.index import VectorIndex, get_index
 
@@ -24,6 +26,40 @@ if TYPE_CHECKING:
 Ranked = list[tuple[int, float]]
 
 
+def _passing_ids(conn: PgConnection, spec: FilterSpec) -> np.ndarray | None:
+    """The ids of the items that pass the conditions now (None: no conditions, all pass)."""
+    if not spec.conditions:
+        return None
+    where = predicate(spec, "attributes", "pyformat")
+    # Only placeholders and operators are spliced in (shared.search.filters.predicate).
+    sql = f"SELECT id FROM items WHERE {where.sql}"  # noqa: S608
+    rows = conn.execute(sql, where.params).fetchall()
+    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+
+def _family_keys(
+    conn: PgConnection, spec: FilterSpec
+) -> tuple[Callable[[np.ndarray], dict[int, tuple[Key | None, Key | None]]], bool]:
+    """A reader of items' (distinct, same) keys, and whether the families need it at all."""
+    columns: list[str] = []
+    params: dict[str, object] = {}
+    for label, name in (("dkey", spec.distinct), ("skey", spec.exclude_same)):
+        if name is None:
+            columns.append("NULL")
+            continue
+        sql, extra = key_sql("attributes", name, f"fam_{label}", "pyformat")
+        columns.append(sql)
+        params.update(extra)
+
+    sql = f"SELECT id, {', '.join(columns)} FROM items WHERE id = ANY(%(ids)s)"  # noqa: S608
+
+    def read(item_ids: np.ndarray) -> dict[int, tuple[Key | None, Key | None]]:
+        rows = conn.execute(sql, {**params, "ids": item_ids.tolist()}).fetchall()
+        return {int(r[0]): (key_of_text(r[1]), key_of_text(r[2])) for r in rows}
+
+    return read, spec.distinct is not None or spec.exclude_same is not None
+
+
 def _search(
     index: VectorIndex,
     conn: PgConnection,
@@ -31,7 +67,16 @@ def _search(
     queries: Mapping[str, np.ndarray],
     k: int,
     exclude_item_id: int | None,
+    spec: FilterSpec | None = None,
 ) -> dict[str, Ranked]:
+    spec = spec or FilterSpec()
+    passing = _passing_ids(conn, spec)
+    keys, families = _family_keys(conn, spec)
+    own: Key | None = None
+    if spec.exclude_same is not None and exclude_item_id is not None:
+        own = keys(np.array([exclude_item_id], dtype=np.int64)).get(exclude_item_id, (None, None))[
+            1
+        ]
     out: dict[str, Ranked] = {}
     for kind, query in queries.items():
         matrix = index.sync(conn, version, kind)
@@ -41,31 +86,57 @@ def _search(
         exclude = None
         if exclude_item_id is not None and exclude_item_id in matrix.row_of:
             exclude = np.array([matrix.row_of[exclude_item_id]], dtype=np.int64)
-        found = top_k(
-            matrix.live_vectors, matrix.live_norms, matrix.live_ids, query, k, exclude_rows=exclude
+        if spec.empty:
+            found = top_k(
+                matrix.live_vectors,
+                matrix.live_norms,
+                matrix.live_ids,
+                query,
+                k,
+                exclude_rows=exclude,
+            )
+            ids = matrix.live_ids[found.rows]
+            out[kind] = [(int(i), float(d)) for i, d in zip(ids, found.distances, strict=True)]
+            continue
+        rows = None
+        if passing is not None:
+            rows = np.fromiter(
+                (matrix.row_of[i] for i in passing.tolist() if i in matrix.row_of), dtype=np.int64
+            )
+        picker = FamilyPicker(spec, own)
+        out[kind] = filtered_top(
+            matrix, query, rows, exclude, k, picker, keys if families else None
         )
-        ids = matrix.live_ids[found.rows]
-        out[kind] = [(int(i), float(d)) for i, d in zip(ids, found.distances, strict=True)]
     return out
 
 
 def search_vectors(
-    settings: Settings, version: str, queries: Mapping[str, np.ndarray], k: int
+    settings: Settings,
+    version: str,
+    queries: Mapping[str, np.ndarray],
+    k: int,
+    spec: FilterSpec | None = None,
 ) -> dict[str, Ranked]:
-    """The k nearest catalogue items of each kind to each query vector, nearest first."""
+    """The k nearest catalogue items of each kind to each query vector that pass ``spec``."""
     index = get_index()
     with connect(settings) as conn, index.lock:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
-            return _search(index, conn, version, queries, k, None)
+            return _search(index, conn, version, queries, k, None, spec)
         finally:
             conn.execute("ROLLBACK")
 
 
 def search_item(
-    settings: Settings, item_id: int, version: str, kinds: Sequence[str], k: int
+    settings: Settings,
+    item_id: int,
+    version: str,
+    kinds: Sequence[str],
+    k: int,
+    spec: FilterSpec | None = None,
 ) -> dict[str, Ranked] | None:
-    """The k nearest other items for an item's own vectors now; None when the item is gone."""
+    """The k nearest other items (passing ``spec``) for an item's own vectors now; None when
+    the item is gone."""
     index = get_index()
     with connect(settings) as conn, index.lock:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -80,6 +151,6 @@ def search_item(
                 if exists is None:
                     return None
             queries = {kind: decode(vector) for kind, vector in rows}
-            return _search(index, conn, version, queries, k, item_id)
+            return _search(index, conn, version, queries, k, item_id, spec)
         finally:
             conn.execute("ROLLBACK")

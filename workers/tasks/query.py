@@ -14,6 +14,7 @@ from typing import Any
 
 from shared import task_names
 from shared.config import get_settings
+from shared.search.filters import from_payload
 from shared.vectors import encode
 from workers.celery_app import app
 from workers.search.queries import search_item as search_item_now
@@ -32,8 +33,11 @@ def _ranked(results: dict[str, list[tuple[int, float]]]) -> dict[str, list[list[
 # No retries: the web tier waits QUERY_TIMEOUT_S for the answer and says 503 after that; a
 # retry after backoff would answer nobody.
 @app.task(name=task_names.SEARCH_PHOTO, on_transient=TransientPolicy.FAIL)
-def search_photo(image: str, kinds: list[str], k: int) -> dict[str, Any]:
-    """Crop and embed a shopper's photo (base64 in the message: never stored), then search."""
+def search_photo(
+    image: str, kinds: list[str], k: int, filters: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Crop and embed a shopper's photo (base64 in the message: never stored), then search
+    among the items that pass ``filters`` (shared.search.filters.FilterSpec.to_payload)."""
     from shared.ml.pipeline import get_pipeline  # frameworks load in the worker, on first use
 
     settings = get_settings()
@@ -52,7 +56,7 @@ def search_photo(image: str, kinds: list[str], k: int) -> dict[str, Any]:
         for kind, crop in result.crops.items()
     }
     queries = {kind: vector for kind, vector in result.vectors.items() if kind in kinds}
-    found = search_vectors(settings, pipeline.model_version, queries, k)
+    found = search_vectors(settings, pipeline.model_version, queries, k, from_payload(filters))
     log.info(
         "photo searched",
         extra={
@@ -76,9 +80,12 @@ def search_photo(image: str, kinds: list[str], k: int) -> dict[str, Any]:
 
 
 @app.task(name=task_names.SEARCH_ITEM, on_transient=TransientPolicy.FAIL)
-def search_item(item_id: int, version: str, kinds: list[str], k: int) -> dict[str, Any]:
-    """The exact neighbours of an item from its vectors now (its list is being folded)."""
-    found = search_item_now(get_settings(), item_id, version, kinds, k)
+def search_item(
+    item_id: int, version: str, kinds: list[str], k: int, filters: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The exact neighbours of an item from its vectors now, among the items that pass
+    ``filters`` (its list is being folded, or could not answer the filters)."""
+    found = search_item_now(get_settings(), item_id, version, kinds, k, from_payload(filters))
     if found is None:
         return {"error": {"reason": "item_gone", "message": "The item was deleted."}}
     return {"results": _ranked(found)}
