@@ -62,10 +62,10 @@ class _ApiKey:
     behind schemathesis's back, which then counts a 202 to a keyed request as accepted invalid
     data (its request "had no key")."""
 
-    def get(self, case, context) -> str:
+    def get(self, case, context) -> str:  # noqa: ARG002  schemathesis's auth protocol
         return TEST_API_KEY
 
-    def set(self, case, data: str, context) -> None:
+    def set(self, case, data: str, context) -> None:  # noqa: ARG002  the same protocol
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
 

@@ -57,8 +57,10 @@ def test_twenty_uploaded_images_are_embedded_by_a_worker(
     # the job: the last one is waited for, not assumed there already.
     batches = 'outcome="success",task="workers.ingest.process_batch"'
     wait_until(
-        lambda: f"visrec_task_duration_seconds_count{{{batches}}} 5.0"
-        in client.get("/metrics").get_data(as_text=True),
+        lambda: (
+            f"visrec_task_duration_seconds_count{{{batches}}} 5.0"
+            in client.get("/metrics").get_data(as_text=True)
+        ),
         30,
         interval=0.2,
         message="five batch durations in /metrics",
