@@ -41,6 +41,7 @@ from workers.search import cache_writer
 from workers.search.index import KindMatrix, VectorIndex, get_index
 from workers.search.kernels import (
     RankedRows,
+    all_nearest_rows,
     margins,
     nearest_rows,
     rerank,
@@ -372,6 +373,18 @@ def _recompute_estimated(matrix: KindMatrix, est: _Estimates) -> None:
 def _recompute(matrix: KindMatrix, rows: np.ndarray, settings: Settings, device: str) -> None:
     """Fresh lists for ``rows`` by the blocked kernel (block x N of scratch at a time)."""
     if rows.size == 0:
+        return
+    if rows.size == matrix.n and device == "numpy":
+        # Every list (the first computation): the symmetric pass makes half the products.
+        ranked = all_nearest_rows(
+            matrix.live_vectors,
+            matrix.live_norms,
+            matrix.live_ids,
+            LIST_WIDTH,
+            sq_norms64=matrix.live_norms64,
+            block_rows=settings.list_block_rows,
+        )
+        _store_ranked(matrix, rows, ranked)
         return
     ranked = nearest_rows(
         matrix.live_vectors,
