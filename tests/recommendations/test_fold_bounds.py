@@ -56,18 +56,19 @@ def test_a_backlog_of_many_blocks_folds_to_the_brute_force_lists(
 
 
 def _fold_peak_bytes(changes: int, settings) -> int:
-    """Peak bytes numpy allocates while folding ``changes`` re-photographed items at n=3,000."""
+    """Peak bytes numpy allocates while folding ``changes`` new items into 3,000 items' lists."""
     rng = np.random.default_rng(5)
     n, dim = 3_000, 16
     matrix = KindMatrix("v", "full")
     matrix.bulk_load(np.arange(1, n + 1, dtype=np.int64), rng.standard_normal((n, dim), np.float32))
     fold_kind(matrix, matrix.live_ids.copy(), settings)  # every list, from nothing
-    changed = np.sort(rng.choice(matrix.live_ids, size=changes, replace=False))
-    for item_id in changed.tolist():
+    # New items (in no list yet): every one goes through the estimates, none forces a refill.
+    added = np.arange(n + 1, n + changes + 1, dtype=np.int64)
+    for item_id in added.tolist():
         matrix.put(item_id, rng.standard_normal(dim).astype(np.float32))
     tracemalloc.start()
     try:
-        fold_kind(matrix, changed, settings)
+        fold_kind(matrix, added, settings)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -76,6 +77,6 @@ def _fold_peak_bytes(changes: int, settings) -> int:
 def test_folding_ten_times_the_changes_needs_no_more_memory(settings):
     settings = settings.replace(list_block_rows=50)
     small, large = _fold_peak_bytes(100, settings), _fold_peak_bytes(1_000, settings)
-    # Unblocked, the estimates alone (changes x n x 4 bytes) would grow tenfold.
+    # Unblocked, the estimates alone (changes x N x 4 bytes) would grow tenfold.
     assert large < 1.5 * small
     assert large < 1_000 * 3_000 * 4
