@@ -2,7 +2,8 @@
 
     python -m bench.recommend [--n-http 100000] [--n-big 1000000] [--n-build 20000]
 
-Phases (each can be skipped with --skip NAME; all numbers from this one run):
+Phases (each can be skipped with --skip NAME; all numbers from this one run; the full
+computation alone: ``--skip latency,http,fold,big``):
 
 - ``build``: the full computation of the lists at ``--n-build`` items x 3 kinds (a fold with
   every item pending: blocked products + exact re-rank), against the matrix-product floor
@@ -600,6 +601,8 @@ def phase_build(args: argparse.Namespace, out: dict) -> None:
             "kinds": len(KINDS),
             "fold_s": round(report.seconds, 2),
             "compute_s": round(report.compute_seconds, 2),
+            # Where the rest went: matrices loaded, lists written and committed, the cache.
+            "phases_s": {name: round(t, 2) for name, t in report.phases.items()},
             "floor_s": round(floor_s, 2),
             "sgemm": rate,
             "lists": report.lists_written,

@@ -76,8 +76,23 @@ class Settings:
     # Folded change rows are kept this long, so a worker whose matrices are older than that
     # reloads them instead of replaying the log.
     list_change_retention_s: float = 3600.0
-    # Matrix products on the worker: rows of queries per block (bounded memory: block x N).
+    # Matrix products on the worker: rows of queries per block (bounded memory: block x N). A
+    # fold also takes its changed items this many at a time (docs/architecture.md, "Folds").
     list_block_rows: int = 512
+    # A fold (or cache reload) that finds the fold lock taken is sent again this much later
+    # instead of waiting for it: the worker goes back to its other tasks meanwhile.
+    fold_lock_retry_s: float = 2.0
+    # The workers' PostgreSQL connections (the fold lock's among them). TCP keepalives on both
+    # ends: a holder whose host vanished is dropped, and its lock freed, within idle +
+    # interval x count seconds instead of the kernel's ~2 h. The timeouts end a statement, a
+    # lock wait or an open transaction that stopped moving (a frozen process); the idle one
+    # must exceed the longest computation a fold makes between two statements.
+    db_keepalives_idle_s: int = 30
+    db_keepalives_interval_s: int = 10
+    db_keepalives_count: int = 3
+    db_lock_timeout_s: float = 30.0
+    db_statement_timeout_s: float = 1800.0
+    db_idle_in_transaction_timeout_s: float = 3600.0
 
     # --- celery ---
     # Must exceed the slowest batch, or Redis redelivers a running task to a second worker.

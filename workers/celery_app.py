@@ -55,7 +55,8 @@ def _after_fork(**_: object) -> None:
 
 @worker_ready.connect
 def _preload_models(sender: object = None, **_: object) -> None:
-    """Load the models in a solo-pool worker before it consumes anything.
+    """Load the models, then this version's matrices, in a solo-pool worker before it
+    consumes anything.
 
     Only for ``--pool solo`` (the model queues' pool, docs/architecture.md#queues-and-processes):
     there the main process runs the tasks, so nothing forks after CUDA is initialised. A prefork
@@ -78,3 +79,12 @@ def _preload_models(sender: object = None, **_: object) -> None:
         log.exception("could not preload the models")
         return
     log.info("models preloaded", extra={"model_version": pipeline.model_version})
+    try:
+        from workers.search.preload import preload_matrices
+
+        rows = preload_matrices(settings, pipeline.model_version)
+    except Exception:
+        # A search loads what it needs on first use; the log says why it was not done here.
+        log.exception("could not preload the matrices")
+        return
+    log.info("matrices preloaded", extra={"model_version": pipeline.model_version, "rows": rows})

@@ -16,8 +16,9 @@ RELOAD_PENDING_KEY = "visrec:lists:reload-pending"
 RELOAD_FLAG_TTL_S = 300
 
 
-def request_fold(settings: Settings, *, reason: str) -> bool:
-    """Schedule a fold ``fold_debounce_s`` from now unless one is already waiting.
+def request_fold(settings: Settings, *, reason: str, delay_s: float | None = None) -> bool:
+    """Schedule a fold ``delay_s`` (default ``fold_debounce_s``) from now unless one is already
+    waiting.
 
     Returns True when this call sent it. The fold task clears the flag when it starts, so
     changes committed while it runs schedule the next one. The flag lives on the broker (the
@@ -25,14 +26,15 @@ def request_fold(settings: Settings, *, reason: str) -> bool:
     fold catches anything left over.
     """
     client = redis_client(settings.redis_broker_url)
-    delay_ms = max(1, int(settings.fold_debounce_s * 1000))
+    delay = settings.fold_debounce_s if delay_s is None else delay_s
+    delay_ms = max(1, int(delay * 1000))
     if not client.set(FOLD_PENDING_KEY, reason, nx=True, px=delay_ms + 60_000):
         return False
     task_sender(settings).send_task(
         task_names.FOLD_LISTS,
         kwargs={"reason": reason},
         queue=QUEUE_LISTS,
-        countdown=settings.fold_debounce_s,
+        countdown=delay,
         # Nobody reads a fold's result: without this, every sender subscribes to its result
         # channel on the broker for good (a web process would hold one per DELETE).
         ignore_result=True,
@@ -59,6 +61,19 @@ def request_cache_reload(settings: Settings, *, reason: str) -> bool:
         ignore_result=True,
     )
     return True
+
+
+def resend_cache_reload(settings: Settings, *, reason: str, delay_s: float) -> None:
+    """The reload again ``delay_s`` from now (the lock was taken); its flag stays set meanwhile."""
+    client = redis_client(settings.redis_broker_url)
+    client.set(RELOAD_PENDING_KEY, reason, ex=RELOAD_FLAG_TTL_S)
+    task_sender(settings).send_task(
+        task_names.RELOAD_LISTS_CACHE,
+        kwargs={"reason": reason},
+        queue=QUEUE_LISTS,
+        countdown=delay_s,
+        ignore_result=True,
+    )
 
 
 def clear_reload_pending(settings: Settings) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from shared.search.knn import squared_norms
 from tests.recommendations.helpers import tie_heavy_vectors
-from workers.search.kernels import nearest_rows
+from workers.search.kernels import all_nearest_rows, nearest_rows
 
 
 def _brute_force(vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, skip: int, width: int):
@@ -47,3 +47,35 @@ def test_torch_and_blas_estimates_give_the_brute_force_answer(kind: str) -> None
             assert answer.counts[i] == width
             assert answer.rows[i].tolist() == want_rows
             np.testing.assert_allclose(answer.sq_distances[i], want_d2, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kind", "n", "width", "dim"),
+    [
+        ("gaussian", 301, 25, 64),
+        ("ties", 301, 25, 4),
+        # About 100 twins of every vector: more ties than a row keeps, so rows are recomputed.
+        ("ties", 301, 25, 1),
+        ("gaussian", 40, 60, 64),
+        ("ties", 90, 80, 4),
+    ],
+    ids=str,
+)
+def test_the_symmetric_pass_over_every_row_gives_the_brute_force_answer(
+    kind: str, n: int, width: int, dim: int
+) -> None:
+    rng = np.random.default_rng(8)
+    if kind == "gaussian":
+        vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    else:
+        vectors = tie_heavy_vectors(rng, n, dim)
+    ids = rng.permutation(5_000)[:n].astype(np.int64)
+    # Blocks that do not divide n, so the last block and the transposed slices are ragged.
+    answer = all_nearest_rows(vectors, squared_norms(vectors), ids, width, block_rows=32)
+    for i in range(n):
+        want_rows, want_d2 = _brute_force(vectors, ids, vectors[i], i, width)
+        assert answer.counts[i] == len(want_rows)
+        assert answer.rows[i, : len(want_rows)].tolist() == want_rows
+        np.testing.assert_allclose(
+            answer.sq_distances[i, : len(want_rows)], want_d2, rtol=1e-9, atol=1e-9
+        )

@@ -41,6 +41,7 @@ from workers.search import cache_writer
 from workers.search.index import KindMatrix, VectorIndex, get_index
 from workers.search.kernels import (
     RankedRows,
+    all_nearest_rows,
     margins,
     nearest_rows,
     rerank,
@@ -82,14 +83,24 @@ class FoldReport:
         }
 
 
+class FoldLockBusy(Exception):
+    """Another process holds the fold lock: try again later rather than wait for it."""
+
+
 class advisory_lock:
-    """The fold lock, held on its own autocommit connection until released."""
+    """The fold lock, held on its own autocommit connection until released.
+
+    Taken without waiting (``pg_try_advisory_lock``): a worker never sits behind another's
+    fold, it raises :class:`FoldLockBusy` and its task sends the work again a little later.
+    """
 
     def __init__(self, conn: PgConnection) -> None:
         self.conn = conn
 
     def __enter__(self) -> PgConnection:
-        self.conn.execute("SELECT pg_advisory_lock(%s)", (FOLD_LOCK_KEY,))
+        taken = one_row(self.conn.execute("SELECT pg_try_advisory_lock(%s)", (FOLD_LOCK_KEY,)))[0]
+        if not taken:
+            raise FoldLockBusy("another process holds the fold lock")
         return self.conn
 
     def __exit__(self, *exc: object) -> None:
@@ -99,8 +110,38 @@ class advisory_lock:
             log.warning("could not release the fold lock; it goes with the connection")
 
 
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
 def connect(settings: Settings) -> PgConnection:
-    return psycopg.connect(libpq_url(settings.database_url), autocommit=True)
+    """A worker's autocommit connection, with keepalives and timeouts (shared.config)."""
+    alive = (
+        settings.db_keepalives_idle_s,
+        settings.db_keepalives_interval_s,
+        settings.db_keepalives_count,
+    )
+    # The server's side of the keepalives too: it is the server that frees a lost holder's lock.
+    options = " ".join(
+        f"-c {name}={value}"
+        for name, value in (
+            ("tcp_keepalives_idle", alive[0]),
+            ("tcp_keepalives_interval", alive[1]),
+            ("tcp_keepalives_count", alive[2]),
+            ("lock_timeout", _ms(settings.db_lock_timeout_s)),
+            ("statement_timeout", _ms(settings.db_statement_timeout_s)),
+            ("idle_in_transaction_session_timeout", _ms(settings.db_idle_in_transaction_timeout_s)),
+        )
+    )
+    return psycopg.connect(
+        libpq_url(settings.database_url),
+        autocommit=True,
+        keepalives=1,
+        keepalives_idle=alive[0],
+        keepalives_interval=alive[1],
+        keepalives_count=alive[2],
+        options=options,
+    )
 
 
 # --------------------------------------------------------------------------- lists in memory
@@ -164,6 +205,11 @@ class _KindFold:
     recomputed: int
 
 
+# Rows per slice when scanning every list for changed items: bounds the scan's scratch memory
+# (about 1 KB per row of the slice) whatever the catalogue's size.
+_STRIP_ROWS = 16_384
+
+
 def _strip(matrix: KindMatrix, changed: np.ndarray) -> set[int]:
     """Remove every changed item from every list; returns the rows that lost an entry."""
     n = matrix.n
@@ -173,38 +219,58 @@ def _strip(matrix: KindMatrix, changed: np.ndarray) -> set[int]:
     top = int(max(int(changed.max()), int(lists.max(initial=-1)))) + 2
     flag = np.zeros(top, dtype=bool)
     flag[changed + 1] = True
-    hit = flag[lists + 1]  # -1 (empty slots) maps to flag[0], always False
-    rows = np.flatnonzero(hit.any(axis=1))
-    for row in rows.tolist():
-        count = int(matrix.list_len[row])
-        keep = ~hit[row, :count]
-        ids = matrix.list_ids[row, :count][keep]
-        d2 = matrix.list_d2[row, :count][keep]
-        _set_row(matrix, row, ids, d2, bool(matrix.list_complete[row]))
-    return set(rows.tolist())
+    stripped: set[int] = set()
+    for start in range(0, n, _STRIP_ROWS):
+        stop = min(n, start + _STRIP_ROWS)
+        hit = flag[lists[start:stop] + 1]  # -1 (empty slots) maps to flag[0], always False
+        for offset in np.flatnonzero(hit.any(axis=1)).tolist():
+            row = start + offset
+            count = int(matrix.list_len[row])
+            keep = ~hit[offset, :count]
+            ids = matrix.list_ids[row, :count][keep]
+            d2 = matrix.list_d2[row, :count][keep]
+            _set_row(matrix, row, ids, d2, bool(matrix.list_complete[row]))
+            stripped.add(row)
+    return stripped
 
 
 @dataclass
 class _Estimates:
-    """float32 distance estimates of the changed items (columns) against every row."""
+    """float32 distance estimates of one block of changed items (rows) against every row."""
 
     new_rows: np.ndarray  # (b,) rows of the changed items that have a vector
-    approx: np.ndarray  # (n, b)
+    approx: np.ndarray  # (b, n): one changed item's estimates per row
     q_sq: np.ndarray  # (b,) float64
     margin: np.ndarray  # (b,) proven error bound of one comparison, per changed item
 
 
 def _estimate(matrix: KindMatrix, new_rows: np.ndarray) -> _Estimates:
-    """One matrix product of the changed vectors against the matrix: O(N x changes x d)."""
+    """One matrix product of a block of changed vectors against the matrix: O(N x b x d)."""
     x = matrix.live_vectors
     queries = x[new_rows]
     q_sq = np.einsum("ij,ij->i", queries, queries, dtype=np.float64)
-    approx = x @ queries.T
+    approx = queries @ x.T
     approx *= -2.0
-    approx += matrix.live_norms[:, None]
-    approx += q_sq.astype(np.float32)[None, :]
+    approx += matrix.live_norms[None, :]
+    approx += q_sq.astype(np.float32)[:, None]
     margin = margins(float(matrix.live_norms.max()), q_sq, x.shape[1])
     return _Estimates(new_rows, approx, q_sq, margin)
+
+
+# Changed items per slice of the screen against the lists' thresholds: its float64 scratch is
+# this many x N x 8 bytes.
+_SCREEN_ROWS = 64
+
+
+def _screen(est: _Estimates, threshold: np.ndarray, skip: np.ndarray) -> np.ndarray:
+    """(b, n): the pairs whose estimate could beat the list's threshold (within the margin)."""
+    margin = est.margin.astype(np.float32)
+    screen = np.empty(est.approx.shape, dtype=bool)
+    for start in range(0, len(est.approx), _SCREEN_ROWS):
+        part = slice(start, start + _SCREEN_ROWS)
+        np.less_equal(est.approx[part], threshold[None, :] + margin[part, None], out=screen[part])
+    screen[:, skip] = False
+    return screen
 
 
 def _insert(matrix: KindMatrix, est: _Estimates, skip: np.ndarray) -> set[int]:
@@ -217,20 +283,16 @@ def _insert(matrix: KindMatrix, est: _Estimates, skip: np.ndarray) -> set[int]:
     x = matrix.live_vectors
     ids = matrix.live_ids
     queries = x[new_rows]
-    approx, margin = est.approx, est.margin
     lens = matrix.list_len[:n]
     complete = matrix.list_complete[:n]
     last = np.where(lens > 0, matrix.list_d2[np.arange(n), np.maximum(lens - 1, 0)], -np.inf)
     threshold = np.where(complete, np.inf, last)
-    screen = approx <= (threshold[:, None] + margin[None, :].astype(np.float32))
-    screen[skip] = False
-    rows, cols = np.nonzero(screen)
+    # Row-major: grouped by changed item, rows ascending within each.
+    cols, rows = np.nonzero(_screen(est, threshold, skip))
     mine = rows != new_rows[cols]  # an item is not its own neighbour
     rows, cols = rows[mine], cols[mine]
     if rows.size == 0:
         return set()
-    order = np.argsort(cols, kind="stable")
-    rows, cols = rows[order], cols[order]
     bounds = np.searchsorted(cols, np.arange(new_rows.size + 1))
     d2 = np.empty(rows.size, dtype=np.float64)
     for c in range(new_rows.size):
@@ -287,47 +349,55 @@ def _insert_one_each(
     matrix.list_len[rows] = np.minimum(grown, LIST_WIDTH)
 
 
-def _recompute(
-    matrix: KindMatrix,
-    rows: np.ndarray,
-    settings: Settings,
-    device: str,
-    est: _Estimates | None = None,
-) -> None:
-    """Fresh lists for ``rows``; those among ``est``'s changed items reuse its product."""
+def _recompute_estimated(matrix: KindMatrix, est: _Estimates) -> None:
+    """Fresh lists for a block of changed items, from the product the block already made.
+
+    Consumes ``est.approx`` (its own entries become inf)."""
+    if est.new_rows.size == 0 or matrix.n < 2:
+        return
+    rows = est.new_rows
+    approx = est.approx
+    approx[np.arange(rows.size), rows] = np.inf  # not its own neighbour
+    found = select_candidates(approx, min(LIST_WIDTH, matrix.n - 1), est.margin)
+    ranked = rerank(
+        matrix.live_vectors,
+        matrix.live_norms64,
+        matrix.live_ids,
+        matrix.live_vectors[rows],
+        found,
+        LIST_WIDTH,
+    )
+    _store_ranked(matrix, rows, ranked)
+
+
+def _recompute(matrix: KindMatrix, rows: np.ndarray, settings: Settings, device: str) -> None:
+    """Fresh lists for ``rows`` by the blocked kernel (block x N of scratch at a time)."""
     if rows.size == 0:
         return
-    reused = np.empty(0, np.int64)
-    if est is not None and est.new_rows.size and matrix.n > 1:
-        reused = np.intersect1d(rows, est.new_rows)
-        columns = np.searchsorted(est.new_rows, reused)
-        approx = np.ascontiguousarray(est.approx[:, columns].T)  # (r, n)
-        approx[np.arange(reused.size), reused] = np.inf  # not its own neighbour
-        found = select_candidates(approx, min(LIST_WIDTH, matrix.n - 1), est.margin[columns])
-        ranked = rerank(
+    if rows.size == matrix.n and device == "numpy":
+        # Every list (the first computation): the symmetric pass makes half the products.
+        ranked = all_nearest_rows(
             matrix.live_vectors,
-            matrix.live_norms64,
+            matrix.live_norms,
             matrix.live_ids,
-            matrix.live_vectors[reused],
-            found,
             LIST_WIDTH,
+            sq_norms64=matrix.live_norms64,
+            block_rows=settings.list_block_rows,
         )
-        _store_ranked(matrix, reused, ranked)
-    rest = np.setdiff1d(rows, reused)
-    if rest.size == 0:
+        _store_ranked(matrix, rows, ranked)
         return
     ranked = nearest_rows(
         matrix.live_vectors,
         matrix.live_norms,
         matrix.live_ids,
-        matrix.live_vectors[rest],
+        matrix.live_vectors[rows],
         LIST_WIDTH,
-        self_rows=rest,
+        self_rows=rows,
         sq_norms64=matrix.live_norms64,
         block_rows=settings.list_block_rows,
         device=device,
     )
-    _store_ranked(matrix, rest, ranked)
+    _store_ranked(matrix, rows, ranked)
 
 
 def _store_ranked(matrix: KindMatrix, rows: np.ndarray, ranked: RankedRows) -> None:
@@ -358,12 +428,21 @@ def fold_kind(
     lens = matrix.list_len[:n]
     short = (lens < min(K_MAX, max(n - 1, 0))) & ~matrix.list_complete[:n]
     recompute = np.union1d(new_rows, np.flatnonzero(short)).astype(np.int64)
-    est = None
-    # Small catalogues and first computations go straight to the blocked kernel.
+    rest = recompute
+    # Small catalogues and first computations go straight to the blocked kernel. Otherwise the
+    # changed items go in blocks of list_block_rows: one block's product (block x N) serves both
+    # its insertions and its own fresh lists, and is dropped before the next block, so memory
+    # does not grow with the number of changes. Inserting block after block is exact: after
+    # each, every list is an exact prefix of the order over all items but the later blocks'.
     if new_rows.size and n > 1 and recompute.size < n:
-        est = _estimate(matrix, new_rows)
-        written |= _insert(matrix, est, recompute)
-    _recompute(matrix, recompute, settings, device, est)
+        block = max(1, settings.list_block_rows)
+        for start in range(0, new_rows.size, block):
+            est = _estimate(matrix, new_rows[start : start + block])
+            written |= _insert(matrix, est, recompute)
+            _recompute_estimated(matrix, est)
+            del est
+        rest = np.setdiff1d(recompute, new_rows)
+    _recompute(matrix, rest, settings, device)
     written |= set(recompute.tolist())
     # A truncated list that now holds every other item (the catalogue shrank) is complete.
     whole = np.flatnonzero((matrix.list_len[:n] == n - 1) & ~matrix.list_complete[:n])
@@ -457,7 +536,9 @@ def fold(
     device: str = "numpy",
     reason: str = "",
 ) -> FoldReport:
-    """Fold every pending change; safe to call any time, from any number of workers."""
+    """Fold every pending change; safe to call any time, from any number of workers.
+
+    Raises :class:`FoldLockBusy` at once, having done nothing, while another process folds."""
     index = index or get_index()
     report = FoldReport()
     started = time.perf_counter()

@@ -207,3 +207,159 @@ def nearest_rows(
         d2_out[block] = ranked.sq_distances
         counts[block] = ranked.counts
     return RankedRows(rows_out, d2_out, counts)
+
+
+# Candidates kept per row beyond the ``width`` that rank while the symmetric pass streams: a
+# row with more estimates than that within its margin (heavy ties) is recomputed on its own.
+_SPARE = 64
+# Rows per slice when merging one block's estimates into the other rows' candidates.
+_MERGE_ROWS = 8192
+
+
+def _smallest(values: np.ndarray, cols: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the ``keep`` smallest values (any order) and their columns."""
+    if values.shape[1] <= keep:
+        return values, cols
+    part = np.argpartition(values, keep - 1, axis=1)[:, :keep]
+    return np.take_along_axis(values, part, axis=1), np.take_along_axis(cols, part, axis=1)
+
+
+def _smallest_of(values: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a wide block, the ``keep`` smallest values and their columns, without an
+    index array the block's size (torch's top-k; NumPy's argpartition makes one)."""
+    if values.shape[1] <= keep:
+        at = np.broadcast_to(np.arange(values.shape[1]), values.shape)
+        return values, np.ascontiguousarray(at)
+    try:
+        import torch
+    except ImportError:
+        part = np.argpartition(values, keep - 1, axis=1)[:, :keep]
+        return np.take_along_axis(values, part, axis=1), part
+    top = torch.topk(torch.from_numpy(values), keep, dim=1, largest=False, sorted=False)
+    return top.values.numpy(), top.indices.numpy()
+
+
+def _merge_later(
+    kept: np.ndarray,
+    kept_cols: np.ndarray,
+    lo: int,
+    theirs: np.ndarray,
+    cols: np.ndarray,
+    keep: int,
+) -> None:
+    """Merge one block's estimates (``theirs``: rows ``lo...`` x the block's columns ``cols``)
+    into those rows' kept candidates.
+
+    Only an estimate below a row's largest kept one can enter (a row not yet full keeps inf
+    slots, so everything enters): once the rows are full, a few per row do, and only those are
+    gathered, padded with inf, for the selection. Dropping the rest keeps the invariant the
+    final check relies on: every estimate ever dropped is >= the row's largest kept one.
+    """
+    stop = lo + theirs.shape[0]
+    ceiling = kept[lo:stop].max(axis=1)
+    rows, at = np.nonzero(theirs < ceiling[:, None])
+    if rows.size == 0:
+        return
+    starts = np.searchsorted(rows, np.arange(theirs.shape[0] + 1))
+    per_row = np.diff(starts)
+    width = int(per_row.max())
+    hit_rows = np.flatnonzero(per_row)
+    slot = np.arange(rows.size) - starts[rows]
+    dense = np.searchsorted(hit_rows, rows)
+    values = np.full((hit_rows.size, width), np.inf, dtype=np.float32)
+    found = np.full((hit_rows.size, width), -1, dtype=kept_cols.dtype)
+    values[dense, slot] = theirs[rows, at]
+    found[dense, slot] = cols[at]
+    targets = lo + hit_rows
+    kept[targets], kept_cols[targets] = _smallest(
+        np.concatenate([kept[targets], values], axis=1),
+        np.concatenate([kept_cols[targets], found], axis=1),
+        keep,
+    )
+
+
+def all_nearest_rows(
+    vectors: np.ndarray,
+    sq_norms: np.ndarray,
+    item_ids: np.ndarray,
+    width: int,
+    *,
+    sq_norms64: np.ndarray | None = None,
+    block_rows: int = 512,
+) -> RankedRows:
+    """:func:`nearest_rows` of every row against all the others, with half the products.
+
+    The distance matrix is symmetric: block ``I`` of rows is multiplied only with itself and
+    the rows after it, and those estimates serve both sides, ``I``'s rows and (transposed) the
+    later rows'. Each row keeps its ``width + _SPARE`` smallest estimates seen so far; once all
+    blocks have passed, its candidates are those within the proven margin of its ``width``-th
+    smallest (as :func:`select_candidates`), re-ranked exactly by :func:`rerank`. A row whose
+    kept estimates all lie within the margin may have lost a candidate: it is recomputed by
+    :func:`nearest_rows`. Extra memory: the kept candidates (``(width + _SPARE) x 12`` bytes a
+    row) and one block's estimates against the rest (``block_rows x N x 4`` bytes, merged in
+    slices of ``_MERGE_ROWS``).
+    """
+    n, dim = vectors.shape
+    rows_out = np.full((n, width), -1, dtype=np.int64)
+    d2_out = np.full((n, width), np.inf, dtype=np.float64)
+    counts = np.zeros(n, dtype=np.int64)
+    kk = min(width, n - 1)
+    if n < 2 or kk <= 0:
+        return RankedRows(rows_out, d2_out, counts)
+    keep = min(n - 1, kk + _SPARE)
+    norms64 = squared_norms64(vectors) if sq_norms64 is None else sq_norms64
+    bounds = margins(float(sq_norms.max()), norms64, dim).astype(np.float32)
+    kept = np.full((n, keep), np.inf, dtype=np.float32)
+    kept_cols = np.full((n, keep), -1, dtype=np.int32)
+    block = max(1, block_rows)
+    unsure: list[np.ndarray] = []
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        approx = vectors[start:stop] @ vectors[start:].T  # (b, n - start)
+        approx *= -2.0
+        approx += sq_norms[None, start:]
+        approx += sq_norms[start:stop, None]
+        own = np.arange(stop - start)
+        approx[own, own] = np.inf  # not its own neighbour
+        # The later rows' side first, transposed slice by slice (their estimates of this block).
+        mine = np.arange(start, stop, dtype=np.int32)
+        for lo in range(stop, n, _MERGE_ROWS):
+            hi = min(n, lo + _MERGE_ROWS)
+            _merge_later(kept, kept_cols, lo, approx[:, lo - start : hi - start].T, mine, keep)
+        # This block's rows: everything before it is in ``kept`` already, the rest is here.
+        near, at = _smallest_of(approx, keep)
+        del approx
+        values, found = _smallest(
+            np.concatenate([kept[start:stop], near], axis=1),
+            np.concatenate([kept_cols[start:stop], (start + at).astype(np.int32)], axis=1),
+            keep,
+        )
+        limit = _kth_smallest(values, kk) + bounds[start:stop]
+        within = values <= limit[:, None]
+        lost = within.all(axis=1) & (keep < n - 1)
+        candidates = [
+            found[i][within[i]].astype(np.int64) if not lost[i] else np.empty(0, np.int64)
+            for i in range(stop - start)
+        ]
+        ranked = rerank(vectors, norms64, item_ids, vectors[start:stop], candidates, width)
+        rows_out[start:stop] = ranked.rows
+        d2_out[start:stop] = ranked.sq_distances
+        counts[start:stop] = ranked.counts
+        kept[start:stop] = np.inf  # done with: only later rows' candidates are still needed
+        unsure.append(start + np.flatnonzero(lost))
+    again = np.concatenate(unsure)
+    if again.size:
+        redo = nearest_rows(
+            vectors,
+            sq_norms,
+            item_ids,
+            vectors[again],
+            width,
+            self_rows=again,
+            sq_norms64=norms64,
+            block_rows=block_rows,
+        )
+        rows_out[again] = redo.rows
+        d2_out[again] = redo.sq_distances
+        counts[again] = redo.counts
+    return RankedRows(rows_out, d2_out, counts)

@@ -6,11 +6,16 @@ from typing import Any
 
 from shared import task_names
 from shared.config import get_settings
-from shared.search.scheduling import clear_fold_pending, clear_reload_pending
+from shared.search.scheduling import (
+    clear_fold_pending,
+    clear_reload_pending,
+    request_fold,
+    resend_cache_reload,
+)
 from workers.celery_app import app
 from workers.search import cache_writer
 from workers.search.device import list_device
-from workers.search.fold import advisory_lock, connect, fold
+from workers.search.fold import FoldLockBusy, advisory_lock, connect, fold
 from workers.tasks.base import TransientPolicy
 
 # Both are safe to repeat: a database or broker outage is waited out, never given up on.
@@ -23,7 +28,12 @@ def fold_lists(reason: str = "") -> dict[str, Any]:
     settings = get_settings()
     # Cleared first: changes committed while this runs must schedule the next fold.
     clear_fold_pending(settings)
-    return fold(settings, device=list_device(settings), reason=reason).as_dict()
+    try:
+        return fold(settings, device=list_device(settings), reason=reason).as_dict()
+    except FoldLockBusy:
+        # Another worker folds now; its snapshot may miss changes this request was sent for.
+        sent = request_fold(settings, reason=reason, delay_s=settings.fold_lock_retry_s)
+        return {"requeued": True, "sent": sent, "countdown_s": settings.fold_lock_retry_s}
 
 
 @app.task(name=task_names.RELOAD_LISTS_CACHE, on_transient=_RETRY_FOREVER)
@@ -32,6 +42,12 @@ def reload_cache(reason: str = "") -> dict[str, Any]:
     settings = get_settings()
     try:
         with connect(settings) as conn, advisory_lock(conn):
-            return cache_writer.reload(conn, settings, reason=reason)
-    finally:
+            result = cache_writer.reload(conn, settings, reason=reason)
+    except FoldLockBusy:
+        resend_cache_reload(settings, reason=reason, delay_s=settings.fold_lock_retry_s)
+        return {"requeued": True, "countdown_s": settings.fold_lock_retry_s}
+    except BaseException:
         clear_reload_pending(settings)
+        raise
+    clear_reload_pending(settings)
+    return result
