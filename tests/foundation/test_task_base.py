@@ -152,6 +152,7 @@ def test_every_worker_task_has_the_base_and_its_policy() -> None:
         task_names.RELOAD_LISTS_CACHE: TransientPolicy.RETRY_FOREVER,
         task_names.SWEEP_STALLED: TransientPolicy.SKIP,
         task_names.PRUNE_MEDIA: TransientPolicy.SKIP,
+        task_names.BACKFILL_CROPS: TransientPolicy.RETRY,
         task_names.SEARCH_PHOTO: TransientPolicy.FAIL,
         task_names.SEARCH_ITEM: TransientPolicy.FAIL,
     }
