@@ -154,11 +154,14 @@ def run(args: argparse.Namespace) -> int:
     stack = Stack(stack_environment(settings), port, paths.logs / "stack.log")
     client = ApiClient(stack.base_url, settings.api_keys[0])
     try:
-        with phase(f"4/6 stack: honcho start -f Procfile web worker (logs: {stack.log_path})"):
+        procfile = "honcho start -f Procfile web worker query"
+        with phase(f"4/6 stack: {procfile} (logs: {stack.log_path})"):
             stack.start()
             stack.wait_until(lambda: client.ready()[0], "web /readyz", timeout_s=120)
             stack.wait_until(stack.worker_ready, "celery worker", timeout_s=240)
-            say(f"   web on {stack.base_url}, worker consuming ingest/query/default")
+            say(
+                f"   web on {stack.base_url}; worker on ingest/default, query worker on query/lists"
+            )
 
         with phase("5/6 ingestion through POST /api/v1/jobs"):
             job = client.submit_files(catalogue.images)
