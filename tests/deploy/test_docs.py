@@ -110,7 +110,9 @@ def test_every_repository_path_the_docs_cite_exists() -> None:
 def _variables_table(page: Path, heading: str) -> set[str]:
     """The variables in the first column of the tables under ``heading`` of ``page``."""
     section = page.read_text().split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `([A-Z0-9_]+)` \|", section, flags=re.M))
+    # A row may name several variables at once: `A`, `B`, `C`.
+    cells = re.findall(r"^\| (`[A-Z0-9_]+`(?:, `[A-Z0-9_]+`)*) \|", section, flags=re.M)
+    return {name for cell in cells for name in re.findall(r"`([A-Z0-9_]+)`", cell)}
 
 
 def test_the_configuration_table_names_every_setting_and_nothing_else() -> None:

@@ -36,7 +36,8 @@ def test_product_pages_answer_through_a_paused_cache(
     assert all(client.get(url).headers.get("X-Lists-Generation") for url in urls[:3])
     # A client of its own asks the paused server for a PING: the answer comes when the pause
     # ends, so "before the pause ended" is an order of events, not a time.
-    prober = redis.Redis.from_url(settings.redis_cache_url)
+    # Its own timeout outlasts the pause (redis-py's default, 5 s, would not).
+    prober = redis.Redis.from_url(settings.redis_cache_url, socket_timeout=PAUSE_S + 60)
     cache_redis.execute_command("CLIENT", "PAUSE", str(int(PAUSE_S * 1000)), "ALL")
     ended = threading.Event()
     probe_error: list[BaseException] = []
