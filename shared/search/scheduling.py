@@ -54,12 +54,7 @@ def request_cache_reload(settings: Settings, *, reason: str) -> bool:
     client = redis_client(settings.redis_broker_url)
     if not client.set(RELOAD_PENDING_KEY, reason, nx=True, ex=RELOAD_FLAG_TTL_S):
         return False
-    task_sender(settings).send_task(
-        task_names.RELOAD_LISTS_CACHE,
-        kwargs={"reason": reason},
-        queue=QUEUE_LISTS,
-        ignore_result=True,
-    )
+    _send_reload(settings, reason, countdown=None)
     return True
 
 
@@ -67,11 +62,16 @@ def resend_cache_reload(settings: Settings, *, reason: str, delay_s: float) -> N
     """The reload again ``delay_s`` from now (the lock was taken); its flag stays set meanwhile."""
     client = redis_client(settings.redis_broker_url)
     client.set(RELOAD_PENDING_KEY, reason, ex=RELOAD_FLAG_TTL_S)
+    _send_reload(settings, reason, countdown=delay_s)
+
+
+def _send_reload(settings: Settings, reason: str, *, countdown: float | None) -> None:
+    # Nobody reads a reload's result (see request_fold).
     task_sender(settings).send_task(
         task_names.RELOAD_LISTS_CACHE,
         kwargs={"reason": reason},
         queue=QUEUE_LISTS,
-        countdown=delay_s,
+        countdown=countdown,
         ignore_result=True,
     )
 
