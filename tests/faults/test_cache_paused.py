@@ -1,21 +1,42 @@
 """The cache Redis paused for 30 s (CLIENT PAUSE): product pages keep answering, exactly, from
-PostgreSQL, and no request thread sits on a long socket timeout."""
+PostgreSQL, and no request thread sits on a long socket timeout.
+
+The paused server is one of this test's own: a pause of the machine's shared Redis would stall
+every other suite running beside this one."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import redis
 
+from shared.config import Settings, set_settings
 from tests.recommendations.conftest import fold  # noqa: F401
 from tests.recommendations.helpers import add_catalogue
+from tests.support.private_redis import private_redis
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PAUSE_S = 30.0
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Iterator[Settings]:
+    """The suite's settings with the cache on a private redis-server (the broker stays shared:
+    nothing here pauses it)."""
+    base_settings.media_root.mkdir(parents=True, exist_ok=True)
+    with private_redis() as url:
+        own = dataclasses.replace(base_settings, redis_cache_url=url)
+        set_settings(own)
+        try:
+            yield own
+        finally:
+            set_settings(None)
 
 
 def test_product_pages_answer_through_a_paused_cache(
