@@ -29,7 +29,7 @@ from demo.environment import (
 )
 from demo.phases import elapsed, phase, say
 from demo.progress import StepBar
-from demo.report import print_item, print_scores
+from demo.report import print_filtered, print_item, print_scores
 from demo.scoring import score_kind
 from demo.stack import Stack, StackError, free_port, port_is_free
 from shared.vocabulary import DISPLAY_ORDER as KINDS
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
             )
 
         with phase("5/6 ingestion through POST /api/v1/jobs"):
-            job = client.submit_files(catalogue.images)
+            job = client.submit_files(catalogue.images, catalogue.image_attributes)
             say(f"   job {job['id']} accepted ({job['status']}); polling {job['status_url']}")
             with StepBar("   ingesting", len(catalogue.images), "img") as bar:
                 final = client.wait_for_job(
@@ -195,9 +195,13 @@ def run(args: argparse.Namespace) -> int:
             model_version = _serving_model_version(client)
             detected = {sku: detections_of(client.item(sku), model_version) for sku in skus}
             print_detection(score_detections(detected, catalogue.labels))
+            shop_rules = [("attr.in_stock", "true"), ("distinct", "style")]
+            filtered = client.recommendations(skus[0], K, (VectorKind.FULL,), shop_rules)
+            print_filtered(skus[0], documents[skus[0]], filtered, catalogue.attributes, K)
 
         say(f"\nUI:  {stack.base_url}/   (catalogue)")
         say(f"     {stack.base_url}/items/{skus[0]}   (a product and what looks like it)")
+        say(f"     {stack.base_url}/items/{skus[0]}?in_stock=1&one_per_family=1   (filtered)")
         say(f"     {stack.base_url}/search   (find items like a photo)")
         say(f"     {stack.base_url}/jobs/{job['id']}   (the ingestion job)")
         say(

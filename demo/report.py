@@ -33,6 +33,30 @@ def print_item(sku: str, document: Mapping[str, Any], labels: Mapping[str, Any],
             say(f"       {mark} {hit['sku']}  d={hit['distance']:.3f}  {describe(shown)}")
 
 
+def print_filtered(
+    sku: str,
+    plain: Mapping[str, Any],
+    filtered: Mapping[str, Any],
+    attributes: Mapping[str, Mapping[str, Any]],
+    k: int,
+) -> None:
+    """One product's look-alikes as they are, then in stock and one per style (the filters a
+    shop puts on its product page), each hit with the attributes the filters read."""
+
+    def hits(document: Mapping[str, Any]) -> str:
+        shown = []
+        for hit in ((document.get("results") or {}).get("full") or [])[:k]:
+            own = attributes.get(hit["sku"], {})
+            stock = "in stock" if own.get("in_stock") else "sold out"
+            shown.append(f"{hit['sku']} ({own.get('style', '-')}, {stock})")
+        return ", ".join(shown) or "none"
+
+    own = attributes.get(sku, {})
+    say(f"\n   filters on {sku} (style {own.get('style', '-')}), look-alikes:")
+    say(f"     as they are:               {hits(plain)}")
+    say(f"     in stock, one per style:   {hits(filtered)}")
+
+
 def print_scores(scores: Sequence[KindScore | None], k: int) -> None:
     say(f"\n   precision@{k} (relevant = same garment type and colour; '+' above)")
     say(

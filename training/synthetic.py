@@ -37,12 +37,15 @@ Layouts written (the real datasets' layouts, so the training code reads either):
   photo's garment box (clothes_type 1 upper, 2 lower, 3 full; pose_type 1).
 * ``catalogue``: product photos ``<SKU>.jpg`` and ``labels.json`` mapping each SKU to
   ``{"top": {"category", "colour", "pattern"} | null, "bottom": {...} | null}`` with DeepFashion2
-  category names (a dress is the top; a dress photo has no bottom).
+  category names (a dress is the top; a dress photo has no bottom). Photos come in styles of
+  three colour variants (same garments and placement, other colours); ``attributes.json`` maps
+  each SKU to ``{"style", "colour", "in_stock", "price"}`` for ingestion as item attributes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -813,19 +816,83 @@ def make_catalogue_sample(
     return image, {"top": _label(top), "bottom": _label(bottom)}
 
 
+# A catalogue's style comes in this many colour variants: the same cut photographed in other
+# colours, as a shop lists them (the product page's "one per style" collapses them).
+VARIANTS_PER_STYLE = 3
+ATTRIBUTES = "attributes.json"
+
+
+def catalogue_style(index: int) -> tuple[int, int]:
+    """(style number, variant number) of catalogue photo ``index`` (both from 1)."""
+    return (index - 1) // VARIANTS_PER_STYLE + 1, (index - 1) % VARIANTS_PER_STYLE + 1
+
+
+def _recolour(
+    rng: random.Random, plan: Sequence[tuple[GarmentSpec, Rect]]
+) -> list[tuple[GarmentSpec, Rect]]:
+    """The same garments in new colours (each other than its old one and than the others')."""
+    taken: set[str] = set()
+    out = []
+    for spec, rect in plan:
+        colour = rng.choice([c for c in PALETTE if c != spec.colour and c not in taken])
+        taken.add(colour)
+        accent = rng.choice([c for c in PALETTE if c != colour])
+        out.append((dataclasses.replace(spec, colour=colour, accent=accent), rect))
+    return out
+
+
+def make_catalogue_photo(
+    seed: int, index: int, size: int = 384
+) -> tuple[Image.Image, dict[str, Any]]:
+    """Catalogue photo ``index`` and its labels: its style's first variant is that style's
+    :func:`make_catalogue_sample`; the others recolour its garments on a background of their own."""
+    style, variant = catalogue_style(index)
+    if variant == 1:
+        return make_catalogue_sample(seed, style, size)
+    rng = sample_rng("catalogue", seed, style)
+    plan = _recolour(
+        sample_rng("catalogue-variant", seed, index), plan_outfit(rng, size, weights=(6, 1, 2, 1))
+    )
+    image, _ = render(sample_rng("catalogue-background", seed, index), size, plan)
+    specs = [spec for spec, _ in plan]
+    top = next((s for s in specs if s.category_id not in BOTTOM_CATEGORIES), None)
+    bottom = next((s for s in specs if s.category_id in BOTTOM_CATEGORIES), None)
+    return image, {"top": _label(top), "bottom": _label(bottom)}
+
+
+def catalogue_attributes(seed: int, index: int, label: dict[str, Any]) -> dict[str, Any]:
+    """What a shop would say of photo ``index``: its style (shared by its colour variants), its
+    main colour, whether it is in stock (about 3 in 4 are) and a price (per style, variants
+    within a few percent of one another)."""
+    style, _ = catalogue_style(index)
+    base = sample_rng("catalogue-price", seed, style).uniform(15.0, 120.0)
+    rng = sample_rng("catalogue-attributes", seed, index)
+    main = label["top"] or label["bottom"]
+    return {
+        "style": f"ST{style:04d}",
+        "colour": main["colour"] if main else None,
+        "in_stock": rng.random() < 0.75,
+        "price": round(base * rng.uniform(0.95, 1.05), 2),
+    }
+
+
 def make_catalogue(
     out_dir: Path | str, count: int = 24, seed: int = 0, size: int = 384
 ) -> dict[str, dict[str, Any]]:
-    """Write ``<SKU>.jpg`` product photos and ``labels.json``; returns the labels by SKU."""
+    """Write ``<SKU>.jpg`` product photos, ``labels.json`` (what each shows) and
+    ``attributes.json`` (what a shop says of each); returns the labels by SKU."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels = {}
+    attributes = {}
     for index in range(1, count + 1):
         sku = f"SKU{index:05d}"
-        image, label = make_catalogue_sample(seed, index, size)
+        image, label = make_catalogue_photo(seed, index, size)
         _save_jpeg(image, out / f"{sku}.jpg")
         labels[sku] = label
+        attributes[sku] = catalogue_attributes(seed, index, label)
     (out / "labels.json").write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
+    (out / ATTRIBUTES).write_text(json.dumps(attributes, indent=2) + "\n", encoding="utf-8")
     return labels
 
 

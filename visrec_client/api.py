@@ -8,6 +8,7 @@ Network failures stay ``requests.RequestException``: nothing was answered, so th
 from __future__ import annotations
 
 import contextlib
+import json
 import mimetypes
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -132,11 +133,19 @@ class ApiClient:
             )
         return body
 
-    def submit_files(self, paths: Sequence[Path]) -> JsonDoc:
+    def submit_files(
+        self,
+        paths: Sequence[Path],
+        attributes: Sequence[Mapping[str, Any]] | None = None,
+    ) -> JsonDoc:
         """One job for these photos (multipart ``images``); each file's SKU is its stem.
 
+        ``attributes``: one object per photo, in the same order (stock, price, style...).
         Answers ``{"id", "status", "status_url"}`` (202).
         """
+        if attributes is not None and len(attributes) != len(paths):
+            raise ValueError(f"{len(attributes)} attribute objects for {len(paths)} photos")
+        form = [("attributes", json.dumps(dict(a))) for a in attributes or ()]
         with contextlib.ExitStack() as stack:
             files = [
                 (
@@ -150,7 +159,7 @@ class ApiClient:
                 for path in paths
             ]
             response = self.session.post(
-                self.url(JOBS_PATH), files=files, timeout=self.upload_timeout_s
+                self.url(JOBS_PATH), data=form, files=files, timeout=self.upload_timeout_s
             )
         return self._document(response)
 
@@ -211,11 +220,22 @@ class ApiClient:
         )
         return self._document(response)
 
-    def recommendations(self, sku: str, k: int = 5, kinds: Sequence[str] | None = None) -> JsonDoc:
-        """The ``k`` nearest other items per kind (top, bottom, full), nearest first."""
-        params: dict[str, Any] = {"k": k}
+    def recommendations(
+        self,
+        sku: str,
+        k: int = 5,
+        kinds: Sequence[str] | None = None,
+        filters: Sequence[tuple[str, str]] = (),
+    ) -> JsonDoc:
+        """The ``k`` nearest other items per kind (top, bottom, full), nearest first.
+
+        ``filters``: query parameters as the API names them, e.g. ``("attr.in_stock", "true")``,
+        ``("distinct", "style")``; repeated names are sent repeated.
+        """
+        params: list[tuple[str, Any]] = [("k", k)]
         if kinds:
-            params["kinds"] = ",".join(kinds)
+            params.append(("kinds", ",".join(kinds)))
+        params.extend(filters)
         response = self.session.get(
             self.url(f"/api/v1/items/{quote(sku, safe='')}/recommendations"),
             params=params,

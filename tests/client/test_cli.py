@@ -221,3 +221,41 @@ def test_similar_prints_the_nearest_items_per_kind_and_why_a_kind_is_missing(
     assert main(["similar", "B", "--api", api, "--kinds", "top", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert [hit["sku"] for hit in document["results"]["top"]] == ["C"]
+
+
+def test_uploaded_photos_carry_their_attributes_and_recommendations_filter_on_them(
+    api, photos, db_session
+):
+    from tests.recommendations.helpers import add_item
+    from workers.tasks.lists import fold_lists
+
+    images = find_images(photos)
+    shop = [{"in_stock": i != 1, "style": f"ST{i // 2}"} for i in range(len(images))]
+    with ApiClient(api, api_key=TEST_API_KEY) as client:
+        client.submit_files(images, shop)
+        with pytest.raises(ValueError, match="2 attribute objects for 3 photos"):
+            client.submit_files(images, shop[:2])
+    db_session.rollback()
+    stored = dict(db_session.execute(text("SELECT sku, attributes FROM items")).all())
+    assert stored == {p.stem: a for p, a in zip(images, shop, strict=True)}
+
+    vectors = {"A": [0.0, 0.0], "B": [1.0, 0.0], "C": [2.0, 0.0], "D": [3.0, 0.0]}
+    shown = {"A": "ST0", "B": "ST1", "C": "ST1", "D": "ST2"}
+    for sku, vector in vectors.items():
+        add_item(db_session, sku, {"full": np.array(vector, dtype=np.float32)})
+        db_session.execute(
+            text("UPDATE items SET attributes = CAST(:a AS jsonb) WHERE sku = :sku"),
+            {"a": json.dumps({"in_stock": sku != "B", "style": shown[sku]}), "sku": sku},
+        )
+    db_session.commit()
+    fold_lists.run(reason="test")
+    with ApiClient(api) as client:
+
+        def nearest(*rules: tuple[str, str]) -> list[str]:
+            document = client.recommendations("A", 3, ["full"], rules)
+            return [hit["sku"] for hit in document["results"]["full"]]
+
+        assert nearest() == ["B", "C", "D"]
+        assert nearest(("attr.in_stock", "true")) == ["C", "D"]
+        assert nearest(("attr.style", "ST1"), ("attr.style", "ST2")) == ["B", "C", "D"]
+        assert nearest(("distinct", "style")) == ["B", "D"]

@@ -178,3 +178,26 @@ def test_cli_writes_each_layout(tmp_path: Path) -> None:
         assert synthetic.main([command, "--out", str(out), "--count", "3", "--size", "96"]) == 0
         assert any(out.rglob("*.jpg"))
     assert len(list((tmp_path / "deepfashion2" / "annos").glob("*.json"))) == 3
+
+
+def test_catalogue_styles_come_in_colour_variants_with_shop_attributes(tmp_path: Path) -> None:
+    labels = synthetic.make_catalogue(tmp_path, count=9, seed=3, size=96)
+    attributes = json.loads((tmp_path / synthetic.ATTRIBUTES).read_text())
+    assert sorted(attributes) == sorted(labels)
+    styles = defaultdict(list)
+    for sku in sorted(labels):
+        styles[attributes[sku]["style"]].append(sku)
+    assert [len(v) for v in styles.values()] == [synthetic.VARIANTS_PER_STYLE] * 3
+    for skus in styles.values():
+        shown = [labels[sku] for sku in skus]
+        # One cut in other colours: the same garments, never the same colour twice.
+        for part in ("top", "bottom"):
+            assert len({(s[part] or {}).get("category") for s in shown}) == 1
+            colours = [s[part]["colour"] for s in shown if s[part]]
+            assert len(set(colours)) == len(colours)
+        prices = [attributes[sku]["price"] for sku in skus]
+        assert max(prices) <= 1.11 * min(prices)
+    assert all(isinstance(a["in_stock"], bool) for a in attributes.values())
+    # The first variant of each style is the style's plain catalogue sample.
+    _, label = synthetic.make_catalogue_sample(3, 2, 96)
+    assert labels["SKU00004"] == label
