@@ -105,8 +105,8 @@ def _leads_somewhere(page: Path, target: str) -> bool:
 
 def test_links_inside_docs_lead_somewhere() -> None:
     broken = [
-        f"{page.name}: {target}"
-        for page in sorted(DOCS.glob("*.md"))
+        f"{page.relative_to(ROOT)}: {target}"
+        for page in _prose_files()
         for target in MARKDOWN_LINK.findall(page.read_text())
         if not target.startswith(("http://", "https://")) and not _leads_somewhere(page, target)
     ]
