@@ -21,8 +21,8 @@ from typing import Any
 # with more single tops and dresses at 300 iterations: 75% / 90%. With tiny-gn's narrower heads
 # (training.detector_config) 450 iterations take about 140 s and gave 95% / 97%, 92% / 95% and
 # 92% / 88% (skirts again); 600 take about 210 s, what 450 of the wider heads took, and gave
-# 93% / 93% and 100% / 100% (seeds 11 and 13; 2026-11-30, README). The CPU training is not
-# bit-reproducible: fresh bundles move by a few points.
+# 93% / 93% and 100% / 100% (seeds 11 and 13; 2026-11-30, docs/demo.md#last-measured-run). The
+# CPU training is not bit-reproducible: fresh bundles move by a few points.
 DETECTOR_PRESET = "tiny-gn"  # training.detector_config.PRESETS
 DETECTOR_IMAGES = 128
 DETECTOR_IMAGE_SIZE = 256
