@@ -10,9 +10,10 @@ Layout (all under ``visrec:lists:``), one generation ``G``:
 A reader fetches an item's lists *and* ``applied`` with one MGET, and a fold writes its lists and
 the new ``applied`` in one MULTI/EXEC, so a reader always knows exactly which changes the lists
 it holds include; it adds the rest from PostgreSQL (shared.search.reader). A whole generation is
-written only when the cache is cold, flushed or behind (workers.search.cache_writer); then the
-pointer switches with one SET and the old generation is UNLINKed. The cache may be flushed or
-evicted at any time: a missing key only sends that read to PostgreSQL.
+written only when the cache is cold, flushed or too far behind (workers.search.cache_writer);
+then the pointer switches with one SET and the old generation is UNLINKed. The cache may be
+flushed or evicted at any time: a missing key only sends that read to PostgreSQL, and a repair
+writes it back (workers.search.cache_repair).
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import redis
 
 from shared.redis_clients import reply_text
 from shared.search.lists import NeighbourList, from_bytes
-
-if TYPE_CHECKING:
-    import redis
 
 PREFIX = "visrec:lists:"
 POINTER_KEY = PREFIX + "current"
@@ -116,6 +116,29 @@ def apply_fold(
             pipe.delete(*gone)
         pipe.mset(values)
         pipe.execute()
+
+
+def write_back(
+    client: redis.Redis, generation: str, applied: int, values: dict[str, bytes]
+) -> bool:
+    """Put lists back into ``generation`` (key -> encoded list), only while it is live and
+    includes exactly fold ``applied``: they must be that fold's lists, since readers correct a
+    list by the changes after ``applied``. False, with nothing written, when it is not so."""
+    if not values:
+        return True
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            # A flush, a reload or a fold meanwhile touches one of these: EXEC then does nothing.
+            pipe.watch(POINTER_KEY, applied_key(generation))
+            if read_pointer(pipe) != generation or read_applied(pipe, generation) != applied:
+                pipe.unwatch()
+                return False
+            pipe.multi()
+            pipe.mset(values)
+            pipe.execute()
+        except redis.WatchError:
+            return False
+    return True
 
 
 def write_meta(client: redis.Redis, generation: str, meta: dict[str, Any]) -> None:
