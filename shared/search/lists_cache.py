@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from shared.redis_clients import reply_text
 from shared.search.lists import NeighbourList, from_bytes
+
+if TYPE_CHECKING:
+    import redis
 
 PREFIX = "visrec:lists:"
 POINTER_KEY = PREFIX + "current"
@@ -118,27 +119,31 @@ def apply_fold(
         pipe.execute()
 
 
+# Atomic check-and-write: the lists go in only while KEYS[1] (the pointer) names ARGV[1] and
+# KEYS[2] (its ``applied``) holds ARGV[2]; ARGV[3:] are key, value pairs.
+_WRITE_BACK_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then
+    return 0
+end
+redis.call('MSET', unpack(ARGV, 3))
+return 1
+"""
+
+
 def write_back(
     client: redis.Redis, generation: str, applied: int, values: dict[str, bytes]
 ) -> bool:
     """Put lists back into ``generation`` (key -> encoded list), only while it is live and
     includes exactly fold ``applied``: they must be that fold's lists, since readers correct a
-    list by the changes after ``applied``. False, with nothing written, when it is not so."""
+    list by the changes after ``applied``. False, with nothing written, when it is not so (a
+    flush or a reload meanwhile). Keep ``values`` to a few thousand (Lua's unpack limit)."""
     if not values:
         return True
-    with client.pipeline(transaction=True) as pipe:
-        try:
-            # A flush, a reload or a fold meanwhile touches one of these: EXEC then does nothing.
-            pipe.watch(POINTER_KEY, applied_key(generation))
-            if read_pointer(pipe) != generation or read_applied(pipe, generation) != applied:
-                pipe.unwatch()
-                return False
-            pipe.multi()
-            pipe.mset(values)
-            pipe.execute()
-        except redis.WatchError:
-            return False
-    return True
+    script = client.register_script(_WRITE_BACK_LUA)
+    args: list[str | bytes] = [generation, str(applied)]
+    for key, value in values.items():
+        args += [key, value]
+    return bool(script(keys=[POINTER_KEY, applied_key(generation)], args=args))
 
 
 def write_meta(client: redis.Redis, generation: str, meta: dict[str, Any]) -> None:

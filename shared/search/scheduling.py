@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from shared import task_names
 from shared.queueing import QUEUE_LISTS, task_sender
@@ -140,7 +140,8 @@ def note_missing_lists(settings: Settings, missing: Sequence[MissingList]) -> bo
     client = redis_client(settings.redis_broker_url)
     note = client.register_script(_NOTE_MISSING_LUA)
     delay = settings.cache_repair_delay_s
-    args = [MAX_MISSING_LISTS, _repair_flag_ms(delay), *(m.member() for m in missing)]
+    args: list[int | str] = [MAX_MISSING_LISTS, _repair_flag_ms(delay)]
+    args += [m.member() for m in missing]
     if not note(keys=[MISSING_LISTS_KEY, REPAIR_PENDING_KEY], args=args):
         return False
     _send_repair(settings, "missing lists", countdown=delay)
@@ -176,5 +177,8 @@ def clear_repair_pending(settings: Settings) -> None:
 def take_missing_lists(settings: Settings, count: int) -> list[MissingList]:
     """Up to ``count`` noted misses, removed from the set (a repair that fails loses them; the
     pages note them again on their next view)."""
-    members = redis_client(settings.redis_broker_url).spop(MISSING_LISTS_KEY, count)
+    # SPOP with a count answers a list of members (redis-py types it loosely).
+    members = cast(
+        "list[bytes] | None", redis_client(settings.redis_broker_url).spop(MISSING_LISTS_KEY, count)
+    )
     return [MissingList.from_member(m) for m in members or ()]

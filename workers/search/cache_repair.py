@@ -6,8 +6,9 @@ PostgreSQL or the cache meanwhile. First the live generation is brought to the n
 (workers.search.cache_writer.heal: caught up in one MULTI, or reloaded); then the lists product
 pages noted missing (shared.search.scheduling.note_missing_lists: evicted keys) are copied from
 ``neighbour_lists`` into it. Both sides then hold the newest fold's lists, so a copied list is
-consistent with the generation's ``applied``, which is what readers correct lists against; the
-copy is guarded by WATCH (shared.search.lists_cache.write_back) against a flush meanwhile.
+consistent with the generation's ``applied``, which is what readers correct lists against; each
+copy checks the pointer and ``applied`` in the same Lua call that writes
+(shared.search.lists_cache.write_back), so a flush meanwhile writes nothing.
 Repeating a repair writes the same values again: it is idempotent.
 """
 
