@@ -61,18 +61,23 @@ class Settings:
 
     # --- recommendations / neighbour lists ---
     query_timeout_s: float = 10.0
-    # Anonymous photo searches per client address (Flask-Limiter syntax, counted in the cache
-    # Redis); API-key holders are not limited. Empty: no limit.
+    # Anonymous photo searches per client address (Flask-Limiter syntax, counted in the broker
+    # Redis, which never evicts); API-key holders are not limited. Empty: no limit.
     photo_search_rate_limit: str = "20/minute;200/hour"
     # Refuse photo searches without an API key altogether.
     photo_search_requires_key: bool = False
     # A burst of committed batches schedules one fold of the neighbour lists this long after
     # the first (the lists stay exact meanwhile: readers add the changes a fold has not seen).
     fold_debounce_s: float = 0.5
-    # Celery beat also sends a fold this often (a lost request, a cold cache).
+    # Celery beat also sends a fold this often (a lost request, a cold cache, a cache left
+    # behind a fold).
     fold_interval_s: float = 60.0
     # How often a web process looks at the lists cache's generation pointer.
     cache_pointer_ttl_s: float = 0.5
+    # Lists a product page found missing from the cache (evicted) are written back this long
+    # after the first miss is noted, so one repair takes a burst of them; a fold whose cache
+    # write failed has the cache brought up to date this long after, too.
+    cache_repair_delay_s: float = 1.0
     # Folded change rows are kept this long, so a worker whose matrices are older than that
     # reloads them instead of replaying the log.
     list_change_retention_s: float = 3600.0

@@ -49,6 +49,7 @@ def make_celery(
             task_names.SEARCH_ITEM: {"queue": QUEUE_QUERY},
             task_names.FOLD_LISTS: {"queue": QUEUE_LISTS},
             task_names.RELOAD_LISTS_CACHE: {"queue": QUEUE_LISTS},
+            task_names.REPAIR_LISTS_CACHE: {"queue": QUEUE_LISTS},
             task_names.SWEEP_STALLED: {"queue": QUEUE_DEFAULT},
             task_names.PRUNE_MEDIA: {"queue": QUEUE_DEFAULT},
             task_names.BACKFILL_CROPS: {"queue": QUEUE_DEFAULT},

@@ -6,6 +6,9 @@ every process together, for a reload from PostgreSQL (shared.search.scheduling).
 does not answer within ``CACHE_TIMEOUT_S`` (down, paused, overloaded) is left alone for
 ``CACHE_BACKOFF_S``: requests meanwhile read PostgreSQL without touching the network to Redis,
 so at most one request per process and back-off pays the timeout.
+
+A list the cache lacks while PostgreSQL has it (evicted) is noted on the broker with one
+command, and a repair writes it back (shared.search.scheduling, workers.search.cache_repair).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from shared.search import lists_cache, scheduling
 
 if TYPE_CHECKING:
     from shared.config import Settings
+    from shared.search.reader import ItemRef
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,7 @@ class ListsPointer:
         self._generation: str | None = None
         self._checked_at = float("-inf")
         self._down_until = float("-inf")
+        self._broker_down_until = float("-inf")
         self._lock = threading.Lock()
 
     def client(self) -> redis.Redis:
@@ -74,3 +79,17 @@ class ListsPointer:
                 log.warning("lists cache empty: reload from PostgreSQL requested")
         except Exception as exc:  # noqa: BLE001  the broker being down must not fail the request
             log.warning("could not request a lists cache reload", extra={"error": str(exc)})
+
+    def lists_missing(self, item: ItemRef, kinds: list[str]) -> None:
+        """Note lists the cache answered without, for a repair to write back. A broker that
+        fails is left alone for ``CACHE_BACKOFF_S``: the page has its answer already."""
+        now = time.monotonic()
+        if now < self._broker_down_until or item.version is None:
+            return
+        missing = [scheduling.MissingList(item.version, kind, item.id) for kind in kinds]
+        try:
+            if scheduling.note_missing_lists(self.settings, missing):
+                log.info("lists missing from the cache: repair requested")
+        except Exception as exc:  # noqa: BLE001  the broker being down must not fail the request
+            self._broker_down_until = now + CACHE_BACKOFF_S
+            log.warning("could not note lists missing from the cache", extra={"error": str(exc)})

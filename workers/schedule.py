@@ -27,6 +27,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "sweep-stalled-jobs": entry(task_names.SWEEP_STALLED, settings.sweep_interval_s),
         "prune-media": entry(task_names.PRUNE_MEDIA, settings.media_sweep_interval_s),
         # Batches and deletes ask for a fold themselves; this one catches a request that was
-        # lost (broker blip) and heals a cold lists cache. Readers are exact meanwhile.
+        # lost (broker blip), reloads a cold lists cache and brings one left behind a fold (its
+        # write failed) up to date with no new change. Readers are exact meanwhile.
         "fold-lists": entry(task_names.FOLD_LISTS, settings.fold_interval_s, QUEUE_LISTS),
     }

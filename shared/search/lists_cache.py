@@ -10,9 +10,10 @@ Layout (all under ``visrec:lists:``), one generation ``G``:
 A reader fetches an item's lists *and* ``applied`` with one MGET, and a fold writes its lists and
 the new ``applied`` in one MULTI/EXEC, so a reader always knows exactly which changes the lists
 it holds include; it adds the rest from PostgreSQL (shared.search.reader). A whole generation is
-written only when the cache is cold, flushed or behind (workers.search.cache_writer); then the
-pointer switches with one SET and the old generation is UNLINKed. The cache may be flushed or
-evicted at any time: a missing key only sends that read to PostgreSQL.
+written only when the cache is cold, flushed or too far behind (workers.search.cache_writer);
+then the pointer switches with one SET and the old generation is UNLINKed. The cache may be
+flushed or evicted at any time: a missing key only sends that read to PostgreSQL, and a repair
+writes it back (workers.search.cache_repair).
 """
 
 from __future__ import annotations
@@ -116,6 +117,33 @@ def apply_fold(
             pipe.delete(*gone)
         pipe.mset(values)
         pipe.execute()
+
+
+# Atomic check-and-write: the lists go in only while KEYS[1] (the pointer) names ARGV[1] and
+# KEYS[2] (its ``applied``) holds ARGV[2]; ARGV[3:] are key, value pairs.
+_WRITE_BACK_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then
+    return 0
+end
+redis.call('MSET', unpack(ARGV, 3))
+return 1
+"""
+
+
+def write_back(
+    client: redis.Redis, generation: str, applied: int, values: dict[str, bytes]
+) -> bool:
+    """Put lists back into ``generation`` (key -> encoded list), only while it is live and
+    includes exactly fold ``applied``: they must be that fold's lists, since readers correct a
+    list by the changes after ``applied``. False, with nothing written, when it is not so (a
+    flush or a reload meanwhile). Keep ``values`` to a few thousand (Lua's unpack limit)."""
+    if not values:
+        return True
+    script = client.register_script(_WRITE_BACK_LUA)
+    args: list[str | bytes] = [generation, str(applied)]
+    for key, value in values.items():
+        args += [key, value]
+    return bool(script(keys=[POINTER_KEY, applied_key(generation)], args=args))
 
 
 def write_meta(client: redis.Redis, generation: str, meta: dict[str, Any]) -> None:

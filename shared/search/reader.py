@@ -14,7 +14,8 @@ order of every other item as of its fold; the answer is made exact against Postg
   in a list that did not hold every item.
 
 When the cache has no generation or lacks a key, the lists and the changes come from
-PostgreSQL in one statement (one snapshot), with the same rules.
+PostgreSQL in one statement (one snapshot), with the same rules, and the caller hears of the
+keys the cache lacked (the web notes them for a repair that writes them back).
 """
 
 from __future__ import annotations
@@ -288,6 +289,49 @@ class ItemAnswer:
     shown: Shown  # labels and crops of (at least most of) the neighbours
     # Per kind: the whole corrected list (what filters walk), None where a worker must search.
     prefixes: dict[str, Prefix | None]
+    # The cache generation every list came from; None when they were read from PostgreSQL.
+    generation: str | None = None
+
+
+def _read_cached(
+    cache: redis.Redis | None,
+    generation: str | None,
+    item: ItemRef,
+    kinds: Sequence[str],
+    on_cache_error: Callable[[Exception], None] | None,
+) -> tuple[lists_cache.CachedLists | None, bool]:
+    """The item's lists in ``generation``, and whether the cache answered at all."""
+    if cache is None or generation is None or item.version is None:
+        return None, False
+    try:
+        return lists_cache.read_item_lists(cache, generation, item.version, item.id, kinds), True
+    except redis.RedisError as exc:
+        if on_cache_error is not None:
+            on_cache_error(exc)
+        else:
+            log.warning("lists cache unreadable; reading PostgreSQL", extra={"error": str(exc)})
+        return None, False
+
+
+def _from_cache(
+    session: Session, item: ItemRef, kinds: Sequence[str], cached: lists_cache.CachedLists, k: int
+) -> tuple[dict[str, NeighbourList | None], _Changes]:
+    lists = {kind: cached.lists[kind] for kind in kinds}
+    heads = {
+        kind: [int(i) for i in value.ids[: k + _LABEL_SPARE]]
+        for kind, value in lists.items()
+        if value is not None
+    }
+    changes = _read_changes(
+        session,
+        item,
+        kinds,
+        cached.applied,
+        with_lists=False,
+        label_ids=sorted({i for ids in heads.values() for i in ids}),
+        crop_ids={kind: ids for kind, ids in heads.items() if kind in _CROP_KINDS},
+    )
+    return lists, changes
 
 
 def item_neighbours(
@@ -298,46 +342,37 @@ def item_neighbours(
     kinds: Sequence[str],
     k: int,
     on_cache_error: Callable[[Exception], None] | None = None,
+    on_cache_miss: Callable[[ItemRef, list[str]], None] | None = None,
 ) -> ItemAnswer:
     """The k nearest other items per kind the item has, and the labels and crops read on the
-    way."""
+    way.
+
+    ``on_cache_miss`` hears of the kinds whose list the cache answered without (evicted, or a
+    generation gone) while PostgreSQL has it: what a repair can write back."""
     kinds = [kind for kind in kinds if kind in item.kinds]
     if not kinds or item.version is None:
         return ItemAnswer({}, Shown(), {})
-    cached: lists_cache.CachedLists | None = None
-    if cache is not None and generation is not None:
-        try:
-            cached = lists_cache.read_item_lists(cache, generation, item.version, item.id, kinds)
-        except redis.RedisError as exc:
-            if on_cache_error is not None:
-                on_cache_error(exc)
-            else:
-                log.warning("lists cache unreadable; reading PostgreSQL", extra={"error": str(exc)})
+    cached, answered = _read_cached(cache, generation, item, kinds, on_cache_error)
+    source: str | None = None
     if cached is not None and all(cached.lists[kind] is not None for kind in kinds):
-        lists = {kind: cached.lists[kind] for kind in kinds}
-        heads = {
-            kind: [int(i) for i in value.ids[: k + _LABEL_SPARE]]
-            for kind, value in lists.items()
-            if value is not None
-        }
-        changes = _read_changes(
-            session,
-            item,
-            kinds,
-            cached.applied,
-            with_lists=False,
-            label_ids=sorted({i for ids in heads.values() for i in ids}),
-            crop_ids={kind: ids for kind, ids in heads.items() if kind in _CROP_KINDS},
-        )
+        lists, changes = _from_cache(session, item, kinds, cached, k)
+        source = generation
     else:
         changes = _read_changes(session, item, kinds, _NO_FOLD, with_lists=True)
         lists = {kind: changes.lists.get(kind) for kind in kinds}
+        missed = [
+            kind
+            for kind in kinds
+            if kind in changes.lists and (cached is None or cached.lists[kind] is None)
+        ]
+        if answered and missed and on_cache_miss is not None:
+            on_cache_miss(item, missed)
     prefixes = {
         kind: _exact_prefix(item, lists[kind], changes.vectors[kind], changes.own.get(kind))
         for kind in kinds
     }
     neighbours = {kind: _answer(prefixes[kind], k) for kind in kinds}
-    return ItemAnswer(neighbours, changes.shown, prefixes)
+    return ItemAnswer(neighbours, changes.shown, prefixes, source)
 
 
 def shown(

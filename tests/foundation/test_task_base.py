@@ -150,6 +150,7 @@ def test_every_worker_task_has_the_base_and_its_policy() -> None:
         task_names.INGEST_BATCH: TransientPolicy.RETRY,
         task_names.FOLD_LISTS: TransientPolicy.RETRY_FOREVER,
         task_names.RELOAD_LISTS_CACHE: TransientPolicy.RETRY_FOREVER,
+        task_names.REPAIR_LISTS_CACHE: TransientPolicy.SKIP,
         task_names.SWEEP_STALLED: TransientPolicy.SKIP,
         task_names.PRUNE_MEDIA: TransientPolicy.SKIP,
         task_names.BACKFILL_CROPS: TransientPolicy.RETRY,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import g, request
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
@@ -26,7 +26,6 @@ from web.errors import ApiError
 from web.limits import limiter, photo_search_limit
 from web.resources import settings
 from web.services.recommendations import (
-    lists_pointer,
     read_photo,
     recommend_for_item,
     recommend_for_photo,
@@ -67,7 +66,8 @@ def item_recommendations(args: dict[str, Any], sku: str) -> Any:
         list(request.args.items(multi=True)), args.get("distinct"), args.get("exclude_same")
     )
     body = recommend_for_item(sku, k=args["k"], kinds=args["kinds"], spec=spec)
-    generation = lists_pointer().generation()
+    # The generation the lists came from; absent when they were read from PostgreSQL.
+    generation = g.get("lists_generation")
     headers = {"X-Lists-Generation": generation} if generation else {}
     return body, 200, headers
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any, NotRequired, TypedDict
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 
 from shared import task_names
 from shared.images import ImageRejected, probe
@@ -158,8 +158,16 @@ def recommend_for_item(
     pointer = lists_pointer()
     generation = pointer.generation()
     found = reader.item_neighbours(
-        session, pointer.client(), generation, item, kinds, k, on_cache_error=pointer.cache_failed
+        session,
+        pointer.client(),
+        generation,
+        item,
+        kinds,
+        k,
+        on_cache_error=pointer.cache_failed,
+        on_cache_miss=pointer.lists_missing,
     )
+    g.lists_generation = found.generation
     neighbours = found.neighbours
     if not spec.empty:
         neighbours = filtered.walk(session, item, found.prefixes, spec, k)

@@ -1,4 +1,5 @@
-"""Neighbour-list maintenance tasks (queue ``lists``): the debounced fold and cache reloads."""
+"""Neighbour-list maintenance tasks (queue ``lists``): the debounced fold, cache reloads and
+cache repairs (lists written back, a generation left behind brought up to date)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from shared.config import get_settings
 from shared.search.scheduling import (
     clear_fold_pending,
     clear_reload_pending,
+    clear_repair_pending,
+    request_cache_repair,
     request_fold,
     resend_cache_reload,
 )
 from workers.celery_app import app
-from workers.search import cache_writer
+from workers.search import cache_repair, cache_writer
 from workers.search.device import list_device
 from workers.search.fold import FoldLockBusy, advisory_lock, connect, fold
 from workers.tasks.base import TransientPolicy
@@ -29,11 +32,17 @@ def fold_lists(reason: str = "") -> dict[str, Any]:
     # Cleared first: changes committed while this runs must schedule the next fold.
     clear_fold_pending(settings)
     try:
-        return fold(settings, device=list_device(settings), reason=reason).as_dict()
+        report = fold(settings, device=list_device(settings), reason=reason)
     except FoldLockBusy:
         # Another worker folds now; its snapshot may miss changes this request was sent for.
         sent = request_fold(settings, reason=reason, delay_s=settings.fold_lock_retry_s)
         return {"requeued": True, "sent": sent, "countdown_s": settings.fold_lock_retry_s}
+    if report.cache == "unavailable" and report.fold_id is not None:
+        # The cache missed this fold: bring it up to date soon rather than on the next change.
+        request_cache_repair(
+            settings, reason=f"fold {report.fold_id}", delay_s=settings.cache_repair_delay_s
+        )
+    return report.as_dict()
 
 
 @app.task(name=task_names.RELOAD_LISTS_CACHE, on_transient=_RETRY_FOREVER)
@@ -51,3 +60,21 @@ def reload_cache(reason: str = "") -> dict[str, Any]:
         raise
     clear_reload_pending(settings)
     return result
+
+
+# Upkeep: a repair that cannot reach a service ends; the next miss or fold asks again, and
+# beat's periodic fold brings a generation left behind up to date anyway.
+@app.task(name=task_names.REPAIR_LISTS_CACHE, on_transient=TransientPolicy.SKIP)
+def repair_cache(reason: str = "") -> dict[str, Any]:
+    """Bring the lists cache to the newest fold and write back the lists pages found missing
+    (workers.search.cache_repair); safe to repeat."""
+    settings = get_settings()
+    # Cleared first: misses noted while this runs must schedule the next repair.
+    clear_repair_pending(settings)
+    try:
+        with connect(settings) as conn, advisory_lock(conn):
+            return cache_repair.repair(conn, settings).as_dict()
+    except FoldLockBusy:
+        # A fold or reload holds the lock; the noted misses wait in their set meanwhile.
+        sent = request_cache_repair(settings, reason=reason, delay_s=settings.fold_lock_retry_s)
+        return {"requeued": True, "sent": sent, "countdown_s": settings.fold_lock_retry_s}
