@@ -20,11 +20,11 @@ from shared import task_names
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.ingest_state import fail_job
-from workers.celery_app import app
 from workers.ingestion.batch import BatchInterrupted, BatchReport, get_pipeline_for, run_batch
 from workers.ingestion.dispatch import dispatch_job
 from workers.ingestion.results import fail_pending
 from workers.tasks.base import RetryTransient, VisrecTask
+from workers.tasks.registration import task
 
 __all__ = ["BatchReport", "get_pipeline_for", "process_batch", "run_batch", "start_job"]
 
@@ -54,12 +54,12 @@ class _BatchTask(VisrecTask):
         )
 
 
-@app.task(name=task_names.START_JOB, base=_StartJobTask)
+@task(task_names.START_JOB, base=_StartJobTask)
 def start_job(job_id: str) -> int:
     return dispatch_job(get_settings(), uuid.UUID(job_id))
 
 
-@app.task(name=task_names.INGEST_BATCH, base=_BatchTask)
+@task(task_names.INGEST_BATCH, base=_BatchTask)
 def process_batch(
     job_id: str,
     job_item_ids: list[int],

@@ -12,17 +12,17 @@ from shared.search.scheduling import (
     request_fold,
     resend_cache_reload,
 )
-from workers.celery_app import app
 from workers.search import cache_writer
 from workers.search.device import list_device
 from workers.search.fold import FoldLockBusy, advisory_lock, connect, fold
 from workers.tasks.base import TransientPolicy
+from workers.tasks.registration import task
 
 # Both are safe to repeat: a database or broker outage is waited out, never given up on.
 _RETRY_FOREVER = TransientPolicy.RETRY_FOREVER
 
 
-@app.task(name=task_names.FOLD_LISTS, on_transient=_RETRY_FOREVER)
+@task(task_names.FOLD_LISTS, on_transient=_RETRY_FOREVER)
 def fold_lists(reason: str = "") -> dict[str, Any]:
     """Fold every pending embedding change into the neighbour lists (exact; idempotent)."""
     settings = get_settings()
@@ -36,7 +36,7 @@ def fold_lists(reason: str = "") -> dict[str, Any]:
         return {"requeued": True, "sent": sent, "countdown_s": settings.fold_lock_retry_s}
 
 
-@app.task(name=task_names.RELOAD_LISTS_CACHE, on_transient=_RETRY_FOREVER)
+@task(task_names.RELOAD_LISTS_CACHE, on_transient=_RETRY_FOREVER)
 def reload_cache(reason: str = "") -> dict[str, Any]:
     """Copy the lists from PostgreSQL into a fresh cache generation (the cache was lost)."""
     settings = get_settings()
