@@ -1,4 +1,4 @@
-"""One ingestion batch: fetch each item's bytes, run the model pipeline once, commit the outcome.
+"""One ingestion batch: fetch each item's bytes, run the model pipeline once, commit the outcomes.
 
 Everything here is safe to run twice. Work is loaded only for job items still ``pending``
 (workers.ingestion.work); bytes are fetched and stored outside any transaction

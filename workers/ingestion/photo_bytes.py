@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from shared.media import MediaStore
 
 
-def fetch_policy(settings: Settings) -> FetchPolicy:
+def _fetch_policy(settings: Settings) -> FetchPolicy:
     return FetchPolicy(
         settings.fetch_timeout_s,
         settings.fetch_max_bytes,
@@ -43,7 +43,7 @@ def _read_source(settings: Settings, media: MediaStore, item: PendingItem) -> by
     if item.item_id is None:
         raise SourceError("item_deleted", "the item was deleted before it was processed")
     if item.source_url:
-        return fetch_url(item.source_url, fetch_policy(settings))
+        return fetch_url(item.source_url, _fetch_policy(settings))
     if item.source_path:
         return read_import_path(settings.import_root, item.source_path, settings.max_upload_bytes)
     if item.media_key:
