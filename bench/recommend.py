@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 from shared.search.knn import squared_norms, top_k
 from shared.vocabulary import DISPLAY_ORDER as KINDS
+from shared.vocabulary import ItemStatus, VectorKind
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,8 +137,8 @@ def bench_in_process(n: int, dim: int, k: int, queries: int, loop_queries: int, 
     picks = rng.choice(n, size=max(queries, loop_queries), replace=False)
 
     # The article's databases: a dict per kind, sku -> vector.
-    top_db = {skus[i]: vecs["top"][i] for i in range(n)}
-    bottom_db = {skus[i]: vecs["bottom"][i] for i in range(n)}
+    top_db = {skus[i]: vecs[VectorKind.TOP][i] for i in range(n)}
+    bottom_db = {skus[i]: vecs[VectorKind.BOTTOM][i] for i in range(n)}
     loop_times = []
     article_answers = {}
     for i in tqdm(picks[:loop_queries], desc=f"article loop N={n}", unit="query"):
@@ -157,13 +158,13 @@ def bench_in_process(n: int, dim: int, k: int, queries: int, loop_queries: int, 
             found = top_k(vecs[kind], norms[kind], ids, vecs[kind][i], k, np.array([i]))
             ours_kind[kind].append(time.perf_counter() - started)
             answers[kind] = [skus[r] for r in found.rows]
-        ours_pair.append(ours_kind["top"][-1] + ours_kind["bottom"][-1])
-        if i in article_answers and (answers["top"], answers["bottom"]) != tuple(
+        ours_pair.append(ours_kind[VectorKind.TOP][-1] + ours_kind[VectorKind.BOTTOM][-1])
+        if i in article_answers and (answers[VectorKind.TOP], answers[VectorKind.BOTTOM]) != tuple(
             article_answers[i]
         ):
             mismatches += 1
 
-    matrix_bytes = vecs["top"].nbytes
+    matrix_bytes = vecs[VectorKind.TOP].nbytes
     bandwidth = read_bandwidth(matrix_bytes)
     floor = matrix_bytes / bandwidth
     del top_db, bottom_db, vecs
@@ -264,7 +265,7 @@ def populate(
             cur.copy("COPY items (sku, media_key, status) FROM STDIN") as copy,
         ):
             for i in range(n):
-                copy.write_row((f"{prefix}{i:07d}", f"{i:064x}", "ready"))
+                copy.write_row((f"{prefix}{i:07d}", f"{i:064x}", ItemStatus.READY))
         ids = np.array(
             [
                 r[0]

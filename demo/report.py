@@ -8,17 +8,19 @@ from typing import Any
 from demo.catalogue import describe
 from demo.phases import say
 from demo.scoring import KindScore, is_relevant
+from shared.vocabulary import VectorKind
 
 KIND_TITLES = {
-    "top": "tops like its top",
-    "bottom": "bottoms like its bottom",
-    "full": "look-alikes (whole photo)",
+    VectorKind.TOP: "tops like its top",
+    VectorKind.BOTTOM: "bottoms like its bottom",
+    VectorKind.FULL: "look-alikes (whole photo)",
 }
 
 
 def print_item(sku: str, document: Mapping[str, Any], labels: Mapping[str, Any], k: int) -> None:
     label = labels[sku]
-    say(f"\n   {sku}: top {describe(label.get('top'))}, bottom {describe(label.get('bottom'))}")
+    top, bottom = label.get(VectorKind.TOP), label.get(VectorKind.BOTTOM)
+    say(f"\n   {sku}: top {describe(top)}, bottom {describe(bottom)}")
     missing = document.get("missing") or {}
     for kind, title in KIND_TITLES.items():
         hits = (document.get("results") or {}).get(kind) or []
@@ -29,7 +31,8 @@ def print_item(sku: str, document: Mapping[str, Any], labels: Mapping[str, Any],
         for hit in hits[:k]:
             other = labels.get(hit["sku"], {})
             mark = "+" if other and is_relevant(kind, label, other) else " "
-            shown = other.get("bottom" if kind == "bottom" else "top") if other else None
+            garment = VectorKind.BOTTOM if kind == VectorKind.BOTTOM else VectorKind.TOP
+            shown = other.get(garment) if other else None
             say(f"       {mark} {hit['sku']}  d={hit['distance']:.3f}  {describe(shown)}")
 
 

@@ -26,9 +26,7 @@ def _same(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
 def is_relevant(kind: str, query: Mapping[str, Any], candidate: Mapping[str, Any]) -> bool:
     if kind in CROP_KINDS:
         return _same(query.get(kind), candidate.get(kind))
-    return _same(query.get("top"), candidate.get("top")) or _same(
-        query.get("bottom"), candidate.get("bottom")
-    )
+    return any(_same(query.get(garment), candidate.get(garment)) for garment in CROP_KINDS)
 
 
 @dataclass(frozen=True)

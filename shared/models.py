@@ -172,7 +172,7 @@ class JobItem(TimestampMixin, Base):
     skipped: Mapped[bool] = mapped_column(default=False, server_default="false")
     # Deliveries of this item to a worker that began its work; one that never ended (the worker
     # died on the photo) leaves it counted, so a photo that kills workers is given up on.
-    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     job: Mapped[Job] = relationship(back_populates="items")
 

@@ -25,6 +25,19 @@ QUEUE_DEFAULT = "default"
 QUEUE_LISTS = "lists"
 QUEUES = (QUEUE_INGEST, QUEUE_QUERY, QUEUE_DEFAULT, QUEUE_LISTS)
 
+_TASK_QUEUES = {
+    task_names.INGEST_BATCH: QUEUE_INGEST,
+    task_names.START_JOB: QUEUE_DEFAULT,
+    task_names.SEARCH_PHOTO: QUEUE_QUERY,
+    task_names.SEARCH_ITEM: QUEUE_QUERY,
+    task_names.FOLD_LISTS: QUEUE_LISTS,
+    task_names.RELOAD_LISTS_CACHE: QUEUE_LISTS,
+    task_names.REPAIR_LISTS_CACHE: QUEUE_LISTS,
+    task_names.SWEEP_STALLED: QUEUE_DEFAULT,
+    task_names.PRUNE_MEDIA: QUEUE_DEFAULT,
+    task_names.BACKFILL_CROPS: QUEUE_DEFAULT,
+}
+
 
 def make_celery(
     settings: Settings, *, include: list[str] | None = None, task_cls: type | None = None
@@ -42,17 +55,11 @@ def make_celery(
         accept_content=["json"],
         task_default_queue=QUEUE_DEFAULT,
         task_queues=[Queue(name) for name in QUEUES],
+        # Each task's previous name goes where it does (shared.task_names.PREVIOUS_NAMES).
         task_routes={
-            task_names.INGEST_BATCH: {"queue": QUEUE_INGEST},
-            task_names.START_JOB: {"queue": QUEUE_DEFAULT},
-            task_names.SEARCH_PHOTO: {"queue": QUEUE_QUERY},
-            task_names.SEARCH_ITEM: {"queue": QUEUE_QUERY},
-            task_names.FOLD_LISTS: {"queue": QUEUE_LISTS},
-            task_names.RELOAD_LISTS_CACHE: {"queue": QUEUE_LISTS},
-            task_names.REPAIR_LISTS_CACHE: {"queue": QUEUE_LISTS},
-            task_names.SWEEP_STALLED: {"queue": QUEUE_DEFAULT},
-            task_names.PRUNE_MEDIA: {"queue": QUEUE_DEFAULT},
-            task_names.BACKFILL_CROPS: {"queue": QUEUE_DEFAULT},
+            name: {"queue": queue}
+            for task, queue in _TASK_QUEUES.items()
+            for name in task_names.names_of(task)
         },
         # A task is acknowledged only once done, and re-queued if its worker dies mid-batch:
         # every task is idempotent, so running twice is harmless; losing one is not.

@@ -37,7 +37,7 @@ from shared.ml.bundle import (
     open_bundle,
     resolve_embedder,
 )
-from shared.vocabulary import BOTTOM_IDS, CATEGORY_NAMES, TOP_IDS
+from shared.vocabulary import BOTTOM_IDS, CATEGORY_NAMES, TOP_IDS, VectorKind
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _manifest(
     return {
         "format": MANIFEST_FORMAT,
         "categories": list(CATEGORY_NAMES),
-        "groups": {"top": list(TOP_IDS), "bottom": list(BOTTOM_IDS)},
+        "groups": {VectorKind.TOP: list(TOP_IDS), VectorKind.BOTTOM: list(BOTTOM_IDS)},
         "score_threshold": float(score_threshold),
         "detector": detector_entry,
         "embedder": {

@@ -120,7 +120,7 @@ def evaluate_bundle(
     bundle_dir: Path | str,
     data_dir: Path | str,
     *,
-    kind: str = "full",
+    kind: str = VectorKind.FULL,
     ks: Sequence[int] = DEFAULT_KS,
     embedder_weights: str | None = None,
     device: str = "cpu",
@@ -230,7 +230,7 @@ def compare_recipes(
     train_batch_size: int = 32,
     input_size: int = 96,
     augment: bool = True,
-    kind: str = "full",
+    kind: str = VectorKind.FULL,
     ks: Sequence[int] = DEFAULT_KS,
     base_bundle: Path | str | None = None,
     recipes: Sequence[Recipe] = RECIPES,
@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bundle", type=Path, help="model bundle folder (required unless --compare)"
     )
     parser.add_argument("--data", required=True, type=Path, help="In-shop dataset folder")
-    parser.add_argument("--kind", default="full", choices=KINDS)
+    parser.add_argument("--kind", default=VectorKind.FULL, choices=KINDS)
     parser.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS))
     parser.add_argument(
         "--embedder-weights",

@@ -56,7 +56,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from shared.vocabulary import CATEGORY_NAMES
+from shared.vocabulary import CATEGORY_NAMES, VectorKind
 from training.deepfashion2_to_coco import LANDMARK_COUNTS
 
 RGB = tuple[int, int, int]
@@ -813,7 +813,7 @@ def make_catalogue_sample(
     specs = [spec for spec, _ in plan]
     top = next((s for s in specs if s.category_id not in BOTTOM_CATEGORIES), None)
     bottom = next((s for s in specs if s.category_id in BOTTOM_CATEGORIES), None)
-    return image, {"top": _label(top), "bottom": _label(bottom)}
+    return image, {VectorKind.TOP: _label(top), VectorKind.BOTTOM: _label(bottom)}
 
 
 # A catalogue's style comes in this many colour variants: the same cut photographed in other

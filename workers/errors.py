@@ -1,8 +1,8 @@
 """The named transient failures: a service the worker needs is briefly unreachable.
 
 Every task's retry policy (workers.tasks.base) and the batch's per-photo isolation
-(workers.ingestion.batch) treat exactly these as "wait and try again"; anything else is a bug or
-bad data and is not retried. One tuple, so the two can never disagree.
+(workers.ingestion.inference) treat exactly these as "wait and try again"; anything else is a bug
+or bad data and is not retried. One tuple, so the two can never disagree.
 """
 
 from __future__ import annotations

@@ -149,8 +149,8 @@ def note_missing_lists(settings: Settings, missing: Sequence[MissingList]) -> bo
 
 
 def request_cache_repair(settings: Settings, *, reason: str, delay_s: float) -> bool:
-    """A repair (workers.lists.repair_cache) ``delay_s`` from now unless one is already waiting;
-    True when this call sent it."""
+    """A repair (workers.tasks.lists.repair_cache) ``delay_s`` from now unless one is already
+    waiting; True when this call sent it."""
     client = redis_client(settings.redis_broker_url)
     if not client.set(REPAIR_PENDING_KEY, reason, nx=True, px=_repair_flag_ms(delay_s)):
         return False

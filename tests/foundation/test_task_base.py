@@ -157,8 +157,34 @@ def test_every_worker_task_has_the_base_and_its_policy() -> None:
         task_names.SEARCH_PHOTO: TransientPolicy.FAIL,
         task_names.SEARCH_ITEM: TransientPolicy.FAIL,
     }
+    # A message under a task's previous name gets the same task: same base, same policy.
+    expected.update(
+        {
+            task_names.PREVIOUS_NAMES[name]: p
+            for name, p in expected.items()
+            if name in task_names.PREVIOUS_NAMES  # a task new in this release has none
+        }
+    )
     ours = {name: task for name, task in app.tasks.items() if name.startswith("workers.")}
     assert set(ours) == set(expected)
     for name, task in ours.items():
         assert isinstance(task, VisrecTask), name
         assert task.on_transient == expected[name], name
+
+
+def test_a_task_is_named_where_it_lives_and_its_previous_name_runs_it_on_the_same_queue() -> None:
+    from shared import task_names
+    from workers.celery_app import app
+
+    app.loader.import_default_modules()
+    assert len(task_names.PREVIOUS_NAMES) == 9
+    previous_names = set(task_names.PREVIOUS_NAMES.values())
+    for name, task in app.tasks.items():
+        if name.startswith("workers.") and name not in previous_names:
+            assert name == f"{task.run.__module__}.{task.run.__name__}"
+    for name, previous in task_names.PREVIOUS_NAMES.items():
+        task, old = app.tasks[name], app.tasks[previous]
+        assert name == f"{task.run.__module__}.{task.run.__name__}"
+        assert old.run is task.run and type(old).__mro__[1] is type(task).__mro__[1], previous
+        queue = app.amqp.router.route({}, name)["queue"].name
+        assert app.amqp.router.route({}, previous)["queue"].name == queue, previous

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
+from shared import task_names
 from tests.conftest import TEST_API_KEY
 from tests.ingestion.helpers import wait_for_job
 from tests.support.images import jpeg_bytes
@@ -55,7 +56,7 @@ def test_twenty_uploaded_images_are_embedded_by_a_worker(
     assert client.get(item["image_url"]).data == jpeg_bytes(7)
     # A batch's duration is recorded when its task returns, just after the commit that may end
     # the job: the last one is waited for, not assumed there already.
-    batches = 'outcome="success",task="workers.ingest.process_batch"'
+    batches = f'outcome="success",task="{task_names.INGEST_BATCH}"'
     wait_until(
         lambda: (
             f"visrec_task_duration_seconds_count{{{batches}}} 5.0"
@@ -68,6 +69,32 @@ def test_twenty_uploaded_images_are_embedded_by_a_worker(
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'visrec_jobs{status="succeeded"} 1.0' in metrics
     assert 'visrec_queue_depth{queue="ingest"} 0.0' in metrics
+
+
+def test_tasks_queued_under_their_names_before_the_upgrade_still_run(
+    make_app, ingest_settings, auth_headers, start_worker, db_session, broker_redis
+):
+    from shared.queueing import QUEUE_DEFAULT, QUEUE_INGEST, task_sender
+    from tests.ingestion.test_tasks import pending_ids, submit_files
+
+    client = make_app(ingest_settings).test_client()
+    started = submit_files(client, auth_headers, [("old-start.jpg", jpeg_bytes(90))])
+    batched = submit_files(client, auth_headers, [("old-batch.jpg", jpeg_bytes(91))])
+    # What an older release left in the broker: the web's start messages are replaced by one
+    # start under its old name, and one batch (of the other job) under its old name.
+    assert broker_redis.delete(QUEUE_DEFAULT) == 1
+    sender = task_sender(ingest_settings)
+    old = task_names.PREVIOUS_NAMES
+    sender.send_task(old[task_names.START_JOB], args=[started], ignore_result=True)
+    batch = [batched, pending_ids(db_session, batched)]
+    sender.send_task(old[task_names.INGEST_BATCH], args=batch, ignore_result=True)
+    # Routed by name alone (no queue given), as an older sender's own routes would.
+    assert broker_redis.llen(QUEUE_DEFAULT) == 1 and broker_redis.llen(QUEUE_INGEST) == 1
+    start_worker(ingest_settings)
+    for job_id in (started, batched):
+        job = wait_for_job(client, job_id)
+        assert (job["status"], job["done"], job["failed"]) == ("succeeded", 1, 0), job
+    assert client.get("/api/v1/items/old-batch").get_json()["status"] == "ready"
 
 
 def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(

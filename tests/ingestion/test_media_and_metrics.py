@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from shared import task_names
 from shared.media import MediaStore
 from shared.metrics_store import observe_task_duration
 from shared.models import Job
@@ -67,8 +68,8 @@ def test_metrics_report_jobs_items_queues_and_task_durations(client, auth_header
         "/api/v1/jobs", data=files, headers=auth_headers, content_type="multipart/form-data"
     )
     assert response.status_code == 202
-    observe_task_duration(broker_redis, "workers.ingest.process_batch", "success", 0.3)
-    observe_task_duration(broker_redis, "workers.ingest.process_batch", "success", 7.0)
+    observe_task_duration(broker_redis, task_names.INGEST_BATCH, "success", 0.3)
+    observe_task_duration(broker_redis, task_names.INGEST_BATCH, "success", 7.0)
 
     page = client.get("/metrics")
     assert page.status_code == 200
@@ -78,7 +79,7 @@ def test_metrics_report_jobs_items_queues_and_task_durations(client, auth_header
     assert 'visrec_items{status="pending"} 3.0' in text
     assert 'visrec_job_items{reason="",status="pending"} 3.0' in text
     assert 'visrec_queue_depth{queue="default"} 1.0' in text  # the start_job message
-    labels = 'outcome="success",task="workers.ingest.process_batch"'
+    labels = f'outcome="success",task="{task_names.INGEST_BATCH}"'
     assert f'visrec_task_duration_seconds_bucket{{le="0.5",{labels}}} 1.0' in text
     assert f'visrec_task_duration_seconds_bucket{{le="10.0",{labels}}} 2.0' in text
     assert f"visrec_task_duration_seconds_count{{{labels}}} 2.0" in text

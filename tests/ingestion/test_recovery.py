@@ -51,10 +51,10 @@ def app(ingest_settings, make_app):
 def job_items(db_session, job_id: str) -> dict[str, tuple[str, str | None, int]]:
     db_session.rollback()
     rows = db_session.execute(
-        text("SELECT sku, status, reason, attempts FROM job_items WHERE job_id = :id"),
+        text("SELECT sku, status, reason, deliveries FROM job_items WHERE job_id = :id"),
         {"id": uuid.UUID(job_id)},
     )
-    return {sku: (status, reason, attempts) for sku, status, reason, attempts in rows}
+    return {sku: (status, reason, n) for sku, status, reason, n in rows}
 
 
 def test_a_photo_that_kills_the_worker_fails_after_bounded_deliveries_and_its_batch_completes(

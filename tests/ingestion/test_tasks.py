@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
+from shared import task_names
 from shared.db import session_scope
 from shared.ingest_state import refresh_job
 from shared.models import Embedding, Item, JobItem
@@ -294,8 +295,8 @@ def test_a_database_outage_retries_the_batch_with_backoff_instead_of_failing_ite
     assert "OperationalError" in type(result.result).__name__
     retries = {(h.task, h.outcome): h.count for h in read_task_durations(broker_redis)}
     # 3 attempts (1 try + 2 retries): the first two end in a retry, the last one fails.
-    assert retries[("workers.ingest.process_batch", "retry")] == 2
-    assert retries[("workers.ingest.process_batch", "failure")] == 1
+    assert retries[(task_names.INGEST_BATCH, "retry")] == 2
+    assert retries[(task_names.INGEST_BATCH, "failure")] == 1
     # Nothing was decided about the item: once the database is back, a rerun embeds it.
     assert client.get(f"/api/v1/jobs/{job_id}").get_json()["pending"] == 1
     assert ingest.process_batch.apply(args=[job_id, ids]).get()["succeeded"] == 1

@@ -55,12 +55,14 @@ class ItemDetail:
         return list(dict.fromkeys(v.kind for v in self.vectors))
 
 
-def find_item(sku: str) -> Item | None:
+def item_row(sku: str) -> Item | None:
+    """The catalogue row of ``sku`` (shared.search.reader.find_item is what a search needs of it:
+    its id, status, and the kinds of its current model version)."""
     return db().scalars(select(Item).where(Item.sku == sku)).one_or_none()
 
 
 def _item_or_not_found(sku: str) -> Item:
-    item = find_item(sku)
+    item = item_row(sku)
     if item is None:
         raise NotFound("item_not_found", f"No item has the SKU {sku!r}.")
     return item

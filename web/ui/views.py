@@ -84,7 +84,7 @@ def catalogue() -> str:
 
 @bp.get("/items/<path:sku>")
 def item(sku: str) -> str:
-    found = items.find_item(sku)
+    found = items.item_row(sku)
     if found is None or found.status != ItemStatus.READY:
         abort(404, description=f"There is no product {sku} in the catalogue.")
     offered = _page_filters(found.attributes or {})

@@ -11,8 +11,8 @@ order; one item's rows at a time cannot deadlock with it). A photo that is missi
 decodes is counted and left alone; a later pass tries it again.
 
 Run it once after upgrading: ``python -m workers.maintenance.backfill_crops`` here, with a
-progress bar, or with ``--enqueue`` as the ``workers.maintenance.backfill_crops`` task on the
-``default`` queue, which does ``max_items`` items and sends itself on for the rest (README,
+progress bar, or with ``--enqueue`` as the ``workers.tasks.maintenance.backfill_crops`` task on
+the ``default`` queue, which does ``max_items`` items and sends itself on for the rest (README,
 "Garment crops").
 """
 

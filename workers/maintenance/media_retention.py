@@ -32,6 +32,7 @@ from sqlalchemy import text
 
 from shared.db import rowcount, session_scope
 from shared.media import is_valid_key
+from shared.vocabulary import ItemStatus, JobItemStatus
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -61,13 +62,17 @@ def _release_failed_items(settings: Settings) -> int:
         result = session.execute(
             text(
                 "UPDATE items SET media_key = NULL, updated_at = now()"
-                " WHERE status = 'failed' AND media_key IS NOT NULL"
+                " WHERE status = :failed AND media_key IS NOT NULL"
                 " AND updated_at < now() - make_interval(secs => :grace)"
                 # An item a pending job still holds may be reprocessed from these bytes.
                 " AND NOT EXISTS (SELECT 1 FROM job_items ji"
-                "   WHERE ji.item_id = items.id AND ji.status = 'pending')"
+                "   WHERE ji.item_id = items.id AND ji.status = :pending)"
             ),
-            {"grace": settings.media_grace_s},
+            {
+                "grace": settings.media_grace_s,
+                "failed": ItemStatus.FAILED,
+                "pending": JobItemStatus.PENDING,
+            },
         )
         return rowcount(result)
 

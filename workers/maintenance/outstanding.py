@@ -26,7 +26,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JOB_TASKS = frozenset({task_names.START_JOB, task_names.INGEST_BATCH})
+# Under their previous names too: a message queued before an upgrade is still the job's.
+JOB_TASKS = frozenset(
+    name
+    for task in (task_names.START_JOB, task_names.INGEST_BATCH)
+    for name in task_names.names_of(task)
+)
 UNACKED_KEY = "unacked"
 # kombu's Redis transport keeps one list per priority step: "<queue>" and "<queue>\x06\x16<n>".
 _PRIORITY_SEPARATOR = "\x06\x16"

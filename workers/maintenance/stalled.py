@@ -24,6 +24,7 @@ from shared import task_names
 from shared.db import session_scope
 from shared.ingest_state import fail_job
 from shared.queueing import QUEUE_DEFAULT, task_sender
+from shared.vocabulary import JobStatus
 from workers.maintenance.outstanding import jobs_with_tasks
 
 if TYPE_CHECKING:
@@ -33,8 +34,13 @@ log = logging.getLogger(__name__)
 
 STALLED_REASON = "stalled"
 
-# Spliced into queries below (their noqa: S608): a constant, every value in it a bound parameter.
-_STALE = "status IN ('queued', 'running') AND updated_at < now() - make_interval(secs => :stall)"
+# Spliced into queries below (their noqa: S608): a constant, every other value in it a bound
+# parameter. The statuses are literals so that the planner can use the partial index on active
+# jobs (ix_jobs_active_updated_at, whose predicate names them the same way).
+_STALE = (
+    f"status IN ('{JobStatus.QUEUED}', '{JobStatus.RUNNING}')"
+    " AND updated_at < now() - make_interval(secs => :stall)"
+)
 
 
 @dataclass

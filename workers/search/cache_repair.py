@@ -1,7 +1,7 @@
 """The lists cache repairs itself: lists pages found missing are written back, and a generation
 left behind a fold is brought up to date, without waiting for the next change.
 
-Run by ``workers.lists.repair_cache`` with the fold lock held, so no fold or reload moves
+Run by ``workers.tasks.lists.repair_cache`` with the fold lock held, so no fold or reload moves
 PostgreSQL or the cache meanwhile. First the live generation is brought to the newest fold
 (workers.search.cache_writer.heal: caught up in one MULTI, or reloaded); then the lists product
 pages noted missing (shared.search.scheduling.note_missing_lists: evicted keys) are copied from

@@ -15,17 +15,17 @@ from shared.search.scheduling import (
     request_fold,
     resend_cache_reload,
 )
-from workers.celery_app import app
 from workers.search import cache_repair, cache_writer
 from workers.search.device import list_device
 from workers.search.fold import FoldLockBusy, advisory_lock, connect, fold
 from workers.tasks.base import TransientPolicy
+from workers.tasks.registration import task
 
 # Both are safe to repeat: a database or broker outage is waited out, never given up on.
 _RETRY_FOREVER = TransientPolicy.RETRY_FOREVER
 
 
-@app.task(name=task_names.FOLD_LISTS, on_transient=_RETRY_FOREVER)
+@task(task_names.FOLD_LISTS, on_transient=_RETRY_FOREVER)
 def fold_lists(reason: str = "") -> dict[str, Any]:
     """Fold every pending embedding change into the neighbour lists (exact; idempotent)."""
     settings = get_settings()
@@ -45,7 +45,7 @@ def fold_lists(reason: str = "") -> dict[str, Any]:
     return report.as_dict()
 
 
-@app.task(name=task_names.RELOAD_LISTS_CACHE, on_transient=_RETRY_FOREVER)
+@task(task_names.RELOAD_LISTS_CACHE, on_transient=_RETRY_FOREVER)
 def reload_cache(reason: str = "") -> dict[str, Any]:
     """Copy the lists from PostgreSQL into a fresh cache generation (the cache was lost)."""
     settings = get_settings()
@@ -64,7 +64,7 @@ def reload_cache(reason: str = "") -> dict[str, Any]:
 
 # Upkeep: a repair that cannot reach a service ends; the next miss or fold asks again, and
 # beat's periodic fold brings a generation left behind up to date anyway.
-@app.task(name=task_names.REPAIR_LISTS_CACHE, on_transient=TransientPolicy.SKIP)
+@task(task_names.REPAIR_LISTS_CACHE, on_transient=TransientPolicy.SKIP)
 def repair_cache(reason: str = "") -> dict[str, Any]:
     """Bring the lists cache to the newest fold and write back the lists pages found missing
     (workers.search.cache_repair); safe to repeat."""

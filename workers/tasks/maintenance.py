@@ -14,30 +14,30 @@ from typing import Any
 from shared import task_names
 from shared.config import get_settings
 from shared.queueing import QUEUE_DEFAULT, task_sender
-from workers.celery_app import app
+from workers.maintenance import media_retention
 from workers.maintenance.backfill_crops import (
     DEFAULT_BATCH_ITEMS,
     DEFAULT_TASK_ITEMS,
     backfill_pass,
 )
-from workers.maintenance.media_retention import prune_media
 from workers.maintenance.stalled import sweep_stalled_jobs
 from workers.tasks.base import TransientPolicy
+from workers.tasks.registration import task
 
 
-@app.task(name=task_names.SWEEP_STALLED, on_transient=TransientPolicy.SKIP)
+@task(task_names.SWEEP_STALLED, on_transient=TransientPolicy.SKIP)
 def sweep_stalled() -> dict[str, Any]:
     """Re-enqueue stalled jobs; fail those re-enqueued too often without progress."""
     return sweep_stalled_jobs(get_settings()).as_dict()
 
 
-@app.task(name=task_names.PRUNE_MEDIA, on_transient=TransientPolicy.SKIP)
-def prune_unreferenced_media() -> dict[str, Any]:
+@task(task_names.PRUNE_MEDIA, on_transient=TransientPolicy.SKIP)
+def prune_media() -> dict[str, Any]:
     """Delete media no item references once it is older than the grace period."""
-    return prune_media(get_settings()).as_dict()
+    return media_retention.prune_media(get_settings()).as_dict()
 
 
-@app.task(name=task_names.BACKFILL_CROPS, on_transient=TransientPolicy.RETRY)
+@task(task_names.BACKFILL_CROPS, on_transient=TransientPolicy.RETRY)
 def backfill_crops(
     after: int = 0, batch_items: int = DEFAULT_BATCH_ITEMS, max_items: int = DEFAULT_TASK_ITEMS
 ) -> dict[str, Any]:

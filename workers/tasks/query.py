@@ -16,10 +16,10 @@ from shared import task_names
 from shared.config import get_settings
 from shared.search.filters import from_payload
 from shared.vectors import encode
-from workers.celery_app import app
 from workers.search.queries import search_item as search_item_now
 from workers.search.queries import search_vectors
 from workers.tasks.base import TransientPolicy
+from workers.tasks.registration import task
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def _ranked(results: dict[str, list[tuple[int, float]]]) -> dict[str, list[list[
 
 # No retries: the web tier waits QUERY_TIMEOUT_S for the answer and says 503 after that; a
 # retry after backoff would answer nobody.
-@app.task(name=task_names.SEARCH_PHOTO, on_transient=TransientPolicy.FAIL)
+@task(task_names.SEARCH_PHOTO, on_transient=TransientPolicy.FAIL)
 def search_photo(
     image: str, kinds: list[str], k: int, filters: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def search_photo(
     }
 
 
-@app.task(name=task_names.SEARCH_ITEM, on_transient=TransientPolicy.FAIL)
+@task(task_names.SEARCH_ITEM, on_transient=TransientPolicy.FAIL)
 def search_item(
     item_id: int, version: str, kinds: list[str], k: int, filters: dict[str, Any] | None = None
 ) -> dict[str, Any]:
