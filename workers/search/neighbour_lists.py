@@ -168,7 +168,8 @@ class NeighbourLists:
         return stripped
 
     def short_rows(self, n: int) -> np.ndarray:
-        """Rows whose truncated list lost more than its slack: they must be refilled."""
+        """Rows whose truncated list cannot answer k = K_MAX any more (it lost more than its
+        slack, or was never computed): they must be refilled."""
         want = min(K_MAX, max(n - 1, 0))
         return np.flatnonzero((self.length[:n] < want) & ~self.complete[:n])
 
