@@ -194,6 +194,26 @@ def is_filter_parameter(key: str) -> bool:
     return key.startswith(PREFIX)
 
 
+def _condition_slot(key: str) -> tuple[str, Operator]:
+    """The attribute name and operator an ``attr.*`` key names; FilterError when it names none."""
+    name, dot, suffix = key[len(PREFIX) :].partition(".")
+    if dot and suffix not in _SUFFIXES:
+        raise FilterError(
+            "unknown_filter_operator",
+            f"Unknown operator in {key[:80]!r}: use attr.<name>, attr.<name>.not, "
+            "attr.<name>.min or attr.<name>.max (names hold no '.').",
+            {key[:80]: "unknown operator"},
+        )
+    if not name or len(name) > MAX_NAME_CHARS:
+        raise FilterError(
+            "invalid_filter",
+            f"{key[:80]!r} needs an attribute name of 1 to {MAX_NAME_CHARS} characters.",
+            {key[:80]: "bad name"},
+        )
+    _check_text(name, key[:80], "attribute name")
+    return name, (_SUFFIXES[suffix] if dot else "eq")
+
+
 def parse(
     pairs: Iterable[tuple[str, str]], distinct: str | None = None, exclude_same: str | None = None
 ) -> FilterSpec:
@@ -216,25 +236,9 @@ def parse(
                 f"At most {MAX_CONDITIONS} attribute conditions per request.",
                 {"limit": MAX_CONDITIONS},
             )
-        rest = key[len(PREFIX) :]
-        name, dot, suffix = rest.partition(".")
-        if dot and suffix not in _SUFFIXES:
-            raise FilterError(
-                "unknown_filter_operator",
-                f"Unknown operator in {key[:80]!r}: use attr.<name>, attr.<name>.not, "
-                "attr.<name>.min or attr.<name>.max (names hold no '.').",
-                {key[:80]: "unknown operator"},
-            )
-        if not name or len(name) > MAX_NAME_CHARS:
-            raise FilterError(
-                "invalid_filter",
-                f"{key[:80]!r} needs an attribute name of 1 to {MAX_NAME_CHARS} characters.",
-                {key[:80]: "bad name"},
-            )
-        _check_text(name, key[:80], "attribute name")
+        slot = _condition_slot(key)
         _check_text(raw, key[:80], "value")
-        op: Operator = _SUFFIXES[suffix] if dot else "eq"
-        slot = (name, op)
+        op = slot[1]
         if slot not in eq and slot not in bounds:
             order.append(slot)
         if op in ("min", "max"):

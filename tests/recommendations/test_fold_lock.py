@@ -10,15 +10,23 @@ from contextlib import contextmanager
 
 import numpy as np
 import psycopg
+import pytest
 from sqlalchemy import func, select
 
 from shared import task_names
 from shared.locks import FOLD_LOCK_KEY
-from shared.models import Item, NeighbourList
+from shared.models import Item, ListChange, ListFold, NeighbourList
 from shared.queueing import QUEUE_LISTS
 from shared.search.loader import libpq_url
 from shared.search.scheduling import RELOAD_PENDING_KEY
-from tests.recommendations.helpers import add_catalogue, expected
+from tests.recommendations.helpers import (
+    add_catalogue,
+    add_item,
+    delete_item,
+    expected,
+    replace_vector,
+)
+from tests.recommendations.test_lists_exact import _check_stored_lists
 from tests.support.waiting import wait_until
 from workers.search.fold import FoldLockBusy, connect, fold
 from workers.search.index import VectorIndex
@@ -163,3 +171,40 @@ def test_a_holder_frozen_inside_its_transaction_loses_the_lock(
         assert _lists(db_session) == 30
     finally:
         holder.close()
+
+
+def test_a_fold_that_fails_part_way_leaves_nothing_behind_and_the_next_one_folds_it_all(
+    settings, db_session, cache_redis, broker_redis
+):
+    rng = np.random.default_rng(11)
+    _catalogue(db_session)
+    index = VectorIndex()  # one worker process: its matrices and lists outlive the failure
+    fold(settings, index=index)
+    for i in range(30, 36):
+        add_item(db_session, f"s{i:02d}", {"full": rng.standard_normal(6, np.float32)})
+    replace_vector(db_session, "s04", "full", rng.standard_normal(6, np.float32))
+    delete_item(db_session, "s09")
+    folds_before = _count(db_session, ListFold)
+    # Reads go on, writes to the lists wait: the fold has changed its lists in memory when its
+    # upsert times out on the lock.
+    with psycopg.connect(libpq_url(settings.database_url)) as writer_blocker:
+        writer_blocker.execute("LOCK TABLE neighbour_lists IN EXCLUSIVE MODE")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            fold(settings.replace(db_lock_timeout_s=0.5), index=index)
+        writer_blocker.rollback()
+    # Rolled back: no fold recorded, every change still pending, the old lists still stored.
+    assert _count(db_session, ListFold) == folds_before
+    db_session.rollback()
+    pending = select(func.count(func.distinct(ListChange.item_id))).where(
+        ListChange.fold_id.is_(None)
+    )
+    assert db_session.scalar(pending) == 8
+    assert _lists(db_session) == 30
+    report = fold(settings, index=index)
+    assert report.changes == 8 and report.lists_removed == 1
+    _check_stored_lists(db_session)
+
+
+def _count(db_session, model) -> int:
+    db_session.rollback()
+    return db_session.scalar(select(func.count()).select_from(model))

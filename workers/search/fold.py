@@ -1,7 +1,8 @@
 """Folding the change log into the neighbour lists, exactly, in one pass over each matrix.
 
 One fold at a time across every worker (a PostgreSQL advisory lock), so concurrent batches
-never lose each other's updates. Inside one REPEATABLE READ snapshot a fold:
+never lose each other's updates. Inside one REPEATABLE READ snapshot (the lock, the snapshot and
+this process's index lock are :func:`fold_transaction`) a fold:
 
 1. takes every change no fold took in yet (``list_changes.fold_id IS NULL``) and brings the
    matrices of the kinds they touch up to that snapshot (workers.search.index);
@@ -16,6 +17,10 @@ never lose each other's updates. Inside one REPEATABLE READ snapshot a fold:
    computation, blocked;
 5. writes the lists it changed and marks the changes with its id, then commits.
 
+Steps 2-4 are the rules of the lists themselves (workers.search.neighbour_lists.NeighbourLists,
+one per matrix); this module runs them over the pending changes, block after block, and does
+the PostgreSQL side.
+
 After the commit it updates the Redis cache in one MULTI (lists + the fold id), or reloads a
 whole generation when the cache is cold or behind (workers.search.cache_writer), and purges
 change rows older than the retention that the cache no longer needs.
@@ -26,6 +31,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,19 +41,11 @@ import psycopg
 
 from shared.locks import FOLD_LOCK_KEY
 from shared.search import lists_cache
-from shared.search.knn import exact_squared_distances
-from shared.search.lists import K_MAX, LIST_WIDTH, NeighbourList, from_columns
+from shared.search.lists import from_columns
 from shared.search.loader import PgConnection, libpq_url, one_row
 from workers.search import cache_writer
 from workers.search.index import KindMatrix, VectorIndex, get_index
-from workers.search.kernels import (
-    RankedRows,
-    all_nearest_rows,
-    margins,
-    nearest_rows,
-    rerank,
-    select_candidates,
-)
+from workers.search.neighbour_lists import Estimates
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -144,15 +143,58 @@ def connect(settings: Settings) -> PgConnection:
     )
 
 
-# --------------------------------------------------------------------------- lists in memory
+# --------------------------------------------------------------------------- the lock and snapshot
+
+
+class FoldTransaction:
+    """A fold's open REPEATABLE READ transaction, on the fold lock's connection."""
+
+    def __init__(self, conn: PgConnection) -> None:
+        self.conn = conn
+        self.committed = False
+
+    def commit(self) -> float:
+        """Commit the fold (or the snapshot that found nothing to fold); returns its seconds."""
+        began = time.perf_counter()
+        self.conn.execute("COMMIT")
+        self.committed = True
+        return time.perf_counter() - began
+
+    def rollback(self) -> None:
+        try:
+            self.conn.execute("ROLLBACK")
+        except psycopg.Error:
+            log.warning("rollback failed; the connection is going away anyway")
+
+
+@contextmanager
+def fold_transaction(settings: Settings, index: VectorIndex) -> Iterator[FoldTransaction]:
+    """Everything a fold holds, taken in this order: the fold lock (tried: FoldLockBusy at once
+    when another process has it), this process's index lock (no search of this process reads
+    the matrices while they change), and one REPEATABLE READ transaction on the lock's connection.
+
+    The body commits; what it does after (the cache write, the purge) is still under both locks,
+    so no other fold or reload slips between PostgreSQL and Redis. Leaving the block uncommitted
+    rolls back and forgets this process's lists, which may be half-folded: the next fold loads
+    them from PostgreSQL again.
+    """
+    with connect(settings) as conn, advisory_lock(conn), index.lock:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        transaction = FoldTransaction(conn)
+        try:
+            yield transaction
+        finally:
+            if not transaction.committed:
+                index.invalidate_lists()
+                transaction.rollback()
+
+
+# --------------------------------------------------------------------------- one kind
 
 
 def load_lists(conn: PgConnection, matrix: KindMatrix) -> None:
     """The lists PostgreSQL holds for this matrix's rows, in the current snapshot."""
-    matrix.list_ids[: matrix.n] = -1
-    matrix.list_d2[: matrix.n] = np.inf
-    matrix.list_len[: matrix.n] = 0
-    matrix.list_complete[: matrix.n] = False
+    matrix.lists.clear(slice(0, matrix.n))
     with conn.cursor() as cur:
         cur.execute(
             "SELECT item_id, neighbour_ids, sq_distances, complete FROM neighbour_lists"
@@ -161,41 +203,9 @@ def load_lists(conn: PgConnection, matrix: KindMatrix) -> None:
         )
         for item_id, ids, d2, complete in cur:
             row = matrix.row_of.get(int(item_id))
-            if row is None:
-                continue
-            stored = from_columns(ids, d2, complete)
-            count = min(len(stored), LIST_WIDTH)
-            matrix.list_ids[row, :count] = stored.ids[:count]
-            matrix.list_d2[row, :count] = stored.sq_distances[:count]
-            matrix.list_len[row] = count
-            matrix.list_complete[row] = stored.complete
-    matrix.lists_loaded = True
-
-
-def _row_list(matrix: KindMatrix, row: int) -> NeighbourList:
-    count = int(matrix.list_len[row])
-    return NeighbourList(
-        matrix.list_ids[row, :count].copy(),
-        matrix.list_d2[row, :count].copy(),
-        bool(matrix.list_complete[row]),
-    )
-
-
-def _set_row(matrix: KindMatrix, row: int, ids: np.ndarray, d2: np.ndarray, complete: bool) -> None:
-    order = np.lexsort((ids, d2))
-    if order.size > LIST_WIDTH:
-        order = order[:LIST_WIDTH]
-        complete = False
-    count = order.size
-    matrix.list_ids[row] = -1
-    matrix.list_d2[row] = np.inf
-    matrix.list_ids[row, :count] = ids[order]
-    matrix.list_d2[row, :count] = d2[order]
-    matrix.list_len[row] = count
-    matrix.list_complete[row] = complete
-
-
-# --------------------------------------------------------------------------- one kind
+            if row is not None:
+                matrix.lists.put(row, from_columns(ids, d2, complete))
+    matrix.lists.loaded = True
 
 
 @dataclass
@@ -205,229 +215,18 @@ class _KindFold:
     recomputed: int
 
 
-# Rows per slice when scanning every list for changed items: bounds the scan's scratch memory
-# (about 1 KB per row of the slice) whatever the catalogue's size.
-_STRIP_ROWS = 16_384
-
-
-def _strip(matrix: KindMatrix, changed: np.ndarray) -> set[int]:
-    """Remove every changed item from every list; returns the rows that lost an entry."""
-    n = matrix.n
-    if n == 0 or changed.size == 0:
-        return set()
-    lists = matrix.list_ids[:n]
-    top = int(max(int(changed.max()), int(lists.max(initial=-1)))) + 2
-    flag = np.zeros(top, dtype=bool)
-    flag[changed + 1] = True
-    stripped: set[int] = set()
-    for start in range(0, n, _STRIP_ROWS):
-        stop = min(n, start + _STRIP_ROWS)
-        hit = flag[lists[start:stop] + 1]  # -1 (empty slots) maps to flag[0], always False
-        for offset in np.flatnonzero(hit.any(axis=1)).tolist():
-            row = start + offset
-            count = int(matrix.list_len[row])
-            keep = ~hit[offset, :count]
-            ids = matrix.list_ids[row, :count][keep]
-            d2 = matrix.list_d2[row, :count][keep]
-            _set_row(matrix, row, ids, d2, bool(matrix.list_complete[row]))
-            stripped.add(row)
-    return stripped
-
-
-@dataclass
-class _Estimates:
-    """float32 distance estimates of one block of changed items (rows) against every row."""
-
-    new_rows: np.ndarray  # (b,) rows of the changed items that have a vector
-    approx: np.ndarray  # (b, n): one changed item's estimates per row
-    q_sq: np.ndarray  # (b,) float64
-    margin: np.ndarray  # (b,) proven error bound of one comparison, per changed item
-
-
-def _estimate(matrix: KindMatrix, new_rows: np.ndarray) -> _Estimates:
-    """One matrix product of a block of changed vectors against the matrix: O(N x b x d)."""
-    x = matrix.live_vectors
-    queries = x[new_rows]
-    q_sq = np.einsum("ij,ij->i", queries, queries, dtype=np.float64)
-    approx = queries @ x.T
-    approx *= -2.0
-    approx += matrix.live_norms[None, :]
-    approx += q_sq.astype(np.float32)[:, None]
-    margin = margins(float(matrix.live_norms.max()), q_sq, x.shape[1])
-    return _Estimates(new_rows, approx, q_sq, margin)
-
-
-# Changed items per slice of the screen against the lists' thresholds: its float64 scratch is
-# this many x N x 8 bytes.
-_SCREEN_ROWS = 64
-
-
-def _screen(est: _Estimates, threshold: np.ndarray, skip: np.ndarray) -> np.ndarray:
-    """(b, n): the pairs whose estimate could beat the list's threshold (within the margin)."""
-    margin = est.margin.astype(np.float32)
-    screen = np.empty(est.approx.shape, dtype=bool)
-    for start in range(0, len(est.approx), _SCREEN_ROWS):
-        part = slice(start, start + _SCREEN_ROWS)
-        np.less_equal(est.approx[part], threshold[None, :] + margin[part, None], out=screen[part])
-    screen[:, skip] = False
-    return screen
-
-
-def _insert(matrix: KindMatrix, est: _Estimates, skip: np.ndarray) -> set[int]:
-    """Put the changed items into every other list they belong to (``skip``: rows whose lists
-    are recomputed anyway; with no lists yet that is every row, and nothing is done)."""
-    n = matrix.n
-    new_rows = est.new_rows
-    if new_rows.size == 0 or skip.size >= n:
-        return set()
-    x = matrix.live_vectors
-    ids = matrix.live_ids
-    queries = x[new_rows]
-    lens = matrix.list_len[:n]
-    complete = matrix.list_complete[:n]
-    last = np.where(lens > 0, matrix.list_d2[np.arange(n), np.maximum(lens - 1, 0)], -np.inf)
-    threshold = np.where(complete, np.inf, last)
-    # Row-major: grouped by changed item, rows ascending within each.
-    cols, rows = np.nonzero(_screen(est, threshold, skip))
-    mine = rows != new_rows[cols]  # an item is not its own neighbour
-    rows, cols = rows[mine], cols[mine]
-    if rows.size == 0:
-        return set()
-    bounds = np.searchsorted(cols, np.arange(new_rows.size + 1))
-    d2 = np.empty(rows.size, dtype=np.float64)
-    for c in range(new_rows.size):
-        part = slice(int(bounds[c]), int(bounds[c + 1]))
-        if part.start < part.stop:
-            d2[part] = exact_squared_distances(
-                x[rows[part]], queries[c], matrix.live_norms64[rows[part]]
-            )
-    cids = ids[new_rows][cols]
-    # Past a truncated list's last entry, unseen items may come first: the prefix stays as is.
-    count = lens[rows]
-    tail_d2 = matrix.list_d2[rows, np.maximum(count - 1, 0)]
-    tail_id = matrix.list_ids[rows, np.maximum(count - 1, 0)]
-    admit = complete[rows] | (d2 < tail_d2) | ((d2 == tail_d2) & (cids < tail_id))
-    rows, cids, d2 = rows[admit], cids[admit], d2[admit]
-    if rows.size == 0:
-        return set()
-    touched, per_row = np.unique(rows, return_counts=True)
-    single = np.isin(rows, touched[per_row == 1])
-    _insert_one_each(matrix, rows[single], cids[single], d2[single])
-    for row in touched[per_row > 1].tolist():
-        mine = rows == row
-        count = int(lens[row])
-        _set_row(
-            matrix,
-            row,
-            np.concatenate([matrix.list_ids[row, :count], cids[mine]]),
-            np.concatenate([matrix.list_d2[row, :count], d2[mine]]),
-            bool(complete[row]),
-        )
-    return set(touched.tolist())
-
-
-def _insert_one_each(
-    matrix: KindMatrix, rows: np.ndarray, cids: np.ndarray, d2: np.ndarray
-) -> None:
-    """One new entry into each of many lists at once (the common case of a fold)."""
-    if rows.size == 0:
-        return
-    old_d2, old_ids = matrix.list_d2[rows], matrix.list_ids[rows]
-    before = (old_d2 < d2[:, None]) | ((old_d2 == d2[:, None]) & (old_ids < cids[:, None]))
-    pos = before.sum(axis=1)[:, None]
-    slot = np.arange(LIST_WIDTH)[None, :]
-    shifted_d2 = np.concatenate([np.full((rows.size, 1), np.inf), old_d2[:, :-1]], axis=1)
-    shifted_ids = np.concatenate([np.full((rows.size, 1), -1), old_ids[:, :-1]], axis=1)
-    matrix.list_d2[rows] = np.where(
-        slot < pos, old_d2, np.where(slot == pos, d2[:, None], shifted_d2)
-    )
-    matrix.list_ids[rows] = np.where(
-        slot < pos, old_ids, np.where(slot == pos, cids[:, None], shifted_ids)
-    )
-    grown = matrix.list_len[rows] + 1
-    matrix.list_complete[rows] &= grown <= LIST_WIDTH  # one pushed off the end: truncated now
-    matrix.list_len[rows] = np.minimum(grown, LIST_WIDTH)
-
-
-def _recompute_estimated(matrix: KindMatrix, est: _Estimates) -> None:
-    """Fresh lists for a block of changed items, from the product the block already made.
-
-    Consumes ``est.approx`` (its own entries become inf)."""
-    if est.new_rows.size == 0 or matrix.n < 2:
-        return
-    rows = est.new_rows
-    approx = est.approx
-    approx[np.arange(rows.size), rows] = np.inf  # not its own neighbour
-    found = select_candidates(approx, min(LIST_WIDTH, matrix.n - 1), est.margin)
-    ranked = rerank(
-        matrix.live_vectors,
-        matrix.live_norms64,
-        matrix.live_ids,
-        matrix.live_vectors[rows],
-        found,
-        LIST_WIDTH,
-    )
-    _store_ranked(matrix, rows, ranked)
-
-
-def _recompute(matrix: KindMatrix, rows: np.ndarray, settings: Settings, device: str) -> None:
-    """Fresh lists for ``rows`` by the blocked kernel (block x N of scratch at a time)."""
-    if rows.size == 0:
-        return
-    if rows.size == matrix.n and device == "numpy":
-        # Every list (the first computation): the symmetric pass makes half the products.
-        ranked = all_nearest_rows(
-            matrix.live_vectors,
-            matrix.live_norms,
-            matrix.live_ids,
-            LIST_WIDTH,
-            sq_norms64=matrix.live_norms64,
-            block_rows=settings.list_block_rows,
-        )
-        _store_ranked(matrix, rows, ranked)
-        return
-    ranked = nearest_rows(
-        matrix.live_vectors,
-        matrix.live_norms,
-        matrix.live_ids,
-        matrix.live_vectors[rows],
-        LIST_WIDTH,
-        self_rows=rows,
-        sq_norms64=matrix.live_norms64,
-        block_rows=settings.list_block_rows,
-        device=device,
-    )
-    _store_ranked(matrix, rows, ranked)
-
-
-def _store_ranked(matrix: KindMatrix, rows: np.ndarray, ranked: RankedRows) -> None:
-    ids = matrix.live_ids
-    others = matrix.n - 1
-    for offset, row in enumerate(rows.tolist()):
-        count = int(ranked.counts[offset])
-        found = ranked.rows[offset, :count]
-        matrix.list_ids[row] = -1
-        matrix.list_d2[row] = np.inf
-        matrix.list_ids[row, :count] = ids[found]
-        matrix.list_d2[row, :count] = ranked.sq_distances[offset, :count]
-        matrix.list_len[row] = count
-        matrix.list_complete[row] = count == others
-
-
 def fold_kind(
     matrix: KindMatrix, changed_ids: np.ndarray, settings: Settings, device: str = "numpy"
 ) -> _KindFold:
     """Steps 2-4 of the module docstring for one (version, kind); lists change in place."""
-    n = matrix.n
+    n, lists = matrix.n, matrix.lists
     removed = [int(i) for i in changed_ids.tolist() if int(i) not in matrix.row_of]
     new_rows = np.array(
         sorted(matrix.row_of[int(i)] for i in changed_ids.tolist() if int(i) in matrix.row_of),
         dtype=np.int64,
     )
-    written = _strip(matrix, changed_ids)
-    lens = matrix.list_len[:n]
-    short = (lens < min(K_MAX, max(n - 1, 0))) & ~matrix.list_complete[:n]
-    recompute = np.union1d(new_rows, np.flatnonzero(short)).astype(np.int64)
+    written = lists.strip(changed_ids, n)
+    recompute = np.union1d(new_rows, lists.short_rows(n)).astype(np.int64)
     rest = recompute
     # Small catalogues and first computations go straight to the blocked kernel. Otherwise the
     # changed items go in blocks of list_block_rows: one block's product (block x N) serves both
@@ -437,30 +236,24 @@ def fold_kind(
     if new_rows.size and n > 1 and recompute.size < n:
         block = max(1, settings.list_block_rows)
         for start in range(0, new_rows.size, block):
-            est = _estimate(matrix, new_rows[start : start + block])
-            written |= _insert(matrix, est, recompute)
-            _recompute_estimated(matrix, est)
+            est = Estimates.of_block(matrix, new_rows[start : start + block])
+            written |= lists.insert(matrix, est, recompute)
+            lists.refill_estimated(matrix, est)
             del est
         rest = np.setdiff1d(recompute, new_rows)
-    _recompute(matrix, rest, settings, device)
+    lists.refill(matrix, rest, settings.list_block_rows, device)
     written |= set(recompute.tolist())
-    # A truncated list that now holds every other item (the catalogue shrank) is complete.
-    whole = np.flatnonzero((matrix.list_len[:n] == n - 1) & ~matrix.list_complete[:n])
-    matrix.list_complete[whole] = True
-    written |= set(whole.tolist())
+    written |= lists.complete_whole(n)
     return _KindFold(written, removed, int(recompute.size))
 
 
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def _write_lists(
-    conn: PgConnection,
-    fold_id: int,
-    rows: list[tuple[str, str, int, NeighbourList]],
-    removed: list[tuple[str, str, int]],
-) -> None:
-    if rows:
+def _write_lists(conn: PgConnection, fold_id: int, updates: list[lists_cache.ListUpdate]) -> None:
+    """Upsert the lists that changed and delete the ones that are gone, marked with ``fold_id``."""
+    written = [(u.version, u.kind, u.item_id, u.value) for u in updates if u.value is not None]
+    if written:
         conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS fold_lists (model_version text, kind text,"
             " item_id bigint, neighbour_ids bytea, sq_distances bytea, complete boolean)"
@@ -468,7 +261,7 @@ def _write_lists(
         )
         with conn.cursor() as cur, cur.copy("COPY fold_lists FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["text", "text", "int8", "bytea", "bytea", "bool"])
-            for version, kind, item_id, value in rows:
+            for version, kind, item_id, value in written:
                 copy.write_row(
                     (
                         version,
@@ -489,10 +282,11 @@ def _write_lists(
             " complete = excluded.complete, fold_id = excluded.fold_id",
             (fold_id,),
         )
-    by_kind: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for version, kind, item_id in removed:
-        by_kind[version, kind].append(item_id)
-    for (version, kind), item_ids in by_kind.items():
+    gone: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for update in updates:
+        if update.value is None:
+            gone[update.version, update.kind].append(update.item_id)
+    for (version, kind), item_ids in gone.items():
         conn.execute(
             "DELETE FROM neighbour_lists WHERE model_version = %s AND kind = %s"
             " AND item_id = ANY(%s)",
@@ -542,35 +336,17 @@ def fold(
     index = index or get_index()
     report = FoldReport()
     started = time.perf_counter()
-    with connect(settings) as conn, advisory_lock(conn), index.lock:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-        try:
-            prev_fold = int(one_row(conn.execute("SELECT coalesce(max(id), 0) FROM list_folds"))[0])
-            pending = conn.execute(
-                "SELECT DISTINCT model_version, kind, item_id FROM list_changes"
-                " WHERE fold_id IS NULL"
-            ).fetchall()
-            updates: list[lists_cache.ListUpdate] = []
-            if not pending:
-                conn.execute("ROLLBACK")
-            else:
-                updates = _fold_locked(conn, settings, index, device, prev_fold, pending, report)
-                began = time.perf_counter()
-                conn.execute("COMMIT")
-                report.phases["commit"] = time.perf_counter() - began
-        except BaseException:
-            index.invalidate_lists()  # half-folded in memory: reload from PostgreSQL next time
-            try:
-                conn.execute("ROLLBACK")
-            except psycopg.Error:
-                log.warning("rollback failed; the connection is going away anyway")
-            raise
+    with fold_transaction(settings, index) as transaction:
+        conn = transaction.conn
+        prev_fold = int(one_row(conn.execute("SELECT coalesce(max(id), 0) FROM list_folds"))[0])
+        pending = conn.execute(
+            "SELECT DISTINCT model_version, kind, item_id FROM list_changes WHERE fold_id IS NULL"
+        ).fetchall()
+        updates = _fold_pending(conn, settings, index, device, prev_fold, pending, report)
+        commit_seconds = transaction.commit()
         if report.fold_id is not None:
-            for matrix in index.matrices.values():
-                if matrix.synced_fold >= prev_fold:
-                    matrix.synced_fold = report.fold_id
-            index.lists_fold = report.fold_id
-        # Still under the lock: no other fold or reload can slip between PostgreSQL and Redis.
+            report.phases["commit"] = commit_seconds
+            _advance_matrices(index, prev_fold, report.fold_id)
         began = time.perf_counter()
         report.cache = cache_writer.after_fold(conn, settings, report.fold_id, prev_fold, updates)
         report.phases["cache"] = time.perf_counter() - began
@@ -581,7 +357,15 @@ def fold(
     return report
 
 
-def _fold_locked(
+def _advance_matrices(index: VectorIndex, prev_fold: int, fold_id: int) -> None:
+    """After the commit: the matrices that were at the previous fold are at this one now."""
+    for matrix in index.matrices.values():
+        if matrix.synced_fold >= prev_fold:
+            matrix.synced_fold = fold_id
+    index.lists_fold = fold_id
+
+
+def _fold_pending(
     conn: PgConnection,
     settings: Settings,
     index: VectorIndex,
@@ -590,6 +374,9 @@ def _fold_locked(
     pending: list[tuple[str, str, int]],
     report: FoldReport,
 ) -> list[lists_cache.ListUpdate]:
+    """Steps 1-5 inside the transaction; returns the lists that changed, for the cache."""
+    if not pending:
+        return []
     fold_id = int(
         one_row(
             conn.execute(
@@ -605,40 +392,48 @@ def _fold_locked(
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for version, kind, item_id in pending:
         groups[version, kind].append(int(item_id))
-    rows: list[tuple[str, str, int, NeighbourList]] = []
-    removed: list[tuple[str, str, int]] = []
     updates: list[lists_cache.ListUpdate] = []
-    compute = sync = 0.0
     for (version, kind), item_ids in sorted(groups.items()):
-        began = time.perf_counter()
-        matrix = index.sync(conn, version, kind)
-        if not matrix.lists_loaded:
-            load_lists(conn, matrix)
-        sync += time.perf_counter() - began
-        began = time.perf_counter()
-        result = fold_kind(
-            matrix, np.array(sorted(set(item_ids)), dtype=np.int64), settings, device
-        )
-        compute += time.perf_counter() - began
-        report.recomputed += result.recomputed
-        report.kinds[f"{version[:12]}/{kind}"] = len(result.written)
-        for row in sorted(result.written):
-            value = _row_list(matrix, row)
-            item_id = int(matrix.item_ids[row])
-            rows.append((version, kind, item_id, value))
-            updates.append(lists_cache.ListUpdate(version, kind, item_id, value))
-        for item_id in result.removed:
-            removed.append((version, kind, item_id))
-            updates.append(lists_cache.ListUpdate(version, kind, item_id, None))
+        updates += _fold_one_kind(conn, settings, index, device, version, kind, item_ids, report)
     began = time.perf_counter()
-    _write_lists(conn, fold_id, rows, removed)
+    _write_lists(conn, fold_id, updates)
     conn.execute("UPDATE list_changes SET fold_id = %s WHERE fold_id IS NULL", (fold_id,))
-    report.phases.update(sync=sync, compute=compute, write=time.perf_counter() - began)
-    report.lists_written = len(rows)
-    report.lists_removed = len(removed)
-    report.compute_seconds = compute
+    report.phases["write"] = time.perf_counter() - began
+    report.lists_written = sum(update.value is not None for update in updates)
+    report.lists_removed = len(updates) - report.lists_written
     conn.execute(
         "UPDATE list_folds SET lists_written = %s, seconds = %s WHERE id = %s",
-        (len(rows), compute, fold_id),
+        (report.lists_written, report.compute_seconds, fold_id),
     )
+    return updates
+
+
+def _fold_one_kind(
+    conn: PgConnection,
+    settings: Settings,
+    index: VectorIndex,
+    device: str,
+    version: str,
+    kind: str,
+    item_ids: list[int],
+    report: FoldReport,
+) -> list[lists_cache.ListUpdate]:
+    """One (version, kind): its matrix synced, its lists loaded and folded; adds to the report."""
+    began = time.perf_counter()
+    matrix = index.sync(conn, version, kind)
+    if not matrix.lists.loaded:
+        load_lists(conn, matrix)
+    report.phases["sync"] = report.phases.get("sync", 0.0) + time.perf_counter() - began
+    began = time.perf_counter()
+    result = fold_kind(matrix, np.array(sorted(set(item_ids)), dtype=np.int64), settings, device)
+    compute = time.perf_counter() - began
+    report.phases["compute"] = report.phases.get("compute", 0.0) + compute
+    report.compute_seconds += compute
+    report.recomputed += result.recomputed
+    report.kinds[f"{version[:12]}/{kind}"] = len(result.written)
+    updates = [
+        lists_cache.ListUpdate(version, kind, int(matrix.item_ids[row]), matrix.lists.get(row))
+        for row in sorted(result.written)
+    ]
+    updates += [lists_cache.ListUpdate(version, kind, item_id, None) for item_id in result.removed]
     return updates

@@ -9,7 +9,7 @@ than the log's retention (``list_state.purged_through``) is reloaded whole.
 
 Rows are not kept in id order (a deleted row is filled by the last one), so ties are always
 broken by ``item_ids``, never by row number. Neighbour lists ride along row by row for the fold
-(workers.search.fold).
+(``lists``: workers.search.neighbour_lists).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import numpy as np
 from tqdm import tqdm
 
 from shared.search.knn import squared_norms, squared_norms64
-from shared.search.lists import LIST_WIDTH
 from shared.search.loader import PgConnection, one_row, stream_vectors
 from shared.vectors import DTYPE
+from workers.search.neighbour_lists import NeighbourLists
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,8 @@ class KindMatrix:
     row_of: dict[int, int] = field(default_factory=dict)
     # The newest fold whose changes this matrix includes (rows may be newer still).
     synced_fold: int = 0
-    # Neighbour lists per row (loaded by the fold); list_ids are item ids, -1 past list_len.
-    lists_loaded: bool = False
-    list_ids: np.ndarray = field(default_factory=lambda: np.empty((0, LIST_WIDTH), np.int64))
-    list_d2: np.ndarray = field(default_factory=lambda: np.empty((0, LIST_WIDTH), np.float64))
-    list_len: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    list_complete: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
+    # Neighbour lists per row, loaded and kept exact by the fold.
+    lists: NeighbourLists = field(default_factory=NeighbourLists)
 
     @property
     def live_vectors(self) -> np.ndarray:
@@ -84,10 +80,7 @@ class KindMatrix:
         self.sq_norms = grown(self.sq_norms, (cap,), 0.0)
         self.sq_norms64 = grown(self.sq_norms64, (cap,), 0.0)
         self.item_ids = grown(self.item_ids, (cap,), -1)
-        self.list_ids = grown(self.list_ids, (cap, LIST_WIDTH), -1)
-        self.list_d2 = grown(self.list_d2, (cap, LIST_WIDTH), np.inf)
-        self.list_len = grown(self.list_len, (cap,), 0)
-        self.list_complete = grown(self.list_complete, (cap,), False)
+        self.lists.reserve(cap, self.n)
 
     def put(self, item_id: int, vector: np.ndarray) -> int:
         """Insert or overwrite an item's vector; returns its row. Its list is emptied."""
@@ -109,10 +102,7 @@ class KindMatrix:
         self.vectors[row] = vector
         self.sq_norms[row] = squared_norms(vector[None, :].astype(np.float32))[0]
         self.sq_norms64[row] = squared_norms64(vector[None, :].astype(np.float32))[0]
-        self.list_ids[row] = -1
-        self.list_d2[row] = np.inf
-        self.list_len[row] = 0
-        self.list_complete[row] = False
+        self.lists.clear(row)
         return row
 
     def remove(self, item_id: int) -> bool:
@@ -123,17 +113,9 @@ class KindMatrix:
         last = self.n - 1
         if row != last:
             moved = int(self.item_ids[last])
-            for array in (
-                self.vectors,
-                self.sq_norms,
-                self.sq_norms64,
-                self.item_ids,
-                self.list_ids,
-                self.list_d2,
-                self.list_len,
-                self.list_complete,
-            ):
+            for array in (self.vectors, self.sq_norms, self.sq_norms64, self.item_ids):
                 array[row] = array[last]
+            self.lists.move(last, row)
             self.row_of[moved] = row
         self.item_ids[last] = -1
         self.n = last
@@ -146,10 +128,7 @@ class KindMatrix:
         self.sq_norms = np.empty(0, np.float32)
         self.sq_norms64 = np.empty(0, np.float64)
         self.item_ids = np.empty(0, np.int64)
-        self.list_ids = np.empty((0, LIST_WIDTH), np.int64)
-        self.list_d2 = np.empty((0, LIST_WIDTH), np.float64)
-        self.list_len = np.empty(0, np.int64)
-        self.list_complete = np.empty(0, bool)
+        self.lists = NeighbourLists()
         # Headroom: the next batches append without copying the whole matrix again.
         self._reserve(len(item_ids) + max(1024, len(item_ids) // 8))
         self.n = len(item_ids)
@@ -158,7 +137,6 @@ class KindMatrix:
         self.sq_norms64[: self.n] = squared_norms64(vectors) if self.n else 0
         self.item_ids[: self.n] = item_ids
         self.row_of = {int(i): r for r, i in enumerate(item_ids.tolist())}
-        self.lists_loaded = False
 
 
 def load_matrix(conn: PgConnection, version: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +169,7 @@ class VectorIndex:
 
     def invalidate_lists(self) -> None:
         for matrix in self.matrices.values():
-            matrix.lists_loaded = False
+            matrix.lists.loaded = False
         self.lists_fold = None
 
     def sync(self, conn: PgConnection, version: str, kind: str) -> KindMatrix:
