@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
@@ -67,9 +67,13 @@ def item_recommendations(args: dict[str, Any], sku: str) -> Any:
         list(request.args.items(multi=True)), args.get("distinct"), args.get("exclude_same")
     )
     body = recommend_for_item(sku, k=args["k"], kinds=args["kinds"], spec=spec)
+    # The body is already what RecommendationsSchema dumps (plain strings, floats, None): it is
+    # encoded straight away, since the schema's dump of ~30 hits cost a fifth of the request.
+    response = current_app.json.response(body)
     generation = lists_pointer().generation()
-    headers = {"X-Lists-Generation": generation} if generation else {}
-    return body, 200, headers
+    if generation:
+        response.headers["X-Lists-Generation"] = generation
+    return response
 
 
 PHOTO_SEARCH_BODY = {

@@ -7,14 +7,14 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, case, func, literal, select
+from sqlalchemy import Table, case, func, literal, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared.models import Embedding, Item
 from shared.search.scheduling import request_fold
 from shared.vocabulary import ItemStatus, VectorKind, category_name
 from web.links import media_url
-from web.resources import db, settings
+from web.resources import db, db_reads, settings
 from web.services.errors import NotFound
 
 if TYPE_CHECKING:
@@ -96,6 +96,33 @@ def item_detail(sku: str) -> ItemDetail:
         key=lambda v: (_KIND_ORDER.get(v.kind, 9), v.model_version),
     )
     return ItemDetail(item, vectors)
+
+
+_PUBLIC_ITEM_SQL = text(
+    "SELECT i.sku, i.status, i.media_key, i.width, i.height, i.attributes,"
+    " ARRAY(SELECT DISTINCT e.kind FROM embeddings e WHERE e.item_id = i.id) AS kinds"
+    " FROM items i WHERE i.sku = :sku"
+)
+
+
+def public_item(sku: str) -> dict[str, Any]:
+    """What anyone may read of an item (NotFound for an unknown SKU), in one statement.
+
+    The same fields as the full document's public part, without loading the ORM row and its
+    vectors' rows: a shop page asks for this on every view.
+    """
+    row = db_reads().execute(_PUBLIC_ITEM_SQL, {"sku": sku}).one_or_none()
+    if row is None:
+        raise NotFound("item_not_found", f"No item has the SKU {sku!r}.")
+    return {
+        "sku": row.sku,
+        "status": row.status,
+        "image_url": media_url(row.media_key),
+        "width": row.width,
+        "height": row.height,
+        "attributes": row.attributes or {},
+        "kinds": sorted(row.kinds, key=lambda kind: _KIND_ORDER.get(kind, len(_KIND_ORDER))),
+    }
 
 
 def delete_item(sku: str) -> None:

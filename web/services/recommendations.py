@@ -26,7 +26,7 @@ from shared.search.reader import ItemRef, Neighbour
 from shared.vocabulary import CROP_KINDS, ItemStatus, VectorKind
 from web.links import media_url
 from web.lists_pointer import ListsPointer
-from web.resources import celery_client, db, settings
+from web.resources import celery_client, db, db_reads, settings
 from web.services.errors import Conflict, Invalid, NotFound, Unavailable
 
 RETRY_AFTER_S = "2"
@@ -145,11 +145,7 @@ def recommend_for_item(
     for an unknown SKU, Conflict for an item without vectors yet, Unavailable when a worker had
     to search and did not answer."""
     spec = spec or FilterSpec()
-    session = db()
-    if not session.in_transaction():
-        # Reads only, each statement its own snapshot: no BEGIN/ROLLBACK round trips. (A page
-        # that read the database first already holds a transaction: it simply goes on.)
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    session = db_reads()
     item = reader.find_item(session, sku)
     if item is None:
         raise NotFound("item_not_found", f"No item with SKU {sku!r}.")
