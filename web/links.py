@@ -5,6 +5,8 @@ Services and views both build them, so they live below both (a service never imp
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import g, has_request_context, url_for
 
 from shared.media import is_valid_key
@@ -29,6 +31,18 @@ def _media_prefix() -> str:
         if has_request_context():
             g.visrec_media_prefix = prefix
     return prefix
+
+
+def media_urls() -> Callable[[str | None], str | None]:
+    """:func:`media_url` for the many images of one document (the prefix looked up once)."""
+    prefix = _media_prefix()
+
+    def url(key: str | None) -> str | None:
+        if not key:
+            return None
+        return prefix + key if is_valid_key(key) else media_url(key)
+
+    return url
 
 
 def media_url(key: str | None) -> str | None:

@@ -53,7 +53,8 @@ def _filter_spec(
 
 
 @blp.route("/items/<string:sku>/recommendations")
-@blp.arguments(ItemRecommendationQuery, location="query")
+# One instance for every request: webargs builds a schema per request from a class.
+@blp.arguments(ItemRecommendationQuery(), location="query")
 @blp.response(200, RecommendationsSchema)
 @blp.alt_response(422, description="A parameter or filter is not valid")
 @blp.doc(

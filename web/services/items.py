@@ -7,9 +7,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, case, func, literal, select, text
+from sqlalchemy import Table, case, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from shared.db import driver_rows
 from shared.models import Embedding, Item
 from shared.search.scheduling import request_fold
 from shared.vocabulary import ItemStatus, VectorKind, category_name
@@ -98,10 +99,10 @@ def item_detail(sku: str) -> ItemDetail:
     return ItemDetail(item, vectors)
 
 
-_PUBLIC_ITEM_SQL = text(
+_PUBLIC_ITEM_SQL = (
     "SELECT i.sku, i.status, i.media_key, i.width, i.height, i.attributes,"
     " ARRAY(SELECT DISTINCT e.kind FROM embeddings e WHERE e.item_id = i.id) AS kinds"
-    " FROM items i WHERE i.sku = :sku"
+    " FROM items i WHERE i.sku = %(sku)s"
 )
 
 
@@ -111,9 +112,10 @@ def public_item(sku: str) -> dict[str, Any]:
     The same fields as the full document's public part, without loading the ORM row and its
     vectors' rows: a shop page asks for this on every view.
     """
-    row = db_reads().execute(_PUBLIC_ITEM_SQL, {"sku": sku}).one_or_none()
-    if row is None:
+    rows = driver_rows(db_reads(), _PUBLIC_ITEM_SQL, {"sku": sku})
+    if not rows:
         raise NotFound("item_not_found", f"No item has the SKU {sku!r}.")
+    row = rows[0]
     return {
         "sku": row.sku,
         "status": row.status,
