@@ -8,7 +8,7 @@ called from Celery's ``worker_process_init``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,13 @@ def driver_rows(session: Session, sql: str, params: Mapping[str, Any]) -> list[A
     with driver.cursor(row_factory=namedtuple_row) as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def int8_array(ids: Iterable[int]) -> str:
+    """Ids as a PostgreSQL array literal, for ``CAST(%(name)s AS bigint[])``: psycopg dumps a
+    Python list element by element (choosing each int's type), ~5 us an id, and a product page
+    sends ~50 of them per statement."""
+    return "{" + ",".join(str(int(i)) for i in ids) + "}"
 
 
 def dispose_engines() -> None:

@@ -28,6 +28,7 @@ import numpy as np
 import redis
 
 from shared.db import driver_rows as _rows
+from shared.db import int8_array
 from shared.search import lists_cache
 from shared.search.knn import exact_squared_distances
 from shared.search.lists import NeighbourList, from_columns
@@ -121,13 +122,14 @@ _SHOWN_PARTS = """
     SELECT 'label' AS part, NULL AS kind, i.id AS item_id, NULL::bytea AS data,
            NULL::bytea AS distances, NULL::boolean AS complete, i.sku, i.media_key,
            NULL AS crop_key
-      FROM items i WHERE i.id = ANY(%(label_ids)s)""" + "".join(  # noqa: S608
+      FROM items i WHERE i.id = ANY(CAST(%(label_ids)s AS bigint[]))""" + "".join(  # noqa: S608
     f"""
     UNION ALL
     SELECT 'crop', c.kind, c.item_id, NULL, NULL, NULL, NULL, NULL, c.crop_key
       FROM embeddings c
      WHERE c.model_version = %(version)s AND c.kind = '{kind}'
-       AND c.item_id = ANY(%(crop_ids_{kind})s) AND c.crop_key IS NOT NULL"""  # noqa: S608
+       AND c.item_id = ANY(CAST(%(crop_ids_{kind})s AS bigint[]))
+       AND c.crop_key IS NOT NULL"""  # noqa: S608
     for kind in _CROP_KINDS
 )
 
@@ -168,9 +170,9 @@ _LABEL_SPARE = 4
 def _shown_params(
     version: str | None, label_ids: Sequence[int], crop_ids: Mapping[str, Sequence[int]]
 ) -> dict[str, Any]:
-    params: dict[str, Any] = {"version": version, "label_ids": list(label_ids)}
+    params: dict[str, Any] = {"version": version, "label_ids": int8_array(label_ids)}
     for kind in _CROP_KINDS:
-        params[f"crop_ids_{kind}"] = list(crop_ids.get(kind, ()))
+        params[f"crop_ids_{kind}"] = int8_array(crop_ids.get(kind, ()))
     return params
 
 
