@@ -699,8 +699,15 @@ def phase_pages(args: argparse.Namespace, settings: Any, n: int, out: dict) -> N
         pages: dict[str, dict] = {}
         for name in PAGE_QUERIES:
             path = _page_path(name, n, args.k, "sku-")
+            # The web processes' own CPU per answer: what the read path costs in them, less
+            # moved by whatever else shares the machine than req/s is.
+            cpu = sum(_cpu_seconds(pid) for pid in _children(server.pid))
             pages[name] = _load_paths(port, args.clients, args.http_seconds, args.seed, path)
-            pages[name].update({"n": n, "clients": args.clients})
+            cpu = sum(_cpu_seconds(pid) for pid in _children(server.pid)) - cpu
+            per = (
+                round(cpu * 1000 / pages[name]["requests"], 3) if pages[name]["requests"] else None
+            )
+            pages[name].update({"n": n, "clients": args.clients, "web_cpu_ms_per_request": per})
             print(json.dumps({name: pages[name]}), file=sys.stderr)
         rss = [round(_rss_mb(pid), 1) for pid in _children(server.pid)]
         pages["patch"] = bulk_patch(port, n, 10_000, "sku-", args.seed + 5)
@@ -744,7 +751,7 @@ def page_rows(out: dict) -> list[str]:
                 f"{label}, N={r['n']}",
                 f"{r['rps']} req/s",
                 f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']},"
-                f" {r['clients']} clients",
+                f" {r['clients']} clients, web CPU {r['web_cpu_ms_per_request']} ms/request",
             )
         )
     for name in ("lists", "filter50"):
