@@ -81,7 +81,8 @@ def driver_rows(session: Session, sql: str, params: Mapping[str, Any]) -> list[A
         raise RuntimeError("the session's connection has no driver connection")
     with driver.cursor(row_factory=namedtuple_row) as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        rows: list[Any] = cursor.fetchall()
+        return rows
 
 
 def int8_array(ids: Iterable[int]) -> str:
