@@ -423,15 +423,26 @@ def _wait_http(port: int, path: str, timeout: float) -> None:
 
 
 def _load(port: int, n: int, k: int, clients: int, seconds: float, seed: int, prefix: str) -> dict:
+    def path(rng: np.random.Generator) -> str:
+        return f"/api/v1/items/{prefix}{int(rng.integers(n)):07d}/recommendations?k={k}"
+
+    return _load_paths(port, clients, seconds, seed, path)
+
+
+def _load_paths(
+    port: int, clients: int, seconds: float, seed: int, make_path: Any, timeout: float = 60
+) -> dict:
+    """``clients`` threads, each on one keep-alive connection, GET ``make_path(rng)`` for
+    ``seconds``: req/s (answered 200), p50, p99, errors."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     stop_at = time.monotonic() + seconds
 
     def client(idx: int) -> None:
         rng = np.random.default_rng(seed + idx)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         while time.monotonic() < stop_at:
-            path = f"/api/v1/items/{prefix}{int(rng.integers(n)):07d}/recommendations?k={k}"
+            path = make_path(rng)
             started = time.perf_counter()
             try:
                 conn.request("GET", path)
@@ -441,7 +452,7 @@ def _load(port: int, n: int, k: int, clients: int, seconds: float, seed: int, pr
             except OSError:
                 ok = False
                 conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
             elapsed = time.perf_counter() - started
             if ok:
                 latencies[idx].append(elapsed)
@@ -503,9 +514,9 @@ def _wait_all_processes(
     raise RuntimeError("web processes did not settle")
 
 
-def serve_and_load(
-    settings: Any, args: argparse.Namespace, app: str, n: int, prefix: str, warm_s: float
-) -> dict:
+@contextmanager
+def gunicorn(settings: Any, args: argparse.Namespace, app: str) -> Iterator[tuple[int, Any]]:
+    """``app`` served by gunicorn (``--web-workers`` x ``--web-threads``): (port, process)."""
     from shared.config import settings_to_env
 
     port = _free_port()
@@ -533,6 +544,19 @@ def serve_and_load(
         stderr=subprocess.DEVNULL,
     )
     try:
+        yield port, server
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def serve_and_load(
+    settings: Any, args: argparse.Namespace, app: str, n: int, prefix: str, warm_s: float
+) -> dict:
+    with gunicorn(settings, args, app) as (port, server):
         _wait_http(port, f"/api/v1/items/{prefix}0000001/recommendations?k={args.k}", warm_s)
         # Every process must be warm before the clock starts (the scan path loads its
         # matrices on its first request): ask until each worker process has answered once.
@@ -542,12 +566,208 @@ def serve_and_load(
         rss = [round(_rss_mb(pid), 1) for pid in _children(server.pid)]
         result.update({"n": n, "app": app, "web_rss_mb": rss, "clients": args.clients})
         return result
+
+
+# --- product pages: a trivial endpoint, filters, families, a bulk PATCH ----------------------
+
+BENCH_API_KEY = "bench-key"
+# What each timed page asks besides ?k= (None: GET /healthz of the same app).
+PAGE_QUERIES: dict[str, str | None] = {
+    "healthz": None,
+    "lists": "",
+    "filter50": "&attr.in_stock=true",
+    "filter1": "&attr.rare=true",
+    "distinct": "&distinct=style",
+}
+
+
+def set_attributes(settings: Any, prefix: str = "sku-") -> None:
+    """Every item's attributes, from its SKU's number i: ``in_stock`` (i even: 50% pass),
+    ``rare`` (i % 100 = 37: 1%), ``style`` (i // 5: families of 5) and ``price``. The generated
+    lists pick neighbours at random, so a filter passes the same share of every list."""
+    with _connect(settings) as conn:
+        conn.execute(
+            "UPDATE items SET attributes = jsonb_build_object('in_stock', s.i %% 2 = 0,"
+            " 'rare', s.i %% 100 = 37, 'style', 'style-' || (s.i / 5), 'price', 10 + s.i %% 90)"
+            " FROM (SELECT id, substr(sku, %s)::int AS i FROM items WHERE sku LIKE %s) s"
+            " WHERE items.id = s.id",
+            (len(prefix) + 1, prefix + "%"),
+        )
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE items")
+
+
+@contextmanager
+def query_worker(settings: Any) -> Iterator[None]:
+    """A real ``query`` worker (Procfile ``query``), for what the lists cannot answer."""
+    from shared.queueing import QUEUE_QUERY
+    from tests.support.worker import WorkerProcess
+
+    log_path = Path(tempfile.mkdtemp(prefix="visrec-bench-query-")) / "worker.log"
+    # No model bundle here: item searches need only the matrices, loaded on the first search.
+    worker = WorkerProcess(
+        settings.replace(log_level="INFO", preload_models=False), log_path, queues=(QUEUE_QUERY,)
+    )
+    worker.start(wait_s=300)
+    try:
+        yield
     finally:
-        server.terminate()
+        worker.stop()
+
+
+def _page_path(name: str, n: int, k: int, prefix: str) -> Any:
+    extra = PAGE_QUERIES[name]
+
+    def path(rng: np.random.Generator) -> str:
+        if extra is None:
+            return "/healthz"
+        return f"/api/v1/items/{prefix}{int(rng.integers(n)):07d}/recommendations?k={k}{extra}"
+
+    return path
+
+
+def _warm_worker(port: int, n: int, k: int, prefix: str, timeout: float) -> None:
+    """Until a 1% filter answers: the worker loads its matrices on its first search (the web
+    gives up on that one after QUERY_TIMEOUT_S; the worker finishes loading all the same)."""
+    path = _page_path("filter1", n, k, prefix)(np.random.default_rng(0))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
+                return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(1.0)
+    raise RuntimeError(f"the query worker did not answer {path} within {timeout}s")
+
+
+def bulk_patch(port: int, n: int, count: int, prefix: str, seed: int) -> dict:
+    """One ``PATCH /api/v1/items`` of ``count`` items (a stock feed: in_stock and price)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(n, size=min(count, n), replace=False)
+    body = json.dumps(
+        {
+            "items": [
+                {
+                    "sku": f"{prefix}{int(i):07d}",
+                    "attributes": {
+                        "in_stock": bool(rng.integers(2)),
+                        "price": int(rng.integers(10, 100)),
+                    },
+                }
+                for i in picks
+            ]
+        }
+    )
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    started = time.perf_counter()
+    conn.request(
+        "PATCH",
+        "/api/v1/items",
+        body=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_API_KEY}"},
+    )
+    response = conn.getresponse()
+    answer = response.read()
+    seconds = time.perf_counter() - started
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"bulk PATCH answered {response.status}: {answer[:300]!r}")
+    return {
+        "items": picks.size,
+        "seconds": round(seconds, 3),
+        **{key: json.loads(answer)[key] for key in ("updated", "not_found")},
+    }
+
+
+def phase_pages(args: argparse.Namespace, settings: Any, n: int, out: dict) -> None:
+    """One server: /healthz, unfiltered pages, a 50% and a 1% filter, distinct over families
+    of 5 (a real query worker for what the lists cannot answer), then one bulk PATCH."""
+    set_attributes(settings)
+    settings = settings.replace(api_keys=(BENCH_API_KEY,))
+    with query_worker(settings), gunicorn(settings, args, "web.wsgi:app") as (port, server):
+        _wait_http(port, f"/api/v1/items/sku-0000001/recommendations?k={args.k}", 300)
+        _wait_all_processes(port, server.pid, args, "sku-", 300)
+        _warm_worker(port, n, args.k, "sku-", 900)
+        _load(port, n, args.k, args.clients, 5.0, args.seed + 99, "sku-")
+        pages: dict[str, dict] = {}
+        for name in PAGE_QUERIES:
+            path = _page_path(name, n, args.k, "sku-")
+            # The web processes' own CPU per answer: what the read path costs in them, less
+            # moved by whatever else shares the machine than req/s is.
+            cpu = sum(_cpu_seconds(pid) for pid in _children(server.pid))
+            pages[name] = _load_paths(port, args.clients, args.http_seconds, args.seed, path)
+            cpu = sum(_cpu_seconds(pid) for pid in _children(server.pid)) - cpu
+            per = (
+                round(cpu * 1000 / pages[name]["requests"], 3) if pages[name]["requests"] else None
+            )
+            pages[name].update({"n": n, "clients": args.clients, "web_cpu_ms_per_request": per})
+            print(json.dumps({name: pages[name]}), file=sys.stderr)
+        rss = [round(_rss_mb(pid), 1) for pid in _children(server.pid)]
+        pages["patch"] = bulk_patch(port, n, 10_000, "sku-", args.seed + 5)
+        print(json.dumps({"patch": pages["patch"]}), file=sys.stderr)
+    out["lists_100k"] = {**pages["lists"], "app": "web.wsgi:app", "web_rss_mb": rss}
+    out["pages"] = pages
+
+
+def page_summary(out: dict) -> dict:
+    """The last JSON line's keys for the pages phase (None where it did not run)."""
+    pages = out.get("pages", {})
+    rps = {name: pages.get(name, {}).get("rps") for name in PAGE_QUERIES}
+    return {
+        "http_rps_healthz": rps["healthz"],
+        "lists_over_healthz_rps": round(rps["lists"] / rps["healthz"], 2)
+        if rps["lists"] and rps["healthz"]
+        else None,
+        "http_rps_filter50_100k": rps["filter50"],
+        "http_p99_ms_filter1_100k": pages.get("filter1", {}).get("p99_ms"),
+        "http_p99_ms_distinct_100k": pages.get("distinct", {}).get("p99_ms"),
+        "patch_10k_s": pages.get("patch", {}).get("seconds"),
+    }
+
+
+def page_rows(out: dict) -> list[str]:
+    pages = out.get("pages", {})
+    if not pages:
+        return []
+    labels = {
+        "healthz": "GET /healthz (same app: this stack's ceiling)",
+        "lists": "product page, no filter",
+        "filter50": "product page, attr.in_stock=true (50% pass)",
+        "filter1": "product page, attr.rare=true (1% pass)",
+        "distinct": "product page, distinct=style (families of 5)",
+    }
+    lines = []
+    for name, label in labels.items():
+        r = pages[name]
+        lines.append(
+            _row(
+                f"{label}, N={r['n']}",
+                f"{r['rps']} req/s",
+                f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']},"
+                f" {r['clients']} clients, web CPU {r['web_cpu_ms_per_request']} ms/request",
+            )
+        )
+    for name in ("lists", "filter50"):
+        if pages[name]["rps"] and pages["healthz"]["rps"]:
+            ratio = round(pages[name]["rps"] / pages["healthz"]["rps"], 2)
+            lines.append(_row(f"{name} / healthz req/s", f"{ratio}x"))
+    patch = pages["patch"]
+    lines.append(
+        _row(
+            f"PATCH /api/v1/items, {patch['items']} items",
+            f"{patch['seconds']} s",
+            f"updated {patch['updated']}, not found {patch['not_found']}",
+        )
+    )
+    return lines
 
 
 # --- phases ------------------------------------------------------------------------------------
@@ -699,8 +919,12 @@ def phase_http_and_fold(args: argparse.Namespace, out: dict) -> None:
         write_generated_lists(settings, ids, args.dim, args.seed, to_postgres=True, norms=norms)
         out["http_setup_s"] = round(time.perf_counter() - started, 1)
         if "http" not in args.skip:
-            out["lists_100k"] = serve_and_load(settings, args, "web.wsgi:app", n, "sku-", 300)
+            if "pages" in args.skip:
+                out["lists_100k"] = serve_and_load(settings, args, "web.wsgi:app", n, "sku-", 300)
+            else:
+                phase_pages(args, settings, n, out)
             print(json.dumps({"lists": out["lists_100k"]}), file=sys.stderr)
+        if "http" not in args.skip and "scan" not in args.skip:
             out["scan_100k"] = serve_and_load(
                 settings, args, "bench.scan_baseline:app", n, "sku-", 1200
             )
@@ -768,6 +992,7 @@ def report(out: dict) -> dict:
         else None,
         "fold_64_s_100k": fold.get("seconds"),
         "http_errors": sum(x.get("errors", 0) for x in (lists, scan, big)),
+        **page_summary(out),
     }
     lines = ["", "visrec recommendations benchmark (one run, this machine)", ""]
     for name, r in (
@@ -784,6 +1009,7 @@ def report(out: dict) -> dict:
                     f" web RSS {r['web_rss_mb']} MB",
                 )
             )
+    lines.extend(page_rows(out))
     if summary["lists_over_scan_rps_100k"]:
         lines.append(_row("lists / scan req/s", f"{summary['lists_over_scan_rps_100k']}x"))
     if build:
@@ -833,7 +1059,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-db", type=int, default=12)
     parser.add_argument("--cache-db", type=int, default=13)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip", default="", help="comma-separated: build,latency,http,fold,big")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated: build,latency,http,pages,scan,fold,big",
+    )
     parser.add_argument(
         "--article-sizes", default="", help="also time the article's loop at these N"
     )

@@ -8,10 +8,11 @@ called from Celery's ``worker_process_init``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from psycopg.rows import namedtuple_row
 from sqlalchemy import CursorResult, Engine, Result, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,6 +66,30 @@ def rowcount(result: Result[*tuple[Any, ...]]) -> int:
     if not isinstance(result, CursorResult):
         raise TypeError(f"a {type(result).__name__} has no row count")
     return result.rowcount or 0
+
+
+def driver_rows(session: Session, sql: str, params: Mapping[str, Any]) -> list[Any]:
+    """The rows (named tuples) of a read statement in psycopg's ``%(name)s`` style, run by the
+    driver on the session's own connection (its transaction, or its AUTOCOMMIT).
+
+    For the statements every product page runs: SQLAlchemy's execution layer (compiling the
+    ``text()``, its result and row objects) cost ~0.2 ms of CPU per statement, as much as the
+    driver's own work. Errors are psycopg's own.
+    """
+    driver = session.connection().connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the session's connection has no driver connection")
+    with driver.cursor(row_factory=namedtuple_row) as cursor:
+        cursor.execute(sql, params)
+        rows: list[Any] = cursor.fetchall()
+        return rows
+
+
+def int8_array(ids: Iterable[int]) -> str:
+    """Ids as a PostgreSQL array literal, for ``CAST(%(name)s AS bigint[])``: psycopg dumps a
+    Python list element by element (choosing each int's type), ~5 us an id, and a product page
+    sends ~50 of them per statement."""
+    return "{" + ",".join(str(int(i)) for i in ids) + "}"
 
 
 def dispose_engines() -> None:

@@ -33,6 +33,16 @@ def db() -> Session:
     return cast("Session", g.db_session)
 
 
+def db_reads() -> Session:
+    """The request's session for a view that only reads: each statement its own snapshot, with
+    no BEGIN/ROLLBACK round trips. (A request that wrote or read first already holds a
+    transaction: it simply goes on in it.)"""
+    session = db()
+    if not session.in_transaction():
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return session
+
+
 def _lazy(name: str, build: Any) -> Any:
     store = current_app.extensions.setdefault("visrec_clients", {})
     client = store.get(name)

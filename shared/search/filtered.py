@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import text
 
+from shared.db import driver_rows, int8_array
 from shared.search.filters import FamilyPicker, FilterSpec, Key, key_of_text, key_sql, predicate
 from shared.search.reader import ItemRef, Neighbour, Prefix
 
@@ -27,19 +27,19 @@ def _read_attributes(
     session: Session, spec: FilterSpec, item_ids: list[int]
 ) -> dict[int, tuple[bool, Key | None, Key | None]]:
     """Per item still in the catalogue: passes the conditions, its distinct and same keys."""
-    where = predicate(spec, "attributes", "named")
+    where = predicate(spec, "attributes", "pyformat")
     columns = [f"{where.sql} AS ok"]
-    params: dict[str, object] = {**where.params, "ids": item_ids}
+    params: dict[str, object] = {**where.params, "ids": int8_array(item_ids)}
     for label, name in (("dkey", spec.distinct), ("skey", spec.exclude_same)):
         if name is None:
             columns.append(f"NULL AS {label}")
             continue
-        sql, extra = key_sql("attributes", name, f"fam_{label}", "named")
+        sql, extra = key_sql("attributes", name, f"fam_{label}", "pyformat")
         columns.append(f"{sql} AS {label}")
         params.update(extra)
     # Only placeholders and operators are spliced in (shared.search.filters.predicate).
-    sql = f"SELECT id, {', '.join(columns)} FROM items WHERE id = ANY(:ids)"  # noqa: S608
-    rows = session.execute(text(sql), params).all()
+    sql = f"SELECT id, {', '.join(columns)} FROM items WHERE id = ANY(CAST(%(ids)s AS bigint[]))"  # noqa: S608
+    rows = driver_rows(session, sql, params)
     return {int(r.id): (bool(r.ok), key_of_text(r.dkey), key_of_text(r.skey)) for r in rows}
 
 

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import redis
-from sqlalchemy import text
 
+from shared.db import driver_rows as _rows
+from shared.db import int8_array
 from shared.search import lists_cache
 from shared.search.knn import exact_squared_distances
 from shared.search.lists import NeighbourList, from_columns
@@ -78,14 +79,15 @@ class Shown:
 
 
 def find_item(session: Session, sku: str) -> ItemRef | None:
-    rows = session.execute(
-        text(
+    rows = _rows(
+        session,
+        (
             "SELECT i.id, i.status, i.error, e.model_version, e.kind, e.id AS embedding_id,"
             " (SELECT model_version FROM embeddings ORDER BY id DESC LIMIT 1) AS newest_version"
-            " FROM items i LEFT JOIN embeddings e ON e.item_id = i.id WHERE i.sku = :sku"
+            " FROM items i LEFT JOIN embeddings e ON e.item_id = i.id WHERE i.sku = %(sku)s"
         ),
         {"sku": sku},
-    ).all()
+    )
     if not rows:
         return None
     first = rows[0]
@@ -121,44 +123,42 @@ _SHOWN_PARTS = """
     SELECT 'label' AS part, NULL AS kind, i.id AS item_id, NULL::bytea AS data,
            NULL::bytea AS distances, NULL::boolean AS complete, i.sku, i.media_key,
            NULL AS crop_key
-      FROM items i WHERE i.id = ANY(:label_ids)""" + "".join(  # noqa: S608
+      FROM items i WHERE i.id = ANY(CAST(%(label_ids)s AS bigint[]))""" + "".join(  # noqa: S608
     f"""
     UNION ALL
     SELECT 'crop', c.kind, c.item_id, NULL, NULL, NULL, NULL, NULL, c.crop_key
       FROM embeddings c
-     WHERE c.model_version = :version AND c.kind = '{kind}'
-       AND c.item_id = ANY(:crop_ids_{kind}) AND c.crop_key IS NOT NULL"""  # noqa: S608
+     WHERE c.model_version = %(version)s AND c.kind = '{kind}'
+       AND c.item_id = ANY(CAST(%(crop_ids_{kind})s AS bigint[]))
+       AND c.crop_key IS NOT NULL"""  # noqa: S608
     for kind in _CROP_KINDS
 )
 
-_CHANGES_SQL = text(
-    f"""
+_CHANGES_SQL = f"""
     WITH ch AS (
         SELECT DISTINCT item_id, kind FROM list_changes
-         WHERE model_version = :version AND kind = ANY(:kinds)
-           AND (fold_id IS NULL OR fold_id > :applied)
+         WHERE model_version = %(version)s AND kind = ANY(%(kinds)s)
+           AND (fold_id IS NULL OR fold_id > %(applied)s)
     )
     SELECT 'list' AS part, kind, NULL::bigint AS item_id, neighbour_ids AS data,
            sq_distances AS distances, complete, NULL AS sku, NULL AS media_key,
            NULL AS crop_key
       FROM neighbour_lists
-     WHERE :with_lists AND model_version = :version AND item_id = :item_id
-       AND kind = ANY(:kinds)
+     WHERE %(with_lists)s AND model_version = %(version)s AND item_id = %(item_id)s
+       AND kind = ANY(%(kinds)s)
     UNION ALL
     SELECT 'change', ch.kind, ch.item_id, e.vector, NULL, NULL, i.sku, i.media_key, e.crop_key
       FROM ch LEFT JOIN embeddings e
-        ON e.item_id = ch.item_id AND e.model_version = :version AND e.kind = ch.kind
+        ON e.item_id = ch.item_id AND e.model_version = %(version)s AND e.kind = ch.kind
       LEFT JOIN items i ON i.id = ch.item_id
     UNION ALL
     SELECT 'own', e.kind, e.item_id, e.vector, NULL, NULL, NULL, NULL, NULL
       FROM embeddings e
-     WHERE e.item_id = :item_id AND e.model_version = :version AND e.kind = ANY(:kinds)
+     WHERE e.item_id = %(item_id)s AND e.model_version = %(version)s AND e.kind = ANY(%(kinds)s)
        AND EXISTS (SELECT 1 FROM ch)
     UNION ALL
     {_SHOWN_PARTS}
     """  # noqa: S608
-)
-_SHOWN_SQL = text(_SHOWN_PARTS)
 # One statement, so one snapshot; each row's ``part`` says what it is: this item's stored
 # ``list`` of a kind (ids in ``data``, ``distances``), a ``change`` (the changed item's vector now
 # in ``data``, NULL when gone, and its crop of that kind), this item's ``own`` vector (in
@@ -171,9 +171,9 @@ _LABEL_SPARE = 4
 def _shown_params(
     version: str | None, label_ids: Sequence[int], crop_ids: Mapping[str, Sequence[int]]
 ) -> dict[str, Any]:
-    params: dict[str, Any] = {"version": version, "label_ids": list(label_ids)}
+    params: dict[str, Any] = {"version": version, "label_ids": int8_array(label_ids)}
     for kind in _CROP_KINDS:
-        params[f"crop_ids_{kind}"] = list(crop_ids.get(kind, ()))
+        params[f"crop_ids_{kind}"] = int8_array(crop_ids.get(kind, ()))
     return params
 
 
@@ -199,7 +199,8 @@ def _read_changes(
     crop_ids: Mapping[str, Sequence[int]] | None = None,
 ) -> _Changes:
     crop_ids = crop_ids or {}
-    rows = session.execute(
+    rows = _rows(
+        session,
         _CHANGES_SQL,
         {
             "kinds": list(kinds),
@@ -208,7 +209,7 @@ def _read_changes(
             "item_id": item.id,
             **_shown_params(item.version, label_ids, crop_ids),
         },
-    ).all()
+    )
     out = _Changes({kind: {} for kind in kinds}, {}, {}, Shown(crops=_asked(crop_ids)))
     for row in rows:
         if row.part == "list":
@@ -394,6 +395,6 @@ def shown(
     if not label_ids and not any(crop_ids.values()):
         return known
     out = Shown(dict(known.labels), {**known.crops, **_asked(crop_ids)})
-    for row in session.execute(_SHOWN_SQL, _shown_params(version, label_ids, crop_ids)):
+    for row in _rows(session, _SHOWN_PARTS, _shown_params(version, label_ids, crop_ids)):
         _read_shown(row, out)
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g, request
+from flask import current_app, g, request
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
@@ -52,7 +52,8 @@ def _filter_spec(
 
 
 @blp.route("/items/<string:sku>/recommendations")
-@blp.arguments(ItemRecommendationQuery, location="query")
+# One instance for every request: webargs builds a schema per request from a class.
+@blp.arguments(ItemRecommendationQuery(), location="query")
 @blp.response(200, RecommendationsSchema)
 @blp.alt_response(422, description="A parameter or filter is not valid")
 @blp.doc(
@@ -66,10 +67,14 @@ def item_recommendations(args: dict[str, Any], sku: str) -> Any:
         list(request.args.items(multi=True)), args.get("distinct"), args.get("exclude_same")
     )
     body = recommend_for_item(sku, k=args["k"], kinds=args["kinds"], spec=spec)
+    # The body is already what RecommendationsSchema dumps (plain strings, floats, None): it is
+    # encoded straight away, since the schema's dump of ~30 hits cost a fifth of the request.
+    response = current_app.json.response(body)
     # The generation the lists came from; absent when they were read from PostgreSQL.
     generation = g.get("lists_generation")
-    headers = {"X-Lists-Generation": generation} if generation else {}
-    return body, 200, headers
+    if generation:
+        response.headers["X-Lists-Generation"] = generation
+    return response
 
 
 PHOTO_SEARCH_BODY = {

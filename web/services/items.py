@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table, case, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from shared.db import driver_rows
 from shared.models import Embedding, Item
 from shared.search.scheduling import request_fold
 from shared.vocabulary import ItemStatus, VectorKind, category_name
 from web.links import media_url
-from web.resources import db, settings
+from web.resources import db, db_reads, settings
 from web.services.errors import NotFound
 
 if TYPE_CHECKING:
@@ -98,6 +99,34 @@ def item_detail(sku: str) -> ItemDetail:
         key=lambda v: (_KIND_ORDER.get(v.kind, 9), v.model_version),
     )
     return ItemDetail(item, vectors)
+
+
+_PUBLIC_ITEM_SQL = (
+    "SELECT i.sku, i.status, i.media_key, i.width, i.height, i.attributes,"
+    " ARRAY(SELECT DISTINCT e.kind FROM embeddings e WHERE e.item_id = i.id) AS kinds"
+    " FROM items i WHERE i.sku = %(sku)s"
+)
+
+
+def public_item(sku: str) -> dict[str, Any]:
+    """What anyone may read of an item (NotFound for an unknown SKU), in one statement.
+
+    The same fields as the full document's public part, without loading the ORM row and its
+    vectors' rows: a shop page asks for this on every view.
+    """
+    rows = driver_rows(db_reads(), _PUBLIC_ITEM_SQL, {"sku": sku})
+    if not rows:
+        raise NotFound("item_not_found", f"No item has the SKU {sku!r}.")
+    row = rows[0]
+    return {
+        "sku": row.sku,
+        "status": row.status,
+        "image_url": media_url(row.media_key),
+        "width": row.width,
+        "height": row.height,
+        "attributes": row.attributes or {},
+        "kinds": sorted(row.kinds, key=lambda kind: _KIND_ORDER.get(kind, len(_KIND_ORDER))),
+    }
 
 
 def delete_item(sku: str) -> None:

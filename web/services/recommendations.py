@@ -24,9 +24,9 @@ from shared.search import filtered, reader
 from shared.search.filters import FilterSpec
 from shared.search.reader import ItemRef, Neighbour
 from shared.vocabulary import CROP_KINDS, ItemStatus, VectorKind
-from web.links import media_url
+from web.links import media_urls
 from web.lists_pointer import ListsPointer
-from web.resources import celery_client, db, settings
+from web.resources import celery_client, db, db_reads, settings
 from web.services.errors import Conflict, Invalid, NotFound, Unavailable
 
 RETRY_AFTER_S = "2"
@@ -103,6 +103,7 @@ def _documents(
     shown = reader.shown(
         db(), version, {kind: [n.item_id for n in hits] for kind, hits in found.items()}, known
     )
+    url = media_urls()
     out: dict[str, list[Hit]] = {}
     for kind, hits in found.items():
         out[kind] = []
@@ -110,9 +111,9 @@ def _documents(
             label = shown.labels.get(n.item_id)
             if label is None:
                 continue  # deleted between the search and this read: simply left out
-            hit = Hit(sku=label.sku, distance=n.distance, image_url=media_url(label.media_key))
+            hit = Hit(sku=label.sku, distance=n.distance, image_url=url(label.media_key))
             if kind in CROP_KINDS:
-                hit["crop_url"] = media_url(shown.crops.get((kind, n.item_id)))
+                hit["crop_url"] = url(shown.crops.get((kind, n.item_id)))
             out[kind].append(hit)
     return out
 
@@ -145,11 +146,7 @@ def recommend_for_item(
     for an unknown SKU, Conflict for an item without vectors yet, Unavailable when a worker had
     to search and did not answer."""
     spec = spec or FilterSpec()
-    session = db()
-    if not session.in_transaction():
-        # Reads only, each statement its own snapshot: no BEGIN/ROLLBACK round trips. (A page
-        # that read the database first already holds a transaction: it simply goes on.)
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    session = db_reads()
     item = reader.find_item(session, sku)
     if item is None:
         raise NotFound("item_not_found", f"No item with SKU {sku!r}.")
