@@ -52,6 +52,9 @@ def make_celery(
             task_names.SWEEP_STALLED: {"queue": QUEUE_DEFAULT},
             task_names.PRUNE_MEDIA: {"queue": QUEUE_DEFAULT},
             task_names.BACKFILL_CROPS: {"queue": QUEUE_DEFAULT},
+            # Always sent to ``ingest.<version>`` by name (shared.versions.routing).
+            task_names.CATCH_UP_VERSION: {"queue": QUEUE_INGEST},
+            task_names.PURGE_VERSION: {"queue": QUEUE_DEFAULT},
         },
         # A task is acknowledged only once done, and re-queued if its worker dies mid-batch:
         # every task is idempotent, so running twice is harmless; losing one is not.

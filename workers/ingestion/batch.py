@@ -34,15 +34,16 @@ from shared.images import decode_rgb
 from shared.ingest_state import lock_for_dispatch, lock_job, mark_running, refresh_job
 from shared.media import MediaStore
 from shared.models import Embedding, Item, JobItem
-from shared.queueing import QUEUE_INGEST, task_sender
-from shared.search.scheduling import request_fold
+from shared.queueing import task_sender
 from shared.vectors import encode
+from shared.versions.routing import ingest_queue
 from shared.vocabulary import FINISHED_JOB_STATUSES
 from workers.errors import TRANSIENT_ERRORS
 from workers.ingestion.crops import store_crops
 from workers.ingestion.errors import SourceError
 from workers.ingestion.fetch import FetchPolicy, fetch_url
 from workers.ingestion.paths import read_import_path
+from workers.versions.keeping import after_batch, drop_replaced_vectors, on_batch_commit
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -61,6 +62,7 @@ _REASON_MAX = 64
 def dispatch_job(settings: Settings, job_id: uuid.UUID) -> int:
     """Mark the job running and send one batch task per chunk of its pending items."""
     with session_scope(settings) as session:
+        queue = ingest_queue(session)  # the serving version's workers (versions.routing)
         # Waits for the sender's commit: the web sends this task before committing the job.
         lock_for_dispatch(session, job_id)
         status = lock_job(session, job_id)
@@ -84,7 +86,7 @@ def dispatch_job(settings: Settings, job_id: uuid.UUID) -> int:
         sender.send_task(
             task_names.INGEST_BATCH,
             args=[str(job_id), batch],
-            queue=QUEUE_INGEST,
+            queue=queue,
             ignore_result=True,
         )
     log.info(
@@ -358,6 +360,7 @@ def _commit(
         text("UPDATE jobs SET model_version = :mv WHERE id = :id"),
         {"id": job_id, "mv": model_version},
     )
+    on_batch_commit(session, model_version, embedded=report.succeeded > 0)
     counts = refresh_job(session, job_id)
     report.status = counts.status if counts else None
 
@@ -449,13 +452,14 @@ def _record_success(session: Session, w: _Work, item_id: int, model_version: str
             },
         )
     )
-    # Vectors of an older model or image (a kind this photo no longer has) are replaced.
-    session.execute(
-        text(
-            "DELETE FROM embeddings WHERE item_id = :id"
-            " AND NOT (model_version = :mv AND kind = ANY(:kinds))"
-        ),
-        {"id": item_id, "mv": model_version, "kinds": [r["kind"] for r in rows]},
+    # Vectors of an older image (a kind this photo no longer has) are replaced; other tracked
+    # versions' vectors of the same photo stay (workers.versions.keeping).
+    drop_replaced_vectors(
+        session,
+        item_id,
+        model_version,
+        [r["kind"] for r in rows],
+        photo_changed=w.item_status != "ready" or w.item_sha != w.stored_sha,
     )
     _set_job_item(session, w, "succeeded")
     return True
@@ -610,7 +614,8 @@ def run_batch(
     else:
         _run_together(settings, media, pipeline, job_id, work, model_version, report)
         counted.clear()
-    request_fold(settings, reason=f"ingest batch of job {job_id}")
+    with session_scope(settings) as session:
+        after_batch(settings, session, model_version, reason=f"ingest batch of job {job_id}")
     log.info(
         "batch committed",
         extra={

@@ -535,8 +535,10 @@ def fold(
     index: VectorIndex | None = None,
     device: str = "numpy",
     reason: str = "",
+    model_version: str | None = None,
 ) -> FoldReport:
-    """Fold every pending change; safe to call any time, from any number of workers.
+    """Fold every pending change (of ``model_version`` only, when named: a version's folds run
+    on its own workers); safe to call any time, from any number of workers.
 
     Raises :class:`FoldLockBusy` at once, having done nothing, while another process folds."""
     index = index or get_index()
@@ -548,13 +550,16 @@ def fold(
             prev_fold = int(one_row(conn.execute("SELECT coalesce(max(id), 0) FROM list_folds"))[0])
             pending = conn.execute(
                 "SELECT DISTINCT model_version, kind, item_id FROM list_changes"
-                " WHERE fold_id IS NULL"
+                " WHERE fold_id IS NULL AND (%(v)s::text IS NULL OR model_version = %(v)s)",
+                {"v": model_version},
             ).fetchall()
             updates: list[lists_cache.ListUpdate] = []
             if not pending:
                 conn.execute("ROLLBACK")
             else:
-                updates = _fold_locked(conn, settings, index, device, prev_fold, pending, report)
+                updates = _fold_locked(
+                    conn, settings, index, device, prev_fold, pending, report, model_version
+                )
                 began = time.perf_counter()
                 conn.execute("COMMIT")
                 report.phases["commit"] = time.perf_counter() - began
@@ -589,6 +594,7 @@ def _fold_locked(
     prev_fold: int,
     pending: list[tuple[str, str, int]],
     report: FoldReport,
+    model_version: str | None = None,
 ) -> list[lists_cache.ListUpdate]:
     fold_id = int(
         one_row(
@@ -632,7 +638,11 @@ def _fold_locked(
             updates.append(lists_cache.ListUpdate(version, kind, item_id, None))
     began = time.perf_counter()
     _write_lists(conn, fold_id, rows, removed)
-    conn.execute("UPDATE list_changes SET fold_id = %s WHERE fold_id IS NULL", (fold_id,))
+    conn.execute(
+        "UPDATE list_changes SET fold_id = %(f)s"
+        " WHERE fold_id IS NULL AND (%(v)s::text IS NULL OR model_version = %(v)s)",
+        {"f": fold_id, "v": model_version},
+    )
     report.phases.update(sync=sync, compute=compute, write=time.perf_counter() - began)
     report.lists_written = len(rows)
     report.lists_removed = len(removed)
