@@ -157,7 +157,7 @@ def switch_serving(session: Session, version: str) -> bool:
     result = session.execute(
         text(
             "INSERT INTO model_serving (id, version, switched_at)"
-            f" SELECT 1, :v, now() WHERE {_COMPLETE}"
+            f" SELECT 1, CAST(:v AS varchar), now() WHERE {_COMPLETE}"
             " ON CONFLICT (id) DO UPDATE SET version = excluded.version, switched_at = now()"
         ),
         {"v": version},
