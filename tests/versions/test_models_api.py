@@ -162,3 +162,13 @@ def test_retire_refuses_the_serving_version_and_purges_the_other(
     assert cache_redis.keys(f"{lists_cache.PREFIX}gen:*:l:{A}:*")
     doc = client.get("/api/v1/models").get_json()
     assert {v["version"]: v["purged"] for v in doc["versions"]}[B] is True
+
+
+def test_the_catalogue_page_shows_the_serving_version_and_a_build_in_progress(
+    client, auth_headers, db_session, catalogue
+):
+    assert client.post(f"/api/v1/models/{B}/build", headers=auth_headers).status_code == 202
+    _add_vector(db_session, catalogue[0], B, _vectors(6, 1)[0])
+    page = " ".join(client.get("/").get_data(as_text=True).split())
+    assert f"Model version <code>{A}</code> serves." in page
+    assert f"Building <code>{B}</code>: 1 of 5 products embedded, 1 changes to fold." in page
