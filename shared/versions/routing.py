@@ -91,6 +91,19 @@ def keep_in_step(settings: Settings, session: Session, *, besides: str | None, r
     return len(versions)
 
 
+def request_folds(settings: Settings, session: Session, *, reason: str) -> None:
+    """A fold of every tracked version on its own workers (a delete changed them all); one of
+    every version on any worker when none is tracked yet."""
+    from shared.search.scheduling import request_fold
+    from shared.versions.registry import tracked_versions
+
+    versions = tracked_versions(session)
+    if not versions:
+        request_fold(settings, reason=reason)
+    for version in versions:
+        request_fold(settings, reason=reason, model_version=version)
+
+
 class ServingPointer:
     """The serving version as a web process last read it, at most ``SERVING_TTL_S`` old."""
 
