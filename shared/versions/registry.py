@@ -223,7 +223,7 @@ def catalogue_size(session: Session) -> int:
 def rows(session: Session) -> list[VersionRow]:
     """Every registered version with its counts, oldest first (three aggregate statements)."""
     serving = serving_version(session)
-    items = dict(
+    items: dict[str, int] = dict(
         session.execute(
             text(
                 "SELECT e.model_version, count(*) FROM embeddings e"
@@ -232,7 +232,7 @@ def rows(session: Session) -> list[VersionRow]:
             )
         ).all()
     )
-    pending = dict(
+    pending: dict[str, int] = dict(
         session.execute(
             text(
                 "SELECT model_version, count(*) FROM list_changes"

@@ -81,7 +81,8 @@ def overview() -> dict[str, Any]:
 
 def version_document(version: str) -> dict[str, Any]:
     _known(version)
-    for doc in overview()["versions"]:
+    versions: list[dict[str, Any]] = overview()["versions"]
+    for doc in versions:
         if doc["version"] == version:
             return doc
     raise NotFound("model_not_found", f"No model version {version!r} is registered.")

@@ -34,13 +34,13 @@ def held_matrices() -> dict[str, int]:
         return {f"{v}/{k}": int(m.n) for (v, k), m in index.matrices.items()}
 
 
-@control_command(args=[("version", str)], signature="<version>")  # type: ignore[misc]
+@control_command(args=[("version", str)], signature="<version>")
 def drop_version(state: Any, version: str) -> dict[str, Any]:  # noqa: ARG001
     dropped = drop_matrices(version)
     log.info("matrices dropped", extra={"model_version": version, "matrices": dropped})
     return {"ok": dropped}
 
 
-@control_command()  # type: ignore[misc]
+@control_command()
 def held_versions(state: Any) -> dict[str, Any]:  # noqa: ARG001
     return {"ok": held_matrices()}
