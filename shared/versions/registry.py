@@ -119,6 +119,11 @@ def claim_serving_if_none(session: Session, version: str) -> bool:
     return bool(claimed)
 
 
+def exists(session: Session, version: str) -> bool:
+    found = session.execute(text("SELECT 1 FROM model_versions WHERE version = :v"), {"v": version})
+    return found.first() is not None
+
+
 def serving_version(session: Session) -> str | None:
     return session.execute(text("SELECT version FROM model_serving WHERE id = 1")).scalar()
 

@@ -89,7 +89,7 @@ def version_document(version: str) -> dict[str, Any]:
 
 
 def _known(version: str) -> None:
-    if not _NAME.fullmatch(version) or not any(r.version == version for r in registry.rows(db())):
+    if not _NAME.fullmatch(version) or not registry.exists(db(), version):
         raise NotFound("model_not_found", f"No model version {version!r} is registered.")
 
 

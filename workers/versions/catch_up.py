@@ -20,11 +20,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
+from sqlalchemy import func, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared.db import session_scope
 from shared.images import ImageRejected, decode_rgb
 from shared.media import MediaStore
+from shared.models import Embedding
 from shared.vectors import encode
 from shared.versions.registry import is_retired
 from workers.ingestion.crops import store_crops
@@ -111,7 +113,7 @@ def _rows(p: _Photo, version: str) -> list[dict[str, Any]]:
             {
                 "item_id": p.item_id,
                 "kind": kind,
-                "v": version,
+                "model_version": version,
                 "dim": len(vector),
                 "vector": encode(vector),
                 "box": [float(x) for x in crop.box] if crop is not None else None,
@@ -123,13 +125,19 @@ def _rows(p: _Photo, version: str) -> list[dict[str, Any]]:
     return rows
 
 
-_UPSERT = text(
-    "INSERT INTO embeddings (item_id, kind, model_version, dim, vector, box, label, score,"
-    " crop_key) VALUES (:item_id, :kind, :v, :dim, :vector, :box, :label, :score, :crop_key)"
-    " ON CONFLICT (item_id, kind, model_version) DO UPDATE SET dim = excluded.dim,"
-    " vector = excluded.vector, box = excluded.box, label = excluded.label,"
-    " score = excluded.score, crop_key = excluded.crop_key, updated_at = now()"
-)
+def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Every row in one statement: the change-log triggers are per statement."""
+    statement = pg_insert(Embedding).values(rows)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["item_id", "kind", "model_version"],
+            set_={
+                name: getattr(statement.excluded, name)
+                for name in ("dim", "vector", "box", "label", "score", "crop_key")
+            }
+            | {"updated_at": func.now()},
+        )
+    )
 
 
 def _commit(session: Session, version: str, photos: list[_Photo]) -> int:
@@ -149,21 +157,27 @@ def _commit(session: Session, version: str, photos: list[_Photo]) -> int:
     }
     if is_retired(session, version, lock=True):
         return 0
-    written = 0
-    for p in embedded:
-        if p.item_id not in current or current[p.item_id] != p.sha:
-            continue  # re-photographed or gone meanwhile: the newer photo's ingestion wins
-        rows = _rows(p, version)
-        session.execute(_UPSERT, rows)
-        session.execute(
-            text(
-                "DELETE FROM embeddings WHERE item_id = :id AND model_version = :v"
-                " AND NOT kind = ANY(:kinds)"
-            ),
-            {"id": p.item_id, "v": version, "kinds": [r["kind"] for r in rows]},
-        )
-        written += 1
-    return written
+    # Re-photographed or gone meanwhile: the newer photo's ingestion wins.
+    kept = [p for p in embedded if p.item_id in current and current[p.item_id] == p.sha]
+    rows = [row for p in kept for row in _rows(p, version)]
+    if not rows:
+        return 0
+    _upsert(session, rows)
+    # Kinds of this version the photo no longer has (a detector that now finds no top).
+    session.execute(
+        text(
+            "DELETE FROM embeddings WHERE model_version = :v AND item_id = ANY(:ids)"
+            " AND (item_id, kind) NOT IN"
+            " (SELECT * FROM unnest(CAST(:row_ids AS bigint[]), CAST(:row_kinds AS text[])))"
+        ),
+        {
+            "v": version,
+            "ids": [p.item_id for p in kept],
+            "row_ids": [r["item_id"] for r in rows],
+            "row_kinds": [r["kind"] for r in rows],
+        },
+    )
+    return len(kept)
 
 
 def catch_up_chunk(
