@@ -18,6 +18,7 @@ from shared.queueing import QUEUE_DEFAULT, QUEUE_INGEST, QUEUE_LISTS, QUEUE_QUER
 from shared.redis_clients import redis_client
 
 if TYPE_CHECKING:
+    import redis
     from sqlalchemy.orm import Session
 
     from shared.config import Settings
@@ -34,6 +35,18 @@ SERVING_TTL_S = 0.5
 def versioned(queue: str, version: str | None) -> str:
     """``queue`` for ``version``'s workers only; the plain queue when no version is named."""
     return f"{queue}.{version}" if version else queue
+
+
+def versioned_queues(client: redis.Redis) -> list[str]:
+    """The versioned queues the broker holds messages in now (kombu's Redis transport keeps a
+    queue as a list named after it; its priority lists carry a separator and are left out)."""
+    names: set[str] = set()
+    for queue in VERSIONED_QUEUES:
+        for key in client.scan_iter(match=f"{queue}.*", count=1000):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            if "\x06\x16" not in name:
+                names.add(name)
+    return sorted(names)
 
 
 def ingest_queue(session: Session) -> str:

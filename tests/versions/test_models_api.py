@@ -104,6 +104,9 @@ def test_serve_is_refused_until_complete_then_switches_and_rolls_back(
     assert client.post(f"/api/v1/models/{B}/build", headers=auth_headers).status_code == 202
     again = client.post(f"/api/v1/models/{B}/build", headers=auth_headers)
     assert again.status_code == 202 and again.get_json()["state"] == "building"
+    # One catch-up waits for B's workers (the second build found it asked for already).
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'visrec_queue_depth{{queue="ingest.{B}"}} 1.0' in metrics
     for item_id, vector in zip(catalogue[:4], _vectors(2, 4), strict=True):
         _add_vector(db_session, item_id, B, vector)
     refused = client.post(f"/api/v1/models/{B}/serve", headers=auth_headers)
