@@ -240,3 +240,39 @@ class ListState(Base):
 
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     purged_through: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class ModelVersion(Base):
+    """A model version some worker was started with (docs/architecture.md#model-versions).
+
+    ``tracked_at``: since when every ingested item reaches this version too (a build was asked
+    for, or it served); ``retired_at``: an operator retired it, ``purged_at``: its vectors,
+    lists, changes and cache keys are gone.
+    """
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bundle_path: Mapped[str | None] = mapped_column(Text)
+    mode: Mapped[str | None] = mapped_column(String(16))
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    # The version-changing settings and bundle parts it was derived from (what makes it differ).
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    tracked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ModelServing(Base):
+    """Singleton: the version product pages, photo search and the UI answer with. Switching is
+    one UPDATE of this row, so exactly one version serves at any instant."""
+
+    __tablename__ = "model_serving"
+    __table_args__ = (CheckConstraint("id = 1", name="singleton"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"))
+    switched_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

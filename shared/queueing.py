@@ -36,6 +36,9 @@ _TASK_QUEUES = {
     task_names.SWEEP_STALLED: QUEUE_DEFAULT,
     task_names.PRUNE_MEDIA: QUEUE_DEFAULT,
     task_names.BACKFILL_CROPS: QUEUE_DEFAULT,
+    # Always sent to ``ingest.<version>`` by name (shared.versions.routing).
+    task_names.CATCH_UP_VERSION: QUEUE_INGEST,
+    task_names.PURGE_VERSION: QUEUE_DEFAULT,
 }
 
 

@@ -17,8 +17,10 @@ SEARCH_PHOTO = "workers.tasks.query.search_photo"
 SEARCH_ITEM = "workers.tasks.query.search_item"
 FOLD_LISTS = "workers.tasks.lists.fold_lists"
 RELOAD_LISTS_CACHE = "workers.tasks.lists.reload_cache"
-# New in this release: it has no previous name.
+# New in this release: they have no previous name.
 REPAIR_LISTS_CACHE = "workers.tasks.lists.repair_cache"
+CATCH_UP_VERSION = "workers.tasks.versions.catch_up"
+PURGE_VERSION = "workers.tasks.versions.purge_version"
 SWEEP_STALLED = "workers.tasks.maintenance.sweep_stalled"
 PRUNE_MEDIA = "workers.tasks.maintenance.prune_media"
 BACKFILL_CROPS = "workers.tasks.maintenance.backfill_crops"

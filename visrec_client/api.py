@@ -27,6 +27,7 @@ JsonDoc = dict[str, Any]
 FINISHED_JOB_STATUSES = frozenset({"succeeded", "partial", "failed"})
 
 JOBS_PATH = "/api/v1/jobs"
+MODELS_PATH = "/api/v1/models"
 
 
 class ApiCallError(Exception):
@@ -242,6 +243,41 @@ class ApiClient:
             timeout=self.timeout_s,
         )
         return self._document(response)
+
+    def models(self) -> JsonDoc:
+        """``{"serving": ..., "versions": [...]}``: the model versions and their progress."""
+        return self._document(self.session.get(self.url(MODELS_PATH), timeout=self.timeout_s))
+
+    def model_action(self, version: str, action: str) -> JsonDoc:
+        """``build`` or ``serve`` (POST) or ``retire`` (DELETE) a model version (API key)."""
+        path = f"{MODELS_PATH}/{quote(version, safe='')}"
+        if action == "retire":
+            response = self.session.delete(self.url(path), timeout=self.timeout_s)
+        else:
+            response = self.session.post(self.url(f"{path}/{action}"), timeout=self.timeout_s)
+        return self._document(response)
+
+    def wait_for_model(
+        self,
+        version: str,
+        timeout_s: float | None = None,
+        poll_s: float = 1.0,
+        on_poll: Callable[[JsonDoc], None] | None = None,
+    ) -> JsonDoc:
+        """Poll until ``version`` is complete (or retired); its last document."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            found = [v for v in self.models().get("versions", []) if v.get("version") == version]
+            if not found:
+                raise ApiCallError("GET", self.url(MODELS_PATH), 404, "model_not_found", version)
+            doc = found[0]
+            if on_poll is not None:
+                on_poll(doc)
+            if doc.get("complete") or doc.get("state") == "retired":
+                return doc
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"model version {version} still building after {timeout_s} s")
+            time.sleep(poll_s)
 
     def ready(self) -> tuple[bool, Any]:
         """Whether ``/readyz`` answers 200, and its body (or why nothing answered).

@@ -4,6 +4,7 @@
                                               [--chunk-mb N]
     visrec status JOB_ID_OR_URL --api URL [--wait] [--json]
     visrec similar SKU --api URL [--k 5] [--kinds top,bottom,full] [--json]
+    visrec models [build|serve|retire VERSION] --api URL [--api-key KEY] [--wait] [--json]
 
 ``ingest`` sends the folder's images as multipart uploads in chunks (one job per chunk, bounded
 by file count and bytes); with ``--wait`` a progress bar polls the jobs until they all end.
@@ -23,6 +24,7 @@ from typing import Any
 import requests
 from tqdm import tqdm
 
+from visrec_client import models_cli
 from visrec_client.api import FINISHED_JOB_STATUSES, ApiCallError, ApiClient, JsonDoc
 from visrec_client.folder import FolderError, chunked, find_images
 from visrec_client.progress import JobsProgressBar
@@ -152,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--api-key", help="not needed to read recommendations")
     cmd.add_argument("--json", action="store_true", help="print the API's JSON document")
     cmd.set_defaults(run=similar)
+    models_cli.add_parser(commands, api)
     return parser
 
 

@@ -67,6 +67,9 @@ def _register_blueprints(app: Flask, api: VisrecApi) -> None:
     from web.api.recommendations import blp as recommendations_blp
 
     api.register_blueprint(recommendations_blp)
+    from web.api.models import blp as models_blp
+
+    api.register_blueprint(models_blp)
     from web.ui import bp as ui_bp  # plain Flask blueprint: pages stay out of the OpenAPI doc
 
     app.register_blueprint(ui_bp)

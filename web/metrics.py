@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from shared.metrics_store import read_task_durations
 from shared.models import Embedding, Item, Job, JobItem
 from shared.queueing import QUEUES
+from shared.versions.routing import versioned_queues
 from shared.vocabulary import ItemStatus, JobItemStatus, JobStatus, VectorKind
 from web.resources import broker_redis, db, settings
 
@@ -104,10 +105,12 @@ def _queues() -> Iterable[Metric]:
     depth = GaugeMetricFamily(
         "visrec_queue_depth", "Messages waiting in each Celery queue", labels=["queue"]
     )
-    pipe = broker_redis().pipeline(transaction=False)
-    for queue in QUEUES:
+    client = broker_redis()
+    queues = (*QUEUES, *versioned_queues(client))
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
         pipe.llen(queue)
-    for queue, n in zip(QUEUES, pipe.execute(), strict=True):
+    for queue, n in zip(queues, pipe.execute(), strict=True):
         depth.add_metric([queue], n)
     return [depth]
 

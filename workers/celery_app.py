@@ -10,7 +10,13 @@ from __future__ import annotations
 import logging
 import os
 
-from celery.signals import setup_logging, worker_process_init, worker_ready
+from celery.signals import (
+    celeryd_after_setup,
+    setup_logging,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 from shared.config import get_settings
 from shared.logs import configure_logging
@@ -27,6 +33,7 @@ TASK_MODULES = [
     "workers.tasks.query",
     "workers.tasks.lists",
     "workers.tasks.maintenance",
+    "workers.tasks.versions",
 ]
 
 # Every task gets the one retry policy and failure hook (workers.tasks.base).
@@ -35,7 +42,52 @@ app = make_celery(get_settings(), include=TASK_MODULES, task_cls=VisrecTask)
 app.conf.beat_schedule = beat_schedule(get_settings())
 
 # Connects Celery signal handlers that time every task for /metrics (no I/O at import).
-import workers.instrumentation  # noqa: E402,F401
+import workers.instrumentation  # noqa: E402
+
+# Registers the remote-control commands of model versions (drop a retired version's matrices).
+import workers.versions.control  # noqa: E402,F401
+
+_presence: list[object] = []
+
+
+@celeryd_after_setup.connect
+def _version_queues(sender: str, instance: object, **_: object) -> None:
+    """Consume ``<queue>.<version>`` beside each of ingest, query and lists (before any task)."""
+    from shared.ml.bundle import load_bundle
+    from workers.versions.startup import Presence, add_version_queues, version_info
+
+    settings = get_settings()
+    log = logging.getLogger(__name__)
+    try:
+        info = version_info(load_bundle(settings), settings)
+    except Exception:
+        log.exception("could not read the model bundle: consuming the plain queues only")
+        return
+    queues = instance.app.amqp.queues  # type: ignore[attr-defined]
+    added = add_version_queues(queues, info.version)
+    _presence.append(Presence(settings, info, sender))
+    log.info("version queues", extra={"model_version": info.version, "queues": added})
+
+
+@worker_ready.connect
+def _register_version(**_: object) -> None:
+    from workers.versions.startup import Presence
+
+    for presence in _presence:
+        if isinstance(presence, Presence):
+            try:
+                presence.start()
+            except Exception:
+                logging.getLogger(__name__).exception("could not register the model version")
+
+
+@worker_shutdown.connect
+def _leave_version(**_: object) -> None:
+    from workers.versions.startup import Presence
+
+    for presence in _presence:
+        if isinstance(presence, Presence):
+            presence.stop()
 
 
 @setup_logging.connect

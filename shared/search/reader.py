@@ -83,7 +83,7 @@ def find_item(session: Session, sku: str) -> ItemRef | None:
         session,
         (
             "SELECT i.id, i.status, i.error, e.model_version, e.kind, e.id AS embedding_id,"
-            " (SELECT model_version FROM embeddings ORDER BY id DESC LIMIT 1) AS newest_version"
+            " (SELECT version FROM model_serving WHERE id = 1) AS serving_version"
             " FROM items i LEFT JOIN embeddings e ON e.item_id = i.id WHERE i.sku = %(sku)s"
         ),
         {"sku": sku},
@@ -92,14 +92,16 @@ def find_item(session: Session, sku: str) -> ItemRef | None:
         return None
     first = rows[0]
     embedded = [r for r in rows if r.kind is not None]
-    # An item has one model version at a time (a re-ingest replaces the old vectors). Should it
-    # hold two, the catalogue's current version (the newest vector's) wins, else its newest.
-    versions = {r.model_version for r in embedded}
-    if first.newest_version in versions:
-        version = first.newest_version
+    # The serving version answers (read in this statement: a switch shows on the next page).
+    # An item it has no vectors of yet is not embedded as far as the page is concerned. With no
+    # version serving yet (vectors written by hand, as tests and benchmarks do), its newest.
+    if first.serving_version is not None:
+        version = first.serving_version
     else:
         version = max(embedded, key=lambda r: r.embedding_id).model_version if embedded else None
     kinds = frozenset(r.kind for r in embedded if r.model_version == version)
+    if not kinds:
+        version = None
     return ItemRef(first.id, sku, first.status, first.error, version, kinds)
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, cast
 from shared import task_names
 from shared.queueing import QUEUE_LISTS, task_sender
 from shared.redis_clients import redis_client
+from shared.versions.routing import versioned
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -28,9 +29,18 @@ REPAIR_PENDING_KEY = "visrec:lists:repair-pending"
 MAX_MISSING_LISTS = 10_000
 
 
-def request_fold(settings: Settings, *, reason: str, delay_s: float | None = None) -> bool:
+def request_fold(
+    settings: Settings,
+    *,
+    reason: str,
+    delay_s: float | None = None,
+    model_version: str | None = None,
+) -> bool:
     """Schedule a fold ``delay_s`` (default ``fold_debounce_s``) from now unless one is already
     waiting.
+
+    ``model_version``: a fold of that version's changes only, on its workers' ``lists.<v>``
+    queue (with its own flag); None folds every version's, on the plain ``lists`` queue.
 
     Returns True when this call sent it. The fold task clears the flag when it starts, so
     changes committed while it runs schedule the next one. The flag lives on the broker (the
@@ -40,12 +50,15 @@ def request_fold(settings: Settings, *, reason: str, delay_s: float | None = Non
     client = redis_client(settings.redis_broker_url)
     delay = settings.fold_debounce_s if delay_s is None else delay_s
     delay_ms = max(1, int(delay * 1000))
-    if not client.set(FOLD_PENDING_KEY, reason, nx=True, px=delay_ms + 60_000):
+    if not client.set(_fold_flag(model_version), reason, nx=True, px=delay_ms + 60_000):
         return False
+    kwargs: dict[str, str] = {"reason": reason}
+    if model_version is not None:
+        kwargs["model_version"] = model_version
     task_sender(settings).send_task(
         task_names.FOLD_LISTS,
-        kwargs={"reason": reason},
-        queue=QUEUE_LISTS,
+        kwargs=kwargs,
+        queue=versioned(QUEUE_LISTS, model_version),
         countdown=delay,
         # Nobody reads a fold's result: without this, every sender subscribes to its result
         # channel on the broker for good (a web process would hold one per DELETE).
@@ -54,8 +67,12 @@ def request_fold(settings: Settings, *, reason: str, delay_s: float | None = Non
     return True
 
 
-def clear_fold_pending(settings: Settings) -> None:
-    redis_client(settings.redis_broker_url).delete(FOLD_PENDING_KEY)
+def _fold_flag(model_version: str | None) -> str:
+    return FOLD_PENDING_KEY if model_version is None else f"{FOLD_PENDING_KEY}:{model_version}"
+
+
+def clear_fold_pending(settings: Settings, model_version: str | None = None) -> None:
+    redis_client(settings.redis_broker_url).delete(_fold_flag(model_version))
 
 
 def request_cache_reload(settings: Settings, *, reason: str) -> bool:

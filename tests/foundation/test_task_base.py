@@ -156,6 +156,9 @@ def test_every_worker_task_has_the_base_and_its_policy() -> None:
         task_names.BACKFILL_CROPS: TransientPolicy.RETRY,
         task_names.SEARCH_PHOTO: TransientPolicy.FAIL,
         task_names.SEARCH_ITEM: TransientPolicy.FAIL,
+        # A build or a retire must not be dropped by a broker or database blip.
+        task_names.CATCH_UP_VERSION: TransientPolicy.RETRY_FOREVER,
+        task_names.PURGE_VERSION: TransientPolicy.RETRY_FOREVER,
     }
     # A message under a task's previous name gets the same task: same base, same policy.
     expected.update(

@@ -207,7 +207,7 @@ def test_resubmitting_skips_unchanged_images_and_reembeds_changed_ones(
     assert len(vectors_of(db_session, "b")) == 1
 
 
-def test_a_new_model_version_reembeds_and_replaces_old_vectors(
+def test_a_second_model_version_embeds_beside_the_serving_one(
     client, auth_headers, ingest_settings, db_session
 ):
     old = CountingPipeline(ingest_settings)
@@ -217,11 +217,25 @@ def test_a_new_model_version_reembeds_and_replaces_old_vectors(
     job = submit_files(client, auth_headers, [("a.jpg", jpeg_bytes(30))])
     run_all(ingest_settings, db_session, job, new)
     assert new.photos == 1
-    assert [(e.kind, e.model_version) for e in vectors_of(db_session, "a")] == [
-        ("full", "newer-model-0001")
+    # The first version that embedded serves; its vectors of the same photo stay (rollback).
+    assert sorted((e.kind, e.model_version) for e in vectors_of(db_session, "a")) == [
+        ("full", old.model_version),
+        ("full", "newer-model-0001"),
     ]
     doc = client.get(f"/api/v1/jobs/{job}").get_json()
     assert (doc["skipped"], doc["model_version"]) == (0, "newer-model-0001")
+    models = client.get("/api/v1/models").get_json()
+    assert models["serving"] == old.model_version
+    assert {v["version"]: v["items"] for v in models["versions"]} == {
+        old.model_version: 1,
+        "newer-model-0001": 1,
+    }
+    # A new photo: vectors of the old one describe nothing any more, in any version.
+    job = submit_files(client, auth_headers, [("a.jpg", jpeg_bytes(31))])
+    run_all(ingest_settings, db_session, job, old)
+    assert [(e.kind, e.model_version) for e in vectors_of(db_session, "a")] == [
+        ("full", old.model_version)
+    ]
 
 
 def test_delete_removes_the_item_and_its_vectors(client, auth_headers, ingest_settings, db_session):

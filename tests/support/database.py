@@ -21,6 +21,8 @@ TABLES = (
     "neighbour_lists",
     "list_changes",
     "list_folds",
+    "model_serving",
+    "model_versions",
 )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared.db import driver_rows
 from shared.models import Embedding, Item
-from shared.search.scheduling import request_fold
+from shared.versions.routing import request_folds
 from shared.vocabulary import ItemStatus, VectorKind, category_name
 from web.links import media_url
 from web.resources import db, db_reads, settings
@@ -137,7 +137,7 @@ def delete_item(sku: str) -> None:
     session.commit()
     log.info("item deleted", extra={"sku": sku})
     try:
-        request_fold(settings(), reason=f"item {sku} deleted")
+        request_folds(settings(), session, reason=f"item {sku} deleted")
     except Exception:  # the delete stands and answers already skip it; a later fold tidies
         log.exception("could not schedule a fold of the neighbour lists", extra={"sku": sku})
 

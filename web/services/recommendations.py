@@ -23,6 +23,7 @@ from shared.queueing import QUEUE_QUERY
 from shared.search import filtered, reader
 from shared.search.filters import FilterSpec
 from shared.search.reader import ItemRef, Neighbour
+from shared.versions.routing import ServingPointer, versioned
 from shared.vocabulary import CROP_KINDS, ItemStatus, VectorKind
 from web.links import media_urls
 from web.lists_pointer import ListsPointer
@@ -74,11 +75,19 @@ def lists_pointer(app: Flask | None = None) -> ListsPointer:
     return pointer
 
 
-def _ask_worker(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Run a ``query`` task and wait for its answer; Unavailable when no worker answers in time."""
+def serving_pointer(app: Flask | None = None) -> ServingPointer:
+    app = app or current_app
+    pointer: ServingPointer = app.extensions.setdefault("visrec_serving", ServingPointer())
+    return pointer
+
+
+def _ask_worker(task: str, kwargs: dict[str, Any], version: str | None) -> dict[str, Any]:
+    """Run a ``query`` task on a worker of ``version`` (any, when None) and wait for its answer;
+    Unavailable when no worker answers in time."""
     timeout = settings().query_timeout_s
+    queue = versioned(QUEUE_QUERY, version)
     # expires: a worker that only gets to it after we gave up skips it instead of wasting time.
-    result = celery_client().send_task(task, kwargs=kwargs, queue=QUEUE_QUERY, expires=timeout)
+    result = celery_client().send_task(task, kwargs=kwargs, queue=queue, expires=timeout)
     # Polling the result key (thread-safe) rather than result.get(), whose Redis pub/sub
     # consumer must not be shared between the threads of one web process.
     deadline = time.monotonic() + timeout
@@ -181,7 +190,7 @@ def recommend_for_item(
         }
         if not spec.empty:
             task["filters"] = spec.to_payload()
-        answer = _ask_worker(task_names.SEARCH_ITEM, task)
+        answer = _ask_worker(task_names.SEARCH_ITEM, task, item.version)
         if "error" in answer:
             raise NotFound("item_not_found", f"No item with SKU {sku!r}.")
         answered.update(_from_worker(answer["results"]))
@@ -223,7 +232,9 @@ def recommend_for_photo(
     }
     if spec is not None and not spec.empty:
         task["filters"] = spec.to_payload()
-    answer = _ask_worker(task_names.SEARCH_PHOTO, task)
+    # The serving version's workers embed and search the photo (a worker embeds with its own
+    # bundle only); on an empty system, any worker.
+    answer = _ask_worker(task_names.SEARCH_PHOTO, task, serving_pointer().get(db()))
     if "error" in answer:
         error = answer["error"]
         raise Invalid("image_rejected", error["message"], {"reason": error["reason"]})

@@ -20,7 +20,7 @@ from web.errors import ApiError, api_error
 from web.limits import limiter, photo_search_limit
 from web.links import media_url
 from web.resources import db
-from web.services import ingestion, items, recommendations
+from web.services import ingestion, items, models, recommendations
 from web.services.errors import NotFound, ServiceError
 from web.ui import queries
 from web.ui.detections import from_photo_search
@@ -79,7 +79,11 @@ def ui_media_url(key: str | None) -> str | None:
 def catalogue() -> str:
     page = request.args.get("page", default=1, type=int) or 1
     listing = items.ready_items_page(page, CATALOGUE_PAGE_SIZE)
-    return render_template("ui/catalogue.html", listing=listing)
+    versions = models.overview()
+    building = [v for v in versions["versions"] if v["state"] == "building"]
+    return render_template(
+        "ui/catalogue.html", listing=listing, serving=versions["serving"], building=building
+    )
 
 
 @bp.get("/items/<path:sku>")

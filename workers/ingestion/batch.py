@@ -26,7 +26,6 @@ from sqlalchemy import text
 from shared.db import session_scope
 from shared.ingest_state import mark_running
 from shared.media import MediaStore
-from shared.search.scheduling import request_fold
 from shared.vocabulary import FINISHED_JOB_STATUSES
 from workers.errors import TRANSIENT_ERRORS
 from workers.ingestion.deliveries import count_deliveries, return_deliveries
@@ -42,6 +41,7 @@ from workers.ingestion.work import (
     is_unchanged,
     load_pending,
 )
+from workers.versions.keeping import after_batch
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -208,7 +208,10 @@ def run_batch(
         else:
             report.add(_run_together(batch, started.items))
         uncommitted = ()
-        request_fold(settings, reason=f"ingest batch of job {job_id}")
+        with session_scope(settings) as session:
+            after_batch(
+                settings, session, batch.model_version, reason=f"ingest batch of job {job_id}"
+            )
     except TRANSIENT_ERRORS as exc:
         return BatchInterrupted(exc, uncommitted)
     _log_committed(report, extra)

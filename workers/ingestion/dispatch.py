@@ -12,7 +12,8 @@ from shared import task_names
 from shared.db import session_scope
 from shared.ingest_state import lock_for_dispatch, lock_job, mark_running, refresh_job
 from shared.models import JobItem
-from shared.queueing import QUEUE_INGEST, task_sender
+from shared.queueing import task_sender
+from shared.versions.routing import ingest_queue
 from shared.vocabulary import FINISHED_JOB_STATUSES, JobItemStatus
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ def dispatch_job(settings: Settings, job_id: uuid.UUID) -> int:
     pending = _claim_pending(settings, job_id)
     if pending is None:
         return 0
+    with session_scope(settings) as session:
+        queue = ingest_queue(session)  # the serving version's workers (versions.routing)
     size = max(1, settings.ingest_batch_size)
     batches = [pending[i : i + size] for i in range(0, len(pending), size)]
     sender = task_sender(settings)
@@ -56,7 +59,7 @@ def dispatch_job(settings: Settings, job_id: uuid.UUID) -> int:
         sender.send_task(
             task_names.INGEST_BATCH,
             args=[str(job_id), batch],
-            queue=QUEUE_INGEST,
+            queue=queue,
             ignore_result=True,
         )
     log.info(

@@ -23,6 +23,7 @@ from shared.models import Embedding, Item, JobItem
 from shared.vectors import encode
 from shared.vocabulary import ItemStatus, JobItemStatus
 from workers.ingestion.work import Embedded, Failed, Outcome, PendingItem, Skipped
+from workers.versions.keeping import drop_replaced_vectors, on_batch_commit
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -100,6 +101,7 @@ def commit_outcomes(
         text("UPDATE jobs SET model_version = :mv WHERE id = :id"),
         {"id": job_id, "mv": model_version},
     )
+    on_batch_commit(session, model_version, embedded=tally.succeeded > 0)
     counts = refresh_job(session, job_id)
     tally.status = counts.status if counts else None
     return tally
@@ -213,7 +215,12 @@ def _embedding_rows(item_id: int, embedded: Embedded, model_version: str) -> lis
 
 
 def _upsert_vectors(
-    session: Session, item_id: int, rows: list[dict[str, Any]], model_version: str
+    session: Session,
+    item_id: int,
+    rows: list[dict[str, Any]],
+    model_version: str,
+    *,
+    photo_changed: bool,
 ) -> None:
     statement = pg_insert(Embedding).values(rows)
     session.execute(
@@ -230,13 +237,10 @@ def _upsert_vectors(
             },
         )
     )
-    # Vectors of an older model or image (a kind this photo no longer has) are replaced.
-    session.execute(
-        text(
-            "DELETE FROM embeddings WHERE item_id = :id"
-            " AND NOT (model_version = :mv AND kind = ANY(:kinds))"
-        ),
-        {"id": item_id, "mv": model_version, "kinds": [r["kind"] for r in rows]},
+    # Vectors of an older image (a kind this photo no longer has) are replaced; other tracked
+    # versions' vectors of the same photo stay (workers.versions.keeping).
+    drop_replaced_vectors(
+        session, item_id, model_version, [r["kind"] for r in rows], photo_changed=photo_changed
     )
 
 
@@ -261,7 +265,11 @@ def _record_success(
         _set_job_item(session, item, JobItemStatus.SUCCEEDED, "superseded")
         return False
     _upsert_vectors(
-        session, item_id, _embedding_rows(item_id, embedded, model_version), model_version
+        session,
+        item_id,
+        _embedding_rows(item_id, embedded, model_version),
+        model_version,
+        photo_changed=item.item_status != ItemStatus.READY or item.item_sha != photo.sha256,
     )
     _set_job_item(session, item, JobItemStatus.SUCCEEDED)
     return True

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from shared import task_names
 from shared.queueing import QUEUES
 from shared.redis_clients import redis_client
+from shared.versions.routing import versioned_queues
 
 if TYPE_CHECKING:
     import redis
@@ -85,7 +86,8 @@ def _snapshot(client: redis.Redis, keys: list[str]) -> set[str]:
 def jobs_with_tasks(broker_url: str, *, settle_s: float = 0.5) -> set[str]:
     """Ids of jobs (as strings) with a start or batch task anywhere in the broker."""
     client = redis_client(broker_url, SNAPSHOT_TIMEOUT_S)
-    keys = _queue_keys(QUEUES)
+    # Batches wait in the serving version's ``ingest.<v>`` (shared.versions.routing).
+    keys = _queue_keys((*QUEUES, *versioned_queues(client)))
     first = _snapshot(client, keys)
     time.sleep(settle_s)
     return first | _snapshot(client, keys)

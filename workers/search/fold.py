@@ -329,8 +329,10 @@ def fold(
     index: VectorIndex | None = None,
     device: str = "numpy",
     reason: str = "",
+    model_version: str | None = None,
 ) -> FoldReport:
-    """Fold every pending change; safe to call any time, from any number of workers.
+    """Fold every pending change (of ``model_version`` only, when named: a version's folds run
+    on its own workers); safe to call any time, from any number of workers.
 
     Raises :class:`FoldLockBusy` at once, having done nothing, while another process folds."""
     index = index or get_index()
@@ -340,9 +342,13 @@ def fold(
         conn = transaction.conn
         prev_fold = int(one_row(conn.execute("SELECT coalesce(max(id), 0) FROM list_folds"))[0])
         pending = conn.execute(
-            "SELECT DISTINCT model_version, kind, item_id FROM list_changes WHERE fold_id IS NULL"
+            "SELECT DISTINCT model_version, kind, item_id FROM list_changes"
+            " WHERE fold_id IS NULL AND (%(v)s::text IS NULL OR model_version = %(v)s)",
+            {"v": model_version},
         ).fetchall()
-        updates = _fold_pending(conn, settings, index, device, prev_fold, pending, report)
+        updates = _fold_pending(
+            conn, settings, index, device, prev_fold, pending, report, model_version
+        )
         commit_seconds = transaction.commit()
         if report.fold_id is not None:
             report.phases["commit"] = commit_seconds
@@ -373,6 +379,7 @@ def _fold_pending(
     prev_fold: int,
     pending: list[tuple[str, str, int]],
     report: FoldReport,
+    model_version: str | None = None,
 ) -> list[lists_cache.ListUpdate]:
     """Steps 1-5 inside the transaction; returns the lists that changed, for the cache."""
     if not pending:
@@ -397,7 +404,11 @@ def _fold_pending(
         updates += _fold_one_kind(conn, settings, index, device, version, kind, item_ids, report)
     began = time.perf_counter()
     _write_lists(conn, fold_id, updates)
-    conn.execute("UPDATE list_changes SET fold_id = %s WHERE fold_id IS NULL", (fold_id,))
+    conn.execute(
+        "UPDATE list_changes SET fold_id = %(f)s"
+        " WHERE fold_id IS NULL AND (%(v)s::text IS NULL OR model_version = %(v)s)",
+        {"f": fold_id, "v": model_version},
+    )
     report.phases["write"] = time.perf_counter() - began
     report.lists_written = sum(update.value is not None for update in updates)
     report.lists_removed = len(updates) - report.lists_written

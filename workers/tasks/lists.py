@@ -26,16 +26,23 @@ _RETRY_FOREVER = TransientPolicy.RETRY_FOREVER
 
 
 @task(task_names.FOLD_LISTS, on_transient=_RETRY_FOREVER)
-def fold_lists(reason: str = "") -> dict[str, Any]:
-    """Fold every pending embedding change into the neighbour lists (exact; idempotent)."""
+def fold_lists(reason: str = "", model_version: str | None = None) -> dict[str, Any]:
+    """Fold every pending embedding change (of ``model_version``, when named) into the
+    neighbour lists (exact; idempotent)."""
     settings = get_settings()
     # Cleared first: changes committed while this runs must schedule the next fold.
-    clear_fold_pending(settings)
+    clear_fold_pending(settings, model_version)
     try:
-        report = fold(settings, device=list_device(settings), reason=reason)
+        device = list_device(settings)
+        report = fold(settings, device=device, reason=reason, model_version=model_version)
     except FoldLockBusy:
         # Another worker folds now; its snapshot may miss changes this request was sent for.
-        sent = request_fold(settings, reason=reason, delay_s=settings.fold_lock_retry_s)
+        sent = request_fold(
+            settings,
+            reason=reason,
+            delay_s=settings.fold_lock_retry_s,
+            model_version=model_version,
+        )
         return {"requeued": True, "sent": sent, "countdown_s": settings.fold_lock_retry_s}
     if report.cache == "unavailable" and report.fold_id is not None:
         # The cache missed this fold: bring it up to date soon rather than on the next change.
