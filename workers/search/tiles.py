@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +23,9 @@ import numpy as np
 TILE_COLS = 4096
 # Tiles made ahead of the consumer: bounds the scratch to this many tiles more.
 _AHEAD = 3
+
+
+Product = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (block, rows) -> block @ rows.T
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Tile:
 
 
 def _products(
-    vectors: np.ndarray, sq_norms: np.ndarray, blocks: list[tuple[int, int]], mm: object
+    vectors: np.ndarray, sq_norms: np.ndarray, blocks: list[tuple[int, int]], mm: Product
 ) -> Iterator[Tile]:
     n = vectors.shape[0]
     for start, stop in blocks:
@@ -47,7 +50,7 @@ def _products(
         block = vectors[start:stop] * np.float32(-2.0)
         for lo in range(start, n, TILE_COLS):
             hi = min(n, lo + TILE_COLS)
-            product = mm(block, vectors[lo:hi])  # type: ignore[operator]
+            product = mm(block, vectors[lo:hi])
             rows_side = product + sq_norms[None, lo:hi]
             own = np.arange(lo, min(hi, stop))  # the block's rows among the tile's columns
             rows_side[own - start, own - lo] = np.inf  # not its own neighbour
@@ -60,7 +63,8 @@ def _products(
 
 
 def _numpy_mm(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    return block @ rows.T
+    product: np.ndarray = block @ rows.T
+    return product
 
 
 def _cores() -> int:
