@@ -102,7 +102,7 @@ def phase_backlog(args: Any, settings: Any, ids: np.ndarray, version: str, out: 
     worker = WorkerProcess(
         settings.replace(embedder_weights="random"), log_path, queues=(QUEUE_QUERY, QUEUE_LISTS)
     )
-    worker.start(wait_s=300)
+    worker.start(wait_s=900)  # it loads an embedder first: minutes on a busy machine
     client = make_celery(settings)
     try:
         if worker.proc is None:
