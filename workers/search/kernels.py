@@ -250,8 +250,7 @@ def _finished_candidates(
     sure = limit < pool.ceiling[start:stop]
     within = values <= limit[:, None]
     candidates = [
-        cols[i][within[i]] if sure[i] else np.empty(0, np.int64)
-        for i in range(stop - start)
+        cols[i][within[i]] if sure[i] else np.empty(0, np.int64) for i in range(stop - start)
     ]
     return candidates, start + np.flatnonzero(~sure)
 
