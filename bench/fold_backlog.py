@@ -99,8 +99,11 @@ def phase_backlog(args: Any, settings: Any, ids: np.ndarray, version: str, out: 
 
     log_path = Path(tempfile.mkdtemp(prefix="visrec-bench-backlog-")) / "worker.log"
     # A query worker loads an embedder at start; random weights: searches by item never embed.
+    # INFO: its start is recognised by the "ready" line of its log.
     worker = WorkerProcess(
-        settings.replace(embedder_weights="random"), log_path, queues=(QUEUE_QUERY, QUEUE_LISTS)
+        settings.replace(embedder_weights="random", log_level="INFO"),
+        log_path,
+        queues=(QUEUE_QUERY, QUEUE_LISTS),
     )
     worker.start(wait_s=900)  # it loads an embedder first: minutes on a busy machine
     client = make_celery(settings)
