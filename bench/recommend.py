@@ -931,6 +931,11 @@ def phase_http_and_fold(args: argparse.Namespace, out: dict) -> None:
             print(json.dumps({"scan": out["scan_100k"]}), file=sys.stderr)
         if "fold" not in args.skip:
             phase_fold(args, settings, out)
+        if "backlog" not in args.skip:
+            from bench.fold_backlog import phase_backlog
+
+            phase_backlog(args, settings, ids, VERSION, out)
+            print(json.dumps({"backlog": out["backlog"]}), file=sys.stderr)
 
 
 def phase_fold(args: argparse.Namespace, settings: Any, out: dict) -> None:
@@ -974,6 +979,33 @@ def _row(label: str, value: Any, note: str = "") -> str:
     return f"{label:<52} {value!s:>16}  {note}"
 
 
+def _backlog_keys(backlog: dict) -> dict:
+    return {
+        "fold_10k_changes_peak_mb_100k": backlog.get("peak_less_matrices_mb"),
+        "fold_lock_wait_ms_max": backlog.get("wait_ms_max"),
+    }
+
+
+def _backlog_rows(backlog: dict) -> list[str]:
+    if not backlog:
+        return []
+    return [
+        _row(
+            f"fold of {backlog['items']} new items at N={backlog['n']}: peak RSS - matrices",
+            f"{backlog['peak_less_matrices_mb']} MB",
+            f"peak {backlog['peak_rss_mb']} MB, matrices {backlog['matrices_mb']} MB,"
+            f" idle worker {backlog['worker_cold_mb']} MB; fold {backlog['fold_s']} s",
+        ),
+        _row(
+            "longest a search waited on that fold",
+            f"{backlog['wait_ms_max']} ms",
+            f"{backlog['searches_during_fold']} searches during it, longest"
+            f" {backlog['search_ms_during_fold_max']} ms, {backlog['search_ms_no_fold_p50']} ms"
+            " with no fold",
+        ),
+    ]
+
+
 def report(out: dict) -> dict:
     lists, scan, big = out.get("lists_100k", {}), out.get("scan_100k", {}), out.get("lists_1m", {})
     build, fold, latency = out.get("build", {}), out.get("fold", {}), out.get("latency", {})
@@ -991,6 +1023,7 @@ def report(out: dict) -> dict:
         if build
         else None,
         "fold_64_s_100k": fold.get("seconds"),
+        **_backlog_keys(out.get("backlog", {})),
         "http_errors": sum(x.get("errors", 0) for x in (lists, scan, big)),
         **page_summary(out),
     }
@@ -1031,6 +1064,7 @@ def report(out: dict) -> dict:
                 f" cache {fold['cache']}",
             )
         )
+    lines.extend(_backlog_rows(out.get("backlog", {})))
     if latency:
         lines.append(
             _row(
@@ -1059,10 +1093,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-db", type=int, default=12)
     parser.add_argument("--cache-db", type=int, default=13)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backlog-items", type=int, default=10_000)
+    parser.add_argument("--backlog-searches", type=int, default=5)
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated: build,latency,http,pages,scan,fold,big",
+        help="comma-separated: build,latency,http,pages,scan,fold,backlog,big",
     )
     parser.add_argument(
         "--article-sizes", default="", help="also time the article's loop at these N"
@@ -1072,7 +1108,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {}
     if "build" not in args.skip:
         phase_build(args, out)
-    if not {"http", "fold"} <= args.skip:
+    if not {"http", "fold", "backlog"} <= args.skip:
         phase_http_and_fold(args, out)
     if "big" not in args.skip:
         phase_big(args, out)

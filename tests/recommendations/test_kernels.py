@@ -79,3 +79,39 @@ def test_the_symmetric_pass_over_every_row_gives_the_brute_force_answer(
         np.testing.assert_allclose(
             answer.sq_distances[i, : len(want_rows)], want_d2, rtol=1e-9, atol=1e-9
         )
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_full_computation_equals_brute_force_on_random_catalogues(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many tiles per block, ragged edges, duplicates and exact ties: every list as brute force."""
+    from workers.search import kernels, tiles
+
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(30, 260))
+    dim = int(rng.choice([1, 2, 3, 8, 33]))
+    if seed % 2:
+        vectors = tie_heavy_vectors(rng, n, dim)  # integer coordinates: exact ties everywhere
+    else:
+        vectors = rng.standard_normal((n, dim)).astype(np.float32)
+        twins = rng.choice(n, size=n // 5, replace=False)
+        vectors[twins] = vectors[rng.choice(n, size=twins.size)]  # exact duplicates
+    ids = rng.permutation(10_000)[:n].astype(np.int64)
+    width = int(rng.integers(1, 40))
+    # Tiles narrower than a block and pools of a few slots, so that on these small catalogues
+    # pools fill, compact, take single hits from both sides and lose rows to ties, as they do
+    # at scale.
+    monkeypatch.setattr(tiles, "TILE_COLS", int(rng.integers(5, 40)))
+    monkeypatch.setattr(kernels, "_SPARE", int(rng.integers(0, 6)))
+    monkeypatch.setattr(kernels, "_SLOTS", int(rng.integers(1, 12)))
+    answer = all_nearest_rows(
+        vectors, squared_norms(vectors), ids, width, block_rows=int(rng.integers(3, 50))
+    )
+    for i in range(n):
+        want_rows, want_d2 = _brute_force(vectors, ids, vectors[i], i, width)
+        assert answer.counts[i] == len(want_rows)
+        assert answer.rows[i, : len(want_rows)].tolist() == want_rows
+        np.testing.assert_allclose(
+            answer.sq_distances[i, : len(want_rows)], want_d2, rtol=1e-9, atol=1e-9
+        )

@@ -19,6 +19,8 @@ import numpy as np
 from typing_extensions import override
 
 from shared.search.knn import _EPS32, exact_squared_distances, squared_norms64
+from workers.search.candidates import CandidatePool
+from workers.search.tiles import Tile, tiles
 
 if TYPE_CHECKING:
     import torch
@@ -212,70 +214,45 @@ def nearest_rows(
 # Candidates kept per row beyond the ``width`` that rank while the symmetric pass streams: a
 # row with more estimates than that within its margin (heavy ties) is recomputed on its own.
 _SPARE = 64
-# Rows per slice when merging one block's estimates into the other rows' candidates.
-_MERGE_ROWS = 8192
+# Free slots per row beyond the kept ones: a row is compacted once they run out.
+_SLOTS = 128
 
 
-def _smallest(values: np.ndarray, cols: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the ``keep`` smallest values (any order) and their columns."""
-    if values.shape[1] <= keep:
-        return values, cols
-    part = np.argpartition(values, keep - 1, axis=1)[:, :keep]
-    return np.take_along_axis(values, part, axis=1), np.take_along_axis(cols, part, axis=1)
+def _offer(pool: CandidatePool, tile: Tile) -> None:
+    """One tile's estimates to both sides: the block's rows, and (transposed) the later rows
+    (the pairs inside the block go to its rows only)."""
+    pool.offer(tile.rows_side, tile.start, np.arange(tile.lo, tile.hi, dtype=np.int32), by_row=True)
+    if tile.cols_side is not None:
+        mine = np.arange(tile.start, tile.stop, dtype=np.int32)
+        pool.offer(tile.cols_side, tile.later, mine, by_row=False)
 
 
-def _smallest_of(values: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of a wide block, the ``keep`` smallest values and their columns, without an
-    index array the block's size (torch's top-k; NumPy's argpartition makes one)."""
-    if values.shape[1] <= keep:
-        at = np.broadcast_to(np.arange(values.shape[1]), values.shape)
-        return values, np.ascontiguousarray(at)
-    try:
-        import torch
-    except ImportError:
-        part = np.argpartition(values, keep - 1, axis=1)[:, :keep]
-        return np.take_along_axis(values, part, axis=1), part
-    top = torch.topk(torch.from_numpy(values), keep, dim=1, largest=False, sorted=False)
-    return top.values.numpy(), top.indices.numpy()
+# The first block is this many blocks tall: its rows are offered to every later row at once, so
+# each pool starts from that many estimates and a ceiling that screens out most of the rest.
+_FIRST_BLOCKS = 1
 
 
-def _merge_later(
-    kept: np.ndarray,
-    kept_cols: np.ndarray,
-    lo: int,
-    theirs: np.ndarray,
-    cols: np.ndarray,
-    keep: int,
-) -> None:
-    """Merge one block's estimates (``theirs``: rows ``lo...`` x the block's columns ``cols``)
-    into those rows' kept candidates.
+def _row_blocks(n: int, block: int) -> Iterator[tuple[int, int]]:
+    first = min(n, _FIRST_BLOCKS * block)
+    yield 0, first
+    for start in range(first, n, block):
+        yield start, min(n, start + block)
 
-    Only an estimate below a row's largest kept one can enter (a row not yet full keeps inf
-    slots, so everything enters): once the rows are full, a few per row do, and only those are
-    gathered, padded with inf, for the selection. Dropping the rest keeps the invariant the
-    final check relies on: every estimate ever dropped is >= the row's largest kept one.
-    """
-    stop = lo + theirs.shape[0]
-    ceiling = kept[lo:stop].max(axis=1)
-    rows, at = np.nonzero(theirs < ceiling[:, None])
-    if rows.size == 0:
-        return
-    starts = np.searchsorted(rows, np.arange(theirs.shape[0] + 1))
-    per_row = np.diff(starts)
-    width = int(per_row.max())
-    hit_rows = np.flatnonzero(per_row)
-    slot = np.arange(rows.size) - starts[rows]
-    dense = np.searchsorted(hit_rows, rows)
-    values = np.full((hit_rows.size, width), np.inf, dtype=np.float32)
-    found = np.full((hit_rows.size, width), -1, dtype=kept_cols.dtype)
-    values[dense, slot] = theirs[rows, at]
-    found[dense, slot] = cols[at]
-    targets = lo + hit_rows
-    kept[targets], kept_cols[targets] = _smallest(
-        np.concatenate([kept[targets], values], axis=1),
-        np.concatenate([kept_cols[targets], found], axis=1),
-        keep,
-    )
+
+def _finished_candidates(
+    pool: CandidatePool, start: int, stop: int, kk: int, bounds: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Rows ``start..stop`` have been offered every pair: per row, the columns within its
+    margin of its ``kk``-th estimate, and which rows cannot tell (they are recomputed)."""
+    values, cols = pool.held(start, stop)
+    kth = np.partition(values, kk - 1, axis=1)[:, kk - 1]
+    limit = kth + bounds[start:stop]
+    sure = limit < pool.ceiling[start:stop]
+    within = values <= limit[:, None]
+    candidates = [
+        cols[i][within[i]] if sure[i] else np.empty(0, np.int64) for i in range(stop - start)
+    ]
+    return candidates, start + np.flatnonzero(~sure)
 
 
 def all_nearest_rows(
@@ -290,14 +267,16 @@ def all_nearest_rows(
     """:func:`nearest_rows` of every row against all the others, with half the products.
 
     The distance matrix is symmetric: block ``I`` of rows is multiplied only with itself and
-    the rows after it, and those estimates serve both sides, ``I``'s rows and (transposed) the
-    later rows'. Each row keeps its ``width + _SPARE`` smallest estimates seen so far; once all
-    blocks have passed, its candidates are those within the proven margin of its ``width``-th
-    smallest (as :func:`select_candidates`), re-ranked exactly by :func:`rerank`. A row whose
-    kept estimates all lie within the margin may have lost a candidate: it is recomputed by
-    :func:`nearest_rows`. Extra memory: the kept candidates (``(width + _SPARE) x 12`` bytes a
-    row) and one block's estimates against the rest (``block_rows x N x 4`` bytes, merged in
-    slices of ``_MERGE_ROWS``).
+    the rows after it, tile by tile, and each tile's estimates serve both sides, ``I``'s rows
+    and (transposed) the later rows' (workers.search.candidates: each row pools the smallest
+    estimates it has been offered, screened against a ceiling). Estimates leave out the target
+    row's own norm (a shift per row: the order and the margins do not change), so one addition
+    per side makes them. Once ``I``'s rows have been offered every pair, their candidates are
+    those within the proven margin of their ``width``-th smallest, re-ranked exactly by
+    :func:`rerank`; a row whose margin reaches its ceiling (heavy ties) is recomputed by
+    :func:`nearest_rows`, so every list equals brute force. Extra memory: the pools
+    (``(width + _SPARE + _SLOTS) x 8`` bytes a row) and two tiles of estimates
+    (``block_rows x TILE_COLS x 4`` bytes each, a few made ahead: workers.search.tiles).
     """
     n, dim = vectors.shape
     rows_out = np.full((n, width), -1, dtype=np.int64)
@@ -307,59 +286,53 @@ def all_nearest_rows(
     if n < 2 or kk <= 0:
         return RankedRows(rows_out, d2_out, counts)
     keep = min(n - 1, kk + _SPARE)
+    pool = CandidatePool(n, keep, keep + _SLOTS)
     norms64 = squared_norms64(vectors) if sq_norms64 is None else sq_norms64
     bounds = margins(float(sq_norms.max()), norms64, dim).astype(np.float32)
-    kept = np.full((n, keep), np.inf, dtype=np.float32)
-    kept_cols = np.full((n, keep), -1, dtype=np.int32)
-    block = max(1, block_rows)
     unsure: list[np.ndarray] = []
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        approx = vectors[start:stop] @ vectors[start:].T  # (b, n - start)
-        approx *= -2.0
-        approx += sq_norms[None, start:]
-        approx += sq_norms[start:stop, None]
-        own = np.arange(stop - start)
-        approx[own, own] = np.inf  # not its own neighbour
-        # The later rows' side first, transposed slice by slice (their estimates of this block).
-        mine = np.arange(start, stop, dtype=np.int32)
-        for lo in range(stop, n, _MERGE_ROWS):
-            hi = min(n, lo + _MERGE_ROWS)
-            _merge_later(kept, kept_cols, lo, approx[:, lo - start : hi - start].T, mine, keep)
-        # This block's rows: everything before it is in ``kept`` already, the rest is here.
-        near, at = _smallest_of(approx, keep)
-        del approx
-        values, found = _smallest(
-            np.concatenate([kept[start:stop], near], axis=1),
-            np.concatenate([kept_cols[start:stop], (start + at).astype(np.int32)], axis=1),
-            keep,
-        )
-        limit = _kth_smallest(values, kk) + bounds[start:stop]
-        within = values <= limit[:, None]
-        lost = within.all(axis=1) & (keep < n - 1)
-        candidates = [
-            found[i][within[i]].astype(np.int64) if not lost[i] else np.empty(0, np.int64)
-            for i in range(stop - start)
-        ]
+    blocks = list(_row_blocks(n, max(1, block_rows)))
+    for tile in tiles(vectors, sq_norms, blocks):
+        _offer(pool, tile)
+        if tile.hi < n:
+            continue
+        # The block's last tile: its rows have been offered every pair.
+        start, stop = tile.start, tile.stop
+        candidates, lost = _finished_candidates(pool, start, stop, kk, bounds)
+        pool.release(start, stop)
         ranked = rerank(vectors, norms64, item_ids, vectors[start:stop], candidates, width)
         rows_out[start:stop] = ranked.rows
         d2_out[start:stop] = ranked.sq_distances
         counts[start:stop] = ranked.counts
-        kept[start:stop] = np.inf  # done with: only later rows' candidates are still needed
-        unsure.append(start + np.flatnonzero(lost))
-    again = np.concatenate(unsure)
-    if again.size:
-        redo = nearest_rows(
-            vectors,
-            sq_norms,
-            item_ids,
-            vectors[again],
-            width,
-            self_rows=again,
-            sq_norms64=norms64,
-            block_rows=block_rows,
-        )
-        rows_out[again] = redo.rows
-        d2_out[again] = redo.sq_distances
-        counts[again] = redo.counts
-    return RankedRows(rows_out, d2_out, counts)
+        unsure.append(lost)
+    out = RankedRows(rows_out, d2_out, counts)
+    _recompute_rows(vectors, sq_norms, norms64, item_ids, np.concatenate(unsure), out, block_rows)
+    return out
+
+
+def _recompute_rows(
+    vectors: np.ndarray,
+    sq_norms: np.ndarray,
+    norms64: np.ndarray,
+    item_ids: np.ndarray,
+    rows: np.ndarray,
+    out: RankedRows,
+    block_rows: int,
+) -> None:
+    """Rows whose pooled candidates could not prove their list (heavy ties), recomputed alone
+    against every row, into ``out``."""
+    if not rows.size:
+        return
+    width = out.rows.shape[1]
+    redo = nearest_rows(
+        vectors,
+        sq_norms,
+        item_ids,
+        vectors[rows],
+        width,
+        self_rows=rows,
+        sq_norms64=norms64,
+        block_rows=block_rows,
+    )
+    out.rows[rows] = redo.rows
+    out.sq_distances[rows] = redo.sq_distances
+    out.counts[rows] = redo.counts
