@@ -7,7 +7,7 @@ the workers import it and add their task modules.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from kombu.entity import Queue
@@ -102,3 +102,18 @@ def task_sender(settings: Settings) -> Celery:
         if sender is None:
             sender = _senders[settings.redis_broker_url] = make_celery(settings)
         return sender
+
+
+def send_unwatched(
+    settings: Settings,
+    name: str,
+    kwargs: dict[str, Any],
+    queue: str,
+    countdown: float | None = None,
+) -> None:
+    """Send task ``name`` whose result nobody reads: without ``ignore_result`` every sender
+    subscribes to the task's result channel on the broker for good (a web process would hold
+    one per DELETE)."""
+    task_sender(settings).send_task(
+        name, kwargs=kwargs, queue=queue, countdown=countdown, ignore_result=True
+    )

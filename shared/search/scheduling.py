@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from shared import task_names
-from shared.queueing import QUEUE_LISTS, task_sender
+from shared.queueing import QUEUE_LISTS, send_unwatched
 from shared.redis_clients import redis_client
 from shared.versions.routing import versioned
 
@@ -55,14 +55,8 @@ def request_fold(
     kwargs: dict[str, str] = {"reason": reason}
     if model_version is not None:
         kwargs["model_version"] = model_version
-    task_sender(settings).send_task(
-        task_names.FOLD_LISTS,
-        kwargs=kwargs,
-        queue=versioned(QUEUE_LISTS, model_version),
-        countdown=delay,
-        # Nobody reads a fold's result: without this, every sender subscribes to its result
-        # channel on the broker for good (a web process would hold one per DELETE).
-        ignore_result=True,
+    send_unwatched(
+        settings, task_names.FOLD_LISTS, kwargs, versioned(QUEUE_LISTS, model_version), delay
     )
     return True
 
@@ -95,13 +89,8 @@ def resend_cache_reload(settings: Settings, *, reason: str, delay_s: float) -> N
 
 
 def _send_reload(settings: Settings, reason: str, *, countdown: float | None) -> None:
-    # Nobody reads a reload's result (see request_fold).
-    task_sender(settings).send_task(
-        task_names.RELOAD_LISTS_CACHE,
-        kwargs={"reason": reason},
-        queue=QUEUE_LISTS,
-        countdown=countdown,
-        ignore_result=True,
+    send_unwatched(
+        settings, task_names.RELOAD_LISTS_CACHE, {"reason": reason}, QUEUE_LISTS, countdown
     )
 
 
@@ -176,13 +165,8 @@ def request_cache_repair(settings: Settings, *, reason: str, delay_s: float) -> 
 
 
 def _send_repair(settings: Settings, reason: str, *, countdown: float) -> None:
-    # Nobody reads a repair's result (see request_fold).
-    task_sender(settings).send_task(
-        task_names.REPAIR_LISTS_CACHE,
-        kwargs={"reason": reason},
-        queue=QUEUE_LISTS,
-        countdown=countdown,
-        ignore_result=True,
+    send_unwatched(
+        settings, task_names.REPAIR_LISTS_CACHE, {"reason": reason}, QUEUE_LISTS, countdown
     )
 
 

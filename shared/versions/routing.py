@@ -14,7 +14,13 @@ import time
 from typing import TYPE_CHECKING
 
 from shared import task_names
-from shared.queueing import QUEUE_DEFAULT, QUEUE_INGEST, QUEUE_LISTS, QUEUE_QUERY, task_sender
+from shared.queueing import (
+    QUEUE_DEFAULT,
+    QUEUE_INGEST,
+    QUEUE_LISTS,
+    QUEUE_QUERY,
+    send_unwatched,
+)
 from shared.redis_clients import redis_client
 
 if TYPE_CHECKING:
@@ -67,22 +73,18 @@ def request_catch_up(settings: Settings, version: str, *, reason: str) -> bool:
 
 
 def send_catch_up(settings: Settings, version: str, *, reason: str, after_id: int) -> None:
-    task_sender(settings).send_task(
+    send_unwatched(
+        settings,
         task_names.CATCH_UP_VERSION,
-        kwargs={"version": version, "reason": reason, "after_id": after_id},
-        queue=versioned(QUEUE_INGEST, version),
-        ignore_result=True,
+        {"version": version, "reason": reason, "after_id": after_id},
+        versioned(QUEUE_INGEST, version),
     )
 
 
 def send_purge(settings: Settings, version: str, *, countdown: float | None = None) -> None:
     """Have a worker delete everything of the retired ``version`` (workers.versions.purge)."""
-    task_sender(settings).send_task(
-        task_names.PURGE_VERSION,
-        kwargs={"version": version},
-        queue=QUEUE_DEFAULT,
-        countdown=countdown,
-        ignore_result=True,
+    send_unwatched(
+        settings, task_names.PURGE_VERSION, {"version": version}, QUEUE_DEFAULT, countdown
     )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
@@ -50,17 +50,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class BatchReport:
-    """What a batch did, summed over its commits; ``status``: the job's status after the last."""
+class BatchReport(Tally):
+    """What a batch did, summed over its commits (a :class:`Tally` of them all); ``status``:
+    the job's status after the last."""
 
-    job_id: str
-    succeeded: int = 0
-    failed: int = 0
-    skipped: int = 0
-    already_done: int = 0
-    superseded: int = 0
-    status: str | None = None
-    reasons: dict[str, str] = field(default_factory=dict)
+    job_id: str = ""
 
     def add(self, tally: Tally) -> None:
         self.succeeded += tally.succeeded
