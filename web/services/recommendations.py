@@ -23,6 +23,7 @@ from shared.queueing import QUEUE_QUERY
 from shared.search import filtered, reader
 from shared.search.filters import FilterSpec
 from shared.search.reader import ItemRef, Neighbour
+from shared.versions.presence import live_workers
 from shared.versions.routing import ServingPointer, versioned
 from shared.vocabulary import CROP_KINDS, ItemStatus, VectorKind
 from web.links import media_urls
@@ -79,6 +80,16 @@ def serving_pointer(app: Flask | None = None) -> ServingPointer:
     app = app or current_app
     pointer: ServingPointer = app.extensions.setdefault("visrec_serving", ServingPointer())
     return pointer
+
+
+def _item_search_version(version: str | None) -> str | None:
+    """Whose query queue an item search goes to: ``version``'s workers while one is live (they
+    hold its matrices already), else any query worker. It reads stored vectors only, so a worker
+    of another version (or none running this one: a version kept in step without workers of
+    its own) answers it just as exactly."""
+    if version is not None and live_workers(settings(), [version]).get(version):
+        return version
+    return None
 
 
 def _ask_worker(task: str, kwargs: dict[str, Any], version: str | None) -> dict[str, Any]:
@@ -190,7 +201,7 @@ def recommend_for_item(
         }
         if not spec.empty:
             task["filters"] = spec.to_payload()
-        answer = _ask_worker(task_names.SEARCH_ITEM, task, item.version)
+        answer = _ask_worker(task_names.SEARCH_ITEM, task, _item_search_version(item.version))
         if "error" in answer:
             raise NotFound("item_not_found", f"No item with SKU {sku!r}.")
         answered.update(_from_worker(answer["results"]))
