@@ -83,7 +83,8 @@ def find_item(session: Session, sku: str) -> ItemRef | None:
         session,
         (
             "SELECT i.id, i.status, i.error, e.model_version, e.kind, e.id AS embedding_id,"
-            " (SELECT version FROM model_serving WHERE id = 1) AS serving_version"
+            " (SELECT version FROM model_serving WHERE id = 1) AS serving_version,"
+            " (SELECT model_version FROM embeddings ORDER BY id DESC LIMIT 1) AS newest_version"
             " FROM items i LEFT JOIN embeddings e ON e.item_id = i.id WHERE i.sku = %(sku)s"
         ),
         {"sku": sku},
@@ -94,9 +95,12 @@ def find_item(session: Session, sku: str) -> ItemRef | None:
     embedded = [r for r in rows if r.kind is not None]
     # The serving version answers (read in this statement: a switch shows on the next page).
     # An item it has no vectors of yet is not embedded as far as the page is concerned. With no
-    # version serving yet (vectors written by hand, as tests and benchmarks do), its newest.
+    # version serving yet (vectors written by hand, as tests and benchmarks do): the
+    # catalogue's newest vector's version when the item has it, else the item's newest.
     if first.serving_version is not None:
         version = first.serving_version
+    elif first.newest_version in {r.model_version for r in embedded}:
+        version = first.newest_version
     else:
         version = max(embedded, key=lambda r: r.embedding_id).model_version if embedded else None
     kinds = frozenset(r.kind for r in embedded if r.model_version == version)
