@@ -4,27 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from shared.config import Settings, set_settings
 from tests.ingestion.helpers import ImageServer
+from tests.support.model_settings import small_random_embedder
 from tests.support.worker import WorkerProcess
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 
 @pytest.fixture
 def ingest_settings(settings: Settings) -> Iterator[Settings]:
     """Whole-photo vectors from a small random embedder: real model work, CPU-cheap."""
-    tuned = settings.replace(
-        model_dir=None,
-        embedder_weights="random",
-        embedder_input_size=64,
-        device="cpu",
-        ingest_batch_size=4,
-    )
-    set_settings(tuned)
-    yield tuned
-    set_settings(settings)
+    with small_random_embedder(settings) as tuned:
+        yield tuned
 
 
 @pytest.fixture

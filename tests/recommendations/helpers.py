@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -9,9 +10,11 @@ import numpy as np
 from sqlalchemy import delete, select
 
 from shared.models import Embedding, Item
+from shared.queueing import QUEUE_LISTS
 from shared.vectors import encode
 
 if TYPE_CHECKING:
+    import redis
     from sqlalchemy.orm import Session
 
 VERSION = "test-model-v1"
@@ -103,3 +106,13 @@ def replace_vector(
     row.vector = encode(vector)
     row.dim = int(vector.shape[0])
     session.commit()
+
+
+def queued_tasks(broker_redis: redis.Redis, task: str) -> list[dict]:
+    """Tasks of one name waiting on the broker's ``lists`` queue (Celery's Redis transport)."""
+    found = []
+    for raw in broker_redis.lrange(QUEUE_LISTS, 0, -1):
+        message = json.loads(raw)
+        if message.get("headers", {}).get("task") == task:
+            found.append(message)
+    return found

@@ -4,7 +4,6 @@ lock, so a repair never writes lists that disagree with the generation's ``appli
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,13 @@ from shared.search import lists_cache, scheduling
 from shared.search.lists import from_bytes, from_columns
 from shared.search.loader import libpq_url
 from shared.vocabulary import DISPLAY_ORDER as KINDS
-from tests.recommendations.helpers import VERSION, add_catalogue, delete_item, expected
+from tests.recommendations.helpers import (
+    VERSION,
+    add_catalogue,
+    delete_item,
+    expected,
+    queued_tasks,
+)
 
 
 def _catalogue(n: int, dim: int, seed: int) -> dict:
@@ -31,16 +36,6 @@ def _catalogue(n: int, dim: int, seed: int) -> dict:
     return {
         f"s{i:03d}": {"full": vecs[0, i], "top": vecs[1, i], "bottom": vecs[2, i]} for i in range(n)
     }
-
-
-def _queued(broker_redis, task: str) -> list[dict]:
-    """Tasks of one name waiting on the broker's ``lists`` queue (Celery's Redis transport)."""
-    found = []
-    for raw in broker_redis.lrange(QUEUE_LISTS, 0, -1):
-        message = json.loads(raw)
-        if message.get("headers", {}).get("task") == task:
-            found.append(message)
-    return found
 
 
 def _item_id(db_session, sku: str) -> int:
@@ -129,7 +124,7 @@ def test_evicted_lists_are_written_back_and_pages_read_the_cache_again(
         assert "X-Lists-Generation" not in response.headers  # read from PostgreSQL
     # Deduplicated: s005 viewed twice is noted once; one repair asked for the whole burst.
     assert broker_redis.scard(scheduling.MISSING_LISTS_KEY) == 4
-    assert len(_queued(broker_redis, task_names.REPAIR_LISTS_CACHE)) == 1
+    assert len(queued_tasks(broker_redis, task_names.REPAIR_LISTS_CACHE)) == 1
 
     result = repair_cache.run(reason="missing lists")
     assert result["cache"] == "unchanged" and result["noted"] == 4 and result["written"] == 4
@@ -195,7 +190,7 @@ def test_a_fold_whose_cache_write_failed_is_caught_up_with_no_new_change(
     assert missed["cache"] == "unavailable" and missed["fold_id"] > first["fold_id"]
     assert lists_cache.read_applied(cache_redis, generation) == first["fold_id"]  # behind
     # The fold asked for a repair at once, not on the next change.
-    assert len(_queued(broker_redis, task_names.REPAIR_LISTS_CACHE)) == 1
+    assert len(queued_tasks(broker_redis, task_names.REPAIR_LISTS_CACHE)) == 1
     for sku in ("s001", "n2"):
         _assert_exact(db_session, _page(client, sku), sku)  # exact meanwhile
     # An eviction on top of it: the repair catches up first, then writes the list back.
@@ -248,7 +243,7 @@ def test_a_repair_finding_the_fold_lock_taken_writes_nothing_and_is_sent_again(
     with _lock_held_elsewhere(settings):
         result = repair_cache.run(reason="missing lists")
         assert result["requeued"] is True
-        assert len(_queued(broker_redis, task_names.REPAIR_LISTS_CACHE)) == 1
+        assert len(queued_tasks(broker_redis, task_names.REPAIR_LISTS_CACHE)) == 1
     assert not cache_redis.exists(lists_cache.list_key(generation, VERSION, "full", evicted))
     assert broker_redis.scard(scheduling.MISSING_LISTS_KEY) == 3  # the misses wait
     # A fold gets the lock first and changes s004's lists; the repair then copies the new ones.
@@ -285,6 +280,6 @@ def test_the_noted_misses_are_bounded(settings, broker_redis):
     assert scheduling.note_missing_lists(settings, many) is True
     assert scheduling.note_missing_lists(settings, many[:10]) is False  # one repair waiting
     assert broker_redis.scard(scheduling.MISSING_LISTS_KEY) == scheduling.MAX_MISSING_LISTS
-    assert len(_queued(broker_redis, task_names.REPAIR_LISTS_CACHE)) == 1
+    assert len(queued_tasks(broker_redis, task_names.REPAIR_LISTS_CACHE)) == 1
     taken = scheduling.take_missing_lists(settings, 5)
     assert len(taken) == 5 and all(m.version == "v:1" and m.kind == "top" for m in taken)

@@ -3,7 +3,6 @@ later, and a holder that stopped moving loses its lock to the server's timeouts.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +15,6 @@ from sqlalchemy import func, select
 from shared import task_names
 from shared.locks import FOLD_LOCK_KEY
 from shared.models import Item, ListChange, ListFold, NeighbourList
-from shared.queueing import QUEUE_LISTS
 from shared.search.loader import libpq_url
 from shared.search.scheduling import RELOAD_PENDING_KEY
 from tests.recommendations.helpers import (
@@ -24,6 +22,7 @@ from tests.recommendations.helpers import (
     add_item,
     delete_item,
     expected,
+    queued_tasks,
     replace_vector,
 )
 from tests.recommendations.test_lists_exact import _check_stored_lists
@@ -37,16 +36,6 @@ def _catalogue(db_session, n: int = 30) -> None:
     add_catalogue(
         db_session, {f"s{i:02d}": {"full": rng.standard_normal(6, np.float32)} for i in range(n)}
     )
-
-
-def _queued(broker_redis, task: str) -> list[dict]:
-    """Tasks of one name waiting on the broker's ``lists`` queue (Celery's Redis transport)."""
-    found = []
-    for raw in broker_redis.lrange(QUEUE_LISTS, 0, -1):
-        message = json.loads(raw)
-        if message.get("headers", {}).get("task") == task:
-            found.append(message)
-    return found
 
 
 @contextmanager
@@ -79,7 +68,7 @@ def test_a_fold_finding_the_lock_taken_is_sent_again_and_then_folds(
     with _lock_held_elsewhere(settings):
         result = _in_thread(fold)
         assert result["requeued"] is True
-        again = _queued(broker_redis, task_names.FOLD_LISTS)
+        again = queued_tasks(broker_redis, task_names.FOLD_LISTS)
         assert len(again) == 1 and again[0]["headers"]["eta"]  # sent with a countdown
         assert _lists(db_session) == 0
     # The requeued delivery, once the holder is done: every list, exact.
@@ -114,7 +103,7 @@ def test_a_cache_reload_finding_the_lock_taken_is_sent_again(
     with _lock_held_elsewhere(settings):
         result = _in_thread(lambda: reload_cache.run(reason="cold"))
         assert result["requeued"] is True
-        assert len(_queued(broker_redis, task_names.RELOAD_LISTS_CACHE)) == 1
+        assert len(queued_tasks(broker_redis, task_names.RELOAD_LISTS_CACHE)) == 1
         # Still pending: readers that notice the cold cache meanwhile ask for no other reload.
         assert broker_redis.get(RELOAD_PENDING_KEY) is not None
     assert reload_cache.run(reason="cold")["lists"] == 30

@@ -89,7 +89,7 @@ def catalogue(
     from workers.tasks.lists import fold_lists
 
     fold_lists("browser test")
-    return {"query_photo": str(photos / "SKU00009.jpg")}
+    return {"query_photo": str(photos / "SKU00009.jpg"), "version": version}
 
 
 @pytest.fixture
@@ -120,6 +120,32 @@ def _cards(driver, css: str) -> list:
     from selenium.webdriver.common.by import By
 
     return driver.find_elements(By.CSS_SELECTOR, css)
+
+
+def test_catalogue_says_which_model_serves_and_what_is_building(
+    browser, live_server: str, catalogue: dict[str, str], db_session, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    from shared.versions import registry
+
+    serving, next_version = catalogue["version"], "next-model-v2"
+    registry.claim_serving_if_none(db_session, serving)
+    registry.ensure_known(db_session, next_version)
+    assert registry.track(db_session, next_version)
+    db_session.commit()
+
+    browser.get(f"{live_server}/")
+    line = browser.find_element(By.CSS_SELECTOR, "p.model-versions")
+    browser.save_screenshot(str(tmp_path / "catalogue-versions.png"))
+    # Drawn where a person reads it, as one line of text above the grid, not clipped away.
+    assert line.is_displayed()
+    assert line.size["width"] >= 300 and line.size["height"] >= 10, line.size
+    grid = browser.find_element(By.CSS_SELECTOR, "main ul.grid")
+    assert line.location["y"] + line.size["height"] <= grid.location["y"]
+    text = " ".join(line.text.split())
+    assert f"Model version {serving} serves." in text
+    assert f"Building {next_version}: 0 of {len(READY_SKUS)} products embedded." in text
 
 
 def test_browse_product_and_search_by_photo(

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from shared.config import Settings, set_settings
+from tests.support.model_settings import small_random_embedder
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 
 @pytest.fixture
 def version_settings(settings: Settings) -> Iterator[Settings]:
-    tuned = settings.replace(
-        model_dir=None,
-        embedder_weights="random",
-        embedder_input_size=64,
-        device="cpu",
-        ingest_batch_size=4,
-        query_timeout_s=120.0,
-    )
-    set_settings(tuned)
-    yield tuned
-    set_settings(settings)
+    with small_random_embedder(settings, query_timeout_s=120.0) as tuned:
+        yield tuned
