@@ -3,7 +3,7 @@
     python -m bench.recommend [--n-http 100000] [--n-big 1000000] [--n-build 20000]
 
 Phases (each can be skipped with --skip NAME; all numbers from this one run; the full
-computation alone: ``--skip latency,http,fold,big``):
+computation alone: ``--skip latency,http,fold,backlog,big,versions``):
 
 - ``build``: the full computation of the lists at ``--n-build`` items x 3 kinds (a fold with
   every item pending: blocked products + exact re-rank), against the matrix-product floor
@@ -22,6 +22,10 @@ computation alone: ``--skip latency,http,fold,big``):
   worker (matrices and lists in memory), PostgreSQL and Redis writes included;
 - ``big``: the list read path over HTTP at ``--n-big`` items, lists generated straight into
   Redis (the read path only; vectors are stored 1-d since reads never touch them).
+- ``versions``: a model-version rollout at ``--n-versions`` items (bench.versions): version B
+  built beside the serving A from the stored photos (vectors generated, embedding excluded,
+  everything else in: catch-up chunks, guarded commits, B's lists computed in full), then the
+  serve switch through the app and how soon a product page answers with the new version;
 - ``article`` (only with ``--article-sizes``): the article's ``similar_k`` loop against the
   in-process exact search, as measured since the first version.
 
@@ -970,6 +974,40 @@ def phase_big(args: argparse.Namespace, out: dict) -> None:
         print(json.dumps({"big": out["lists_1m"]}), file=sys.stderr)
 
 
+def phase_versions(args: argparse.Namespace, out: dict) -> None:
+    from bench.versions import measure
+
+    with bench_stack(args) as settings:
+        out["versions"] = measure(
+            settings, args.n_versions, args.dim, args.versions_batch, args.switches, args.seed
+        )
+    print(json.dumps({"versions": out["versions"]}), file=sys.stderr)
+
+
+def _versions_rows(versions: dict) -> list[str]:
+    if not versions:
+        return []
+    return [
+        _row(
+            f"build of a version at N={versions['n']} x {len(KINDS)} kinds (d={versions['dim']})",
+            f"{versions['build_items_per_s']} items/s",
+            f"{versions['build_s']} s: catch-up {versions['build_catch_up_s']} s, lists"
+            f" {versions['build_lists_s']} s; complete {versions['build_complete']}",
+        ),
+        _row(
+            "POST /api/v1/models/<v>/serve (median of the switches)",
+            f"{versions['serve_switch_ms']} ms",
+            f"worst {versions['serve_switch_max_ms']} ms of {versions['switches']}; the"
+            f" statement alone {versions['switch_statement_ms']} ms",
+        ),
+        _row(
+            "a product page shows the new version, after the switch",
+            f"{versions['page_shows_switch_ms_max']} ms",
+            "the longest over the switches (target: within 1 s)",
+        ),
+    ]
+
+
 def phase_article(args: argparse.Namespace, out: dict) -> None:
     sizes = [int(s) for s in args.article_sizes.split(",") if s]
     out["article"] = [bench_in_process(n, args.dim, args.k, 30, 3, args.seed) for n in sizes]
@@ -1024,6 +1062,8 @@ def report(out: dict) -> dict:
         else None,
         "fold_64_s_100k": fold.get("seconds"),
         **_backlog_keys(out.get("backlog", {})),
+        "build_100k_items_per_s": out.get("versions", {}).get("build_items_per_s"),
+        "serve_switch_ms": out.get("versions", {}).get("serve_switch_ms"),
         "http_errors": sum(x.get("errors", 0) for x in (lists, scan, big)),
         **page_summary(out),
     }
@@ -1065,6 +1105,7 @@ def report(out: dict) -> dict:
             )
         )
     lines.extend(_backlog_rows(out.get("backlog", {})))
+    lines.extend(_versions_rows(out.get("versions", {})))
     if latency:
         lines.append(
             _row(
@@ -1095,10 +1136,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backlog-items", type=int, default=10_000)
     parser.add_argument("--backlog-searches", type=int, default=5)
+    parser.add_argument("--n-versions", type=int, default=100_000)
+    parser.add_argument("--versions-batch", type=int, default=64)
+    parser.add_argument("--switches", type=int, default=10)
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated: build,latency,http,pages,scan,fold,backlog,big",
+        help="comma-separated: build,latency,http,pages,scan,fold,backlog,big,versions",
     )
     parser.add_argument(
         "--article-sizes", default="", help="also time the article's loop at these N"
@@ -1112,6 +1156,8 @@ def main(argv: list[str] | None = None) -> int:
         phase_http_and_fold(args, out)
     if "big" not in args.skip:
         phase_big(args, out)
+    if "versions" not in args.skip:
+        phase_versions(args, out)
     if args.article_sizes:
         phase_article(args, out)
     summary = report(out)

@@ -87,6 +87,13 @@ class Settings:
     # A fold (or cache reload) that finds the fold lock taken is sent again this much later
     # instead of waiting for it: the worker goes back to its other tasks meanwhile.
     fold_lock_retry_s: float = 2.0
+    # How often beat looks for a version build whose catch-up pass was lost (its worker died,
+    # its task vanished, the broker was flushed) and starts a new pass for it.
+    build_resume_interval_s: float = 60.0
+    # A catch-up pass's lease: renewed by each chunk; one whose chain died lapses this long
+    # after its last chunk began, and the next resume check starts a new pass. Must exceed a
+    # chunk's longest time (INGEST_BATCH_SIZE photos) plus its wait in the queue.
+    catch_up_lease_s: float = 600.0
     # The workers' PostgreSQL connections (the fold lock's among them). TCP keepalives on both
     # ends: a holder whose host vanished is dropped, and its lock freed, within idle +
     # interval x count seconds instead of the kernel's ~2 h. The timeouts end a statement, a

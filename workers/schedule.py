@@ -30,4 +30,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         # lost (broker blip), reloads a cold lists cache and brings one left behind a fold (its
         # write failed) up to date with no new change. Readers are exact meanwhile.
         "fold-lists": entry(task_names.FOLD_LISTS, settings.fold_interval_s, QUEUE_LISTS),
+        # A build whose catch-up pass was lost (worker died mid-build, task gone, broker
+        # flushed) starts a new pass; a pass running or queued is left alone.
+        "resume-builds": entry(task_names.RESUME_BUILDS, settings.build_resume_interval_s),
     }

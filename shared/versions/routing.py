@@ -72,13 +72,14 @@ def request_catch_up(settings: Settings, version: str, *, reason: str) -> bool:
     return True
 
 
-def send_catch_up(settings: Settings, version: str, *, reason: str, after_id: int) -> None:
-    send_unwatched(
-        settings,
-        task_names.CATCH_UP_VERSION,
-        {"version": version, "reason": reason, "after_id": after_id},
-        versioned(QUEUE_INGEST, version),
-    )
+def send_catch_up(
+    settings: Settings, version: str, *, reason: str, after_id: int, pass_token: str = ""
+) -> None:
+    """A chunk of a pass: the first (``after_id`` 0) starts one, the next carry its token."""
+    kwargs: dict[str, str | int] = {"version": version, "reason": reason, "after_id": after_id}
+    if pass_token:
+        kwargs["pass_token"] = pass_token
+    send_unwatched(settings, task_names.CATCH_UP_VERSION, kwargs, versioned(QUEUE_INGEST, version))
 
 
 def send_purge(settings: Settings, version: str, *, countdown: float | None = None) -> None:

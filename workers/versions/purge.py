@@ -23,6 +23,7 @@ from shared.search.scheduling import clear_fold_pending
 from shared.versions.registry import is_retired, mark_purged
 from shared.versions.routing import clear_catch_up
 from workers.search.fold import advisory_lock, connect
+from workers.versions.passes import forget_pass
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -93,6 +94,7 @@ def purge(settings: Settings, version: str, app: Celery | None = None) -> dict[s
         keys = _delete_cache_keys(settings, version)
     clear_fold_pending(settings, version)
     clear_catch_up(settings, version)
+    forget_pass(settings, version)
     if app is not None:
         app.control.broadcast("drop_version", arguments={"version": version})
     report = {"version": version, "vectors": vectors, "changes": changes, "lists": lists}
