@@ -370,6 +370,28 @@ def predicate(spec: FilterSpec, column: str, style: Literal["named", "pyformat"]
     return SqlPredicate(" AND ".join(f"({p})" for p in parts) or "true", params)
 
 
+def containment(spec: FilterSpec, column: str) -> SqlPredicate | None:
+    """The equality conditions as containment (``column @> '{"name": value}'``, repeated
+    values OR-ed), which the GIN index on ``items.attributes`` answers; None when there are
+    none. A pre-filter only: every item that passes :func:`predicate` passes it (jsonb
+    containment of a scalar is its equality), so ``prefilter AND predicate`` is exact.
+    psycopg placeholders; values bound whole as jsonb."""
+    params: dict[str, Any] = {}
+    parts: list[str] = []
+    for i, condition in enumerate(spec.conditions):
+        if condition.op != "eq":
+            continue
+        any_of = []
+        for j, value in enumerate(condition.values):
+            name = f"flt{i}_c{j}"
+            params[name] = f"{{{json.dumps(condition.name)}:{_json_text(value)}}}"
+            any_of.append(f"{column} @> CAST(%({name})s AS jsonb)")
+        parts.append(f"({' OR '.join(any_of)})")
+    if not parts:
+        return None
+    return SqlPredicate(" AND ".join(parts), params)
+
+
 def key_sql(
     column: str, name: str, param: str, style: Literal["named", "pyformat"]
 ) -> tuple[str, dict[str, Any]]:

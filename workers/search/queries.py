@@ -12,12 +12,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shared.search.filters import FamilyPicker, FilterSpec, Key, key_of_text, key_sql, predicate
+from shared.search.filters import (
+    FamilyPicker,
+    FilterSpec,
+    Key,
+    SqlPredicate,
+    containment,
+    key_of_text,
+    key_sql,
+    predicate,
+)
 from shared.search.knn import top_k
 from shared.vectors import decode
 from workers.search.filtered import filtered_top
-from workers.search.fold import connect
 from workers.search.index import VectorIndex, get_index
+from workers.search.snapshot import read_snapshot
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -31,9 +40,16 @@ def _passing_ids(conn: PgConnection, spec: FilterSpec) -> np.ndarray | None:
     if not spec.conditions:
         return None
     where = predicate(spec, "attributes", "pyformat")
-    # Only placeholders and operators are spliced in (shared.search.filters.predicate).
+    params = dict(where.params)
+    # Equality conditions go through the attributes index first (a selective filter's items,
+    # not a scan of every item's JSONB); the whole predicate still decides.
+    indexed = containment(spec, "attributes")
+    if indexed is not None:
+        where = SqlPredicate(f"{indexed.sql} AND {where.sql}", where.params)
+        params.update(indexed.params)
+    # Only placeholders and operators are spliced in (shared.search.filters).
     sql = f"SELECT id FROM items WHERE {where.sql}"  # noqa: S608
-    rows = conn.execute(sql, where.params).fetchall()
+    rows = conn.execute(sql, params).fetchall()
     return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
 
@@ -119,12 +135,8 @@ def search_vectors(
 ) -> dict[str, Ranked]:
     """The k nearest catalogue items of each kind to each query vector that pass ``spec``."""
     index = get_index()
-    with connect(settings) as conn, index.lock:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        try:
-            return _search(index, conn, version, queries, k, None, spec)
-        finally:
-            conn.execute("ROLLBACK")
+    with index.lock, read_snapshot(settings) as conn:
+        return _search(index, conn, version, queries, k, None, spec)
 
 
 def search_item(
@@ -138,19 +150,15 @@ def search_item(
     """The k nearest other items (passing ``spec``) for an item's own vectors now; None when
     the item is gone."""
     index = get_index()
-    with connect(settings) as conn, index.lock:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        try:
-            rows = conn.execute(
-                "SELECT kind, vector FROM embeddings WHERE item_id = %s AND model_version = %s"
-                " AND kind = ANY(%s)",
-                (item_id, version, list(kinds)),
-            ).fetchall()
-            if not rows:
-                exists = conn.execute("SELECT 1 FROM items WHERE id = %s", (item_id,)).fetchone()
-                if exists is None:
-                    return None
-            queries = {kind: decode(vector) for kind, vector in rows}
-            return _search(index, conn, version, queries, k, item_id, spec)
-        finally:
-            conn.execute("ROLLBACK")
+    with index.lock, read_snapshot(settings) as conn:
+        rows = conn.execute(
+            "SELECT kind, vector FROM embeddings WHERE item_id = %s AND model_version = %s"
+            " AND kind = ANY(%s)",
+            (item_id, version, list(kinds)),
+        ).fetchall()
+        if not rows:
+            exists = conn.execute("SELECT 1 FROM items WHERE id = %s", (item_id,)).fetchone()
+            if exists is None:
+                return None
+        queries = {kind: decode(vector) for kind, vector in rows}
+        return _search(index, conn, version, queries, k, item_id, spec)
