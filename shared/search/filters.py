@@ -289,10 +289,25 @@ def value_key(value: Any) -> Key:
     raise TypeError(f"not a JSON value: {value!r}")
 
 
+_CONSTANT_KEYS: dict[str, Key] = {
+    "true": ("bool", True),
+    "false": ("bool", False),
+    "null": ("null",),
+}
+
+
 def key_of_text(text: str | None) -> Key | None:
     """The key of a value PostgreSQL sent as jsonb text (None: the attribute is absent)."""
     if text is None:
         return None
+    # Most family values are plain strings or constants: read without a JSON decode (a jsonb
+    # string's text escapes every quote and backslash, so one without a backslash is its
+    # literal).
+    if text.startswith('"') and "\\" not in text:
+        return ("string", text[1:-1])
+    constant = _CONSTANT_KEYS.get(text)
+    if constant is not None:
+        return constant
     return value_key(json.loads(text, parse_float=Decimal, parse_int=Decimal))
 
 

@@ -16,7 +16,6 @@ from shared.search.filters import (
     FamilyPicker,
     FilterSpec,
     Key,
-    SqlPredicate,
     containment,
     key_of_text,
     key_sql,
@@ -35,21 +34,26 @@ if TYPE_CHECKING:
 Ranked = list[tuple[int, float]]
 
 
+def passing_sql(spec: FilterSpec) -> tuple[str, dict[str, object]]:
+    """The statement selecting the ids of the items that pass the conditions (some needed)."""
+    where = predicate(spec, "attributes", "pyformat")
+    params: dict[str, object] = dict(where.params)
+    # Equality conditions go through the attributes index first (a selective filter's items,
+    # not a scan of every item's JSONB); the whole predicate still decides.
+    indexed = containment(spec, "attributes")
+    sql = where.sql
+    if indexed is not None:
+        sql = f"{indexed.sql} AND {where.sql}"
+        params.update(indexed.params)
+    # Only placeholders and operators are spliced in (shared.search.filters).
+    return f"SELECT id FROM items WHERE {sql}", params  # noqa: S608
+
+
 def _passing_ids(conn: PgConnection, spec: FilterSpec) -> np.ndarray | None:
     """The ids of the items that pass the conditions now (None: no conditions, all pass)."""
     if not spec.conditions:
         return None
-    where = predicate(spec, "attributes", "pyformat")
-    params = dict(where.params)
-    # Equality conditions go through the attributes index first (a selective filter's items,
-    # not a scan of every item's JSONB); the whole predicate still decides.
-    indexed = containment(spec, "attributes")
-    if indexed is not None:
-        where = SqlPredicate(f"{indexed.sql} AND {where.sql}", where.params)
-        params.update(indexed.params)
-    # Only placeholders and operators are spliced in (shared.search.filters).
-    sql = f"SELECT id FROM items WHERE {where.sql}"  # noqa: S608
-    rows = conn.execute(sql, params).fetchall()
+    rows = conn.execute(*passing_sql(spec)).fetchall()
     return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
 
