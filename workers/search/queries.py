@@ -98,8 +98,9 @@ def _search(
             1
         ]
     out: dict[str, Ranked] = {}
+    state = index.fold_state(conn)
     for kind, query in queries.items():
-        matrix = index.sync(conn, version, kind)
+        matrix = index.sync(conn, version, kind, state)
         if matrix.n == 0:
             out[kind] = []
             continue

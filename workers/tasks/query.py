@@ -30,7 +30,13 @@ log = logging.getLogger(__name__)
 
 class RepliedTask(VisrecTask):
     """A search a web thread is waiting for: its outcome goes onto the request's reply list
-    (shared.replies), where that thread's blocking pop takes it."""
+    (shared.replies), where that thread's blocking pop takes it.
+
+    No monitoring events (received, started, succeeded: three broker publishes a search): a
+    solo query worker answers the pages it serves one at a time, so what it spends per search
+    is what every waiting page waits for. Flower does not list searches; the log has each."""
+
+    send_events = False
 
     @override
     def after_return(self, status: str, retval: Any, task_id: str, *_: Any) -> None:
