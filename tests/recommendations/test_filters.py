@@ -332,3 +332,46 @@ def test_a_broad_filter_reads_only_the_nearest_entries(
     # One statement unless a list's first 20 entries hold fewer than 5 that pass.
     assert 1 <= len(read) <= 2 and read[0] <= 2 * 20 + 1
     assert sum(read) < 2 * 79
+
+
+def test_bulk_patches_load_as_the_nested_schema_loads_them() -> None:
+    """Plainly valid patches skip the nested schema load; what it loads and what it refuses
+    (with its details) stays the nested schema's own."""
+    from marshmallow import Schema, ValidationError, fields, validate
+
+    from web.api.schemas import ItemAttributesPatchSchema, ItemsPatchSchema
+    from web.services.attributes import MAX_PATCH_ITEMS
+
+    class Reference(Schema):
+        items = fields.List(
+            fields.Nested(ItemAttributesPatchSchema),
+            required=True,
+            validate=validate.Length(min=1, max=MAX_PATCH_ITEMS),
+        )
+
+    good = {"sku": "a-1", "attributes": {"in_stock": True, "price": 12.5, "gone": None}}
+    bodies = [
+        {"items": [good, {"sku": "b", "attributes": {"x": {"y": [1, "2"]}}}]},
+        {"items": [good, {"sku": "bad/sku", "attributes": {}}]},
+        {"items": [good, {"sku": "c", "attributes": {"n": float("nan")}}]},
+        {"items": [good, {"sku": "c", "attributes": {"t": "a\x00b"}}]},
+        {"items": [good, {"sku": "c", "attributes": {}, "extra": 1}]},
+        {"items": [good, {"sku": "c"}]},
+        {"items": [good, {"sku": 5, "attributes": {}}]},
+        {"items": [good, {"sku": "c", "attributes": [1]}]},
+        {"items": [good, "not an object"]},
+        {"items": [{"sku": "  padded  ", "attributes": {}}]},
+        {"items": [{"sku": "line\n", "attributes": {}}]},
+        {"items": []},
+        {"items": "nope"},
+    ]
+    for body in bodies:
+        try:
+            want: object = Reference().load(body)
+        except ValidationError as exc:
+            want = ("refused", exc.messages)
+        try:
+            got: object = ItemsPatchSchema().load(body)
+        except ValidationError as exc:
+            got = ("refused", exc.messages)
+        assert got == want, body
