@@ -29,7 +29,7 @@ from shared.versions.routing import ServingPointer, versioned
 from shared.vocabulary import CROP_KINDS, ItemStatus, VectorKind
 from web.links import media_urls
 from web.lists_pointer import ListsPointer
-from web.resources import broker_redis, celery_client, db, db_reads, settings
+from web.resources import broker_redis, db, db_reads, search_client, settings
 from web.services.errors import Conflict, Invalid, NotFound, Unavailable
 
 RETRY_AFTER_S = "2"
@@ -101,7 +101,7 @@ def _ask_worker(task: str, kwargs: dict[str, Any], version: str | None) -> dict[
     # The answer comes on the request's reply list (shared.replies), so Celery stores no result
     # and subscribes to nothing. expires: a worker that only gets to it after we gave up skips
     # it instead of wasting time.
-    sent = celery_client().send_task(
+    sent = search_client().send_task(
         task, kwargs=kwargs, queue=queue, expires=timeout, ignore_result=True
     )
     outcome = wait_reply(broker_redis(), sent.id, time.monotonic() + timeout)

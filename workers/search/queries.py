@@ -7,7 +7,7 @@ the answer equals a brute force over the vectors PostgreSQL holds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,9 +22,8 @@ from shared.search.filters import (
     predicate,
 )
 from shared.search.knn import top_k
-from shared.vectors import decode
 from workers.search.filtered import filtered_top
-from workers.search.index import VectorIndex, get_index
+from workers.search.index import KindMatrix, VectorIndex, get_index
 from workers.search.snapshot import read_snapshot
 
 if TYPE_CHECKING:
@@ -80,10 +79,17 @@ def _family_keys(
     return read, spec.distinct is not None or spec.exclude_same is not None
 
 
+def _synced(
+    index: VectorIndex, conn: PgConnection, version: str, kinds: Iterable[str]
+) -> dict[str, KindMatrix]:
+    """The kinds' matrices brought up to ``conn``'s snapshot (its fold state read once)."""
+    state = index.fold_state(conn)
+    return {kind: index.sync(conn, version, kind, state) for kind in kinds}
+
+
 def _search(
-    index: VectorIndex,
     conn: PgConnection,
-    version: str,
+    matrices: Mapping[str, KindMatrix],
     queries: Mapping[str, np.ndarray],
     k: int,
     exclude_item_id: int | None,
@@ -98,9 +104,8 @@ def _search(
             1
         ]
     out: dict[str, Ranked] = {}
-    state = index.fold_state(conn)
     for kind, query in queries.items():
-        matrix = index.sync(conn, version, kind, state)
+        matrix = matrices[kind]
         if matrix.n == 0:
             out[kind] = []
             continue
@@ -141,7 +146,8 @@ def search_vectors(
     """The k nearest catalogue items of each kind to each query vector that pass ``spec``."""
     index = get_index()
     with index.lock, read_snapshot(settings) as conn:
-        return _search(index, conn, version, queries, k, None, spec)
+        matrices = _synced(index, conn, version, queries)
+        return _search(conn, matrices, queries, k, None, spec)
 
 
 def search_item(
@@ -156,14 +162,16 @@ def search_item(
     the item is gone."""
     index = get_index()
     with index.lock, read_snapshot(settings) as conn:
-        rows = conn.execute(
-            "SELECT kind, vector FROM embeddings WHERE item_id = %s AND model_version = %s"
-            " AND kind = ANY(%s)",
-            (item_id, version, list(kinds)),
-        ).fetchall()
-        if not rows:
+        # The item's own vectors as the snapshot holds them: its rows of the synced matrices
+        # (the same float32 values PostgreSQL stores), not a second read of them.
+        matrices = _synced(index, conn, version, kinds)
+        queries = {
+            kind: m.vectors[m.row_of[item_id]].copy()
+            for kind, m in matrices.items()
+            if item_id in m.row_of
+        }
+        if not queries:
             exists = conn.execute("SELECT 1 FROM items WHERE id = %s", (item_id,)).fetchone()
             if exists is None:
                 return None
-        queries = {kind: decode(vector) for kind, vector in rows}
-        return _search(index, conn, version, queries, k, item_id, spec)
+        return _search(conn, matrices, queries, k, item_id, spec)
