@@ -17,6 +17,7 @@ from shared import replies
 from shared.search import filters
 from shared.search.loader import libpq_url
 from tests.recommendations.helpers import add_item
+from tests.support.waiting import wait_until
 from workers.search.queries import passing_sql
 
 if TYPE_CHECKING:
@@ -106,3 +107,41 @@ def test_no_reply_by_the_deadline_is_503_query_timeout(app, client, db_session) 
     assert response.status_code == 503
     assert response.json["code"] == "query_timeout"
     assert int(response.headers["Retry-After"]) > 0
+
+
+def test_a_search_after_postgresql_dropped_the_kept_connection_still_answers(
+    settings, db_session, fold
+) -> None:
+    """The worker keeps one connection for its searches; a server that closed it (a restart)
+    costs the next search nothing: its BEGIN reconnects."""
+    from tests.recommendations.helpers import VERSION, brute_force, stored_vectors
+    from workers.search import snapshot
+    from workers.search.queries import search_vectors
+
+    rng = np.random.default_rng(4)
+    for i in range(12):
+        add_item(db_session, f"r{i:02d}", {"full": rng.standard_normal(4).astype(np.float32)})
+    query = rng.standard_normal(4).astype(np.float32)
+    want = [sku for sku, _ in brute_force(stored_vectors(db_session, "full"), query, 3)]
+    ids = {r[0]: r[1] for r in stored_vectors(db_session, "full")}
+
+    def answer() -> list[str]:
+        found = search_vectors(settings, VERSION, {"full": query}, 3)
+        return [ids[item_id] for item_id, _ in found["full"]]
+
+    assert answer() == want
+    kept = [c.info.backend_pid for c in snapshot._kept.values() if not c.closed]
+    assert kept
+    with psycopg.connect(libpq_url(settings.database_url), autocommit=True) as admin:
+        for pid in kept:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+        # Gone for certain before the next search, so that search meets a dead connection.
+        wait_until(
+            lambda: (
+                not admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (kept,)
+                ).fetchone()
+            ),
+            timeout=10,
+        )
+    assert answer() == want
