@@ -603,7 +603,7 @@ def set_attributes(settings: Any, prefix: str = "sku-") -> None:
 
 
 @contextmanager
-def query_worker(settings: Any) -> Iterator[None]:
+def query_worker(settings: Any) -> Iterator[Any]:
     """A real ``query`` worker (Procfile ``query``), for what the lists cannot answer."""
     from shared.queueing import QUEUE_QUERY
     from tests.support.worker import WorkerProcess
@@ -615,7 +615,7 @@ def query_worker(settings: Any) -> Iterator[None]:
     )
     worker.start(wait_s=300)
     try:
-        yield
+        yield worker
     finally:
         worker.stop()
 
@@ -696,7 +696,13 @@ def phase_pages(args: argparse.Namespace, settings: Any, n: int, out: dict) -> N
     of 5 (a real query worker for what the lists cannot answer), then one bulk PATCH."""
     set_attributes(settings)
     settings = settings.replace(api_keys=(BENCH_API_KEY,))
-    with query_worker(settings), gunicorn(settings, args, "web.wsgi:app") as (port, server):
+    with (
+        query_worker(settings) as worker,
+        gunicorn(settings, args, "web.wsgi:app") as (
+            port,
+            server,
+        ),
+    ):
         _wait_http(port, f"/api/v1/items/sku-0000001/recommendations?k={args.k}", 300)
         _wait_all_processes(port, server.pid, args, "sku-", 300)
         _warm_worker(port, n, args.k, "sku-", 900)
@@ -707,12 +713,23 @@ def phase_pages(args: argparse.Namespace, settings: Any, n: int, out: dict) -> N
             # The web processes' own CPU per answer: what the read path costs in them, less
             # moved by whatever else shares the machine than req/s is.
             cpu = sum(_cpu_seconds(pid) for pid in _children(server.pid))
+            # The query worker's too: a solo worker answers one search at a time, so its CPU
+            # per answer is what the pages it answers queue behind.
+            worker_cpu = _cpu_seconds(worker.proc.pid)
             pages[name] = _load_paths(port, args.clients, args.http_seconds, args.seed, path)
             cpu = sum(_cpu_seconds(pid) for pid in _children(server.pid)) - cpu
-            per = (
-                round(cpu * 1000 / pages[name]["requests"], 3) if pages[name]["requests"] else None
+            worker_cpu = _cpu_seconds(worker.proc.pid) - worker_cpu
+            count = pages[name]["requests"]
+            pages[name].update(
+                {
+                    "n": n,
+                    "clients": args.clients,
+                    "web_cpu_ms_per_request": round(cpu * 1000 / count, 3) if count else None,
+                    "worker_cpu_ms_per_request": round(worker_cpu * 1000 / count, 3)
+                    if count
+                    else None,
+                }
             )
-            pages[name].update({"n": n, "clients": args.clients, "web_cpu_ms_per_request": per})
             print(json.dumps({name: pages[name]}), file=sys.stderr)
         rss = [round(_rss_mb(pid), 1) for pid in _children(server.pid)]
         pages["patch"] = bulk_patch(port, n, 10_000, "sku-", args.seed + 5)
@@ -756,7 +773,8 @@ def page_rows(out: dict) -> list[str]:
                 f"{label}, N={r['n']}",
                 f"{r['rps']} req/s",
                 f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']},"
-                f" {r['clients']} clients, web CPU {r['web_cpu_ms_per_request']} ms/request",
+                f" {r['clients']} clients, web CPU {r['web_cpu_ms_per_request']} ms/request,"
+                f" query worker CPU {r['worker_cpu_ms_per_request']} ms/request",
             )
         )
     for name in ("lists", "filter50"):

@@ -92,6 +92,13 @@ def int8_array(ids: Iterable[int]) -> str:
     return "{" + ",".join(str(int(i)) for i in ids) + "}"
 
 
+def text_array(values: Iterable[str]) -> str:
+    """Strings as a PostgreSQL array literal, for ``CAST(:name AS text[])`` (see int8_array):
+    each element quoted, its quotes and backslashes escaped; text holds no NUL to worry about."""
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
+
+
 def dispose_engines() -> None:
     with _lock:
         for engine in _engines.values():

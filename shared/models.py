@@ -59,7 +59,16 @@ class Item(TimestampMixin, Base):
     """One catalogue product, identified by the client's SKU."""
 
     __tablename__ = "items"
-    __table_args__ = (CheckConstraint(_in("status", ItemStatus), name="status"),)
+    __table_args__ = (
+        CheckConstraint(_in("status", ItemStatus), name="status"),
+        # Selective filters' equality conditions, as containment (migration 0007).
+        Index(
+            "ix_items_attributes",
+            "attributes",
+            postgresql_using="gin",
+            postgresql_ops={"attributes": "jsonb_path_ops"},
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     sku: Mapped[str] = mapped_column(String(255), unique=True)

@@ -43,10 +43,15 @@ _TASK_QUEUES = {
 
 
 def make_celery(
-    settings: Settings, *, include: list[str] | None = None, task_cls: type | None = None
+    settings: Settings,
+    *,
+    include: list[str] | None = None,
+    task_cls: type | None = None,
+    sent_events: bool = True,
 ) -> Celery:
     """``task_cls``: the base class of the tasks this app defines (the workers'); a sender
-    defines none and leaves it unset."""
+    defines none and leaves it unset. ``sent_events=False``: a sender that publishes no
+    ``task-sent`` event (the searches' sender: see workers.tasks.query.RepliedTask)."""
     app = Celery("visrec", include=include or [], task_cls=task_cls)
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     app.conf.update(
@@ -81,7 +86,7 @@ def make_celery(
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=sent_events,
     )
     return app
 

@@ -63,6 +63,12 @@ def celery_client() -> Celery:
     return _lazy("celery", lambda: make_celery(settings()))
 
 
+def search_client() -> Celery:
+    """The sender of the searches a request waits for: no ``task-sent`` event, a broker
+    publish less on every page a worker answers (workers send none for searches either)."""
+    return _lazy("celery_search", lambda: make_celery(settings(), sent_events=False))
+
+
 def _close_session(exc: BaseException | None) -> None:
     session = g.pop("db_session", None)
     if session is not None:

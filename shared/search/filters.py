@@ -289,10 +289,25 @@ def value_key(value: Any) -> Key:
     raise TypeError(f"not a JSON value: {value!r}")
 
 
+_CONSTANT_KEYS: dict[str, Key] = {
+    "true": ("bool", True),
+    "false": ("bool", False),
+    "null": ("null",),
+}
+
+
 def key_of_text(text: str | None) -> Key | None:
     """The key of a value PostgreSQL sent as jsonb text (None: the attribute is absent)."""
     if text is None:
         return None
+    # Most family values are plain strings or constants: read without a JSON decode (a jsonb
+    # string's text escapes every quote and backslash, so one without a backslash is its
+    # literal).
+    if text.startswith('"') and "\\" not in text:
+        return ("string", text[1:-1])
+    constant = _CONSTANT_KEYS.get(text)
+    if constant is not None:
+        return constant
     return value_key(json.loads(text, parse_float=Decimal, parse_int=Decimal))
 
 
@@ -368,6 +383,28 @@ def predicate(spec: FilterSpec, column: str, style: Literal["named", "pyformat"]
             bound = bind(f"flt{i}_bound", condition.bound)
             parts.append(f"coalesce({number} {compare} CAST({bound} AS numeric), false)")
     return SqlPredicate(" AND ".join(f"({p})" for p in parts) or "true", params)
+
+
+def containment(spec: FilterSpec, column: str) -> SqlPredicate | None:
+    """The equality conditions as containment (``column @> '{"name": value}'``, repeated
+    values OR-ed), which the GIN index on ``items.attributes`` answers; None when there are
+    none. A pre-filter only: every item that passes :func:`predicate` passes it (jsonb
+    containment of a scalar is its equality), so ``prefilter AND predicate`` is exact.
+    psycopg placeholders; values bound whole as jsonb."""
+    params: dict[str, Any] = {}
+    parts: list[str] = []
+    for i, condition in enumerate(spec.conditions):
+        if condition.op != "eq":
+            continue
+        any_of = []
+        for j, value in enumerate(condition.values):
+            name = f"flt{i}_c{j}"
+            params[name] = f"{{{json.dumps(condition.name)}:{_json_text(value)}}}"
+            any_of.append(f"{column} @> CAST(%({name})s AS jsonb)")
+        parts.append(f"({' OR '.join(any_of)})")
+    if not parts:
+        return None
+    return SqlPredicate(" AND ".join(parts), params)
 
 
 def key_sql(

@@ -8,6 +8,7 @@ import json
 from decimal import Decimal
 
 import numpy as np
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -266,3 +267,111 @@ def test_families_on_the_lists_path(client, db_session, fold) -> None:
             ).json["results"]["full"]
             assert [h["sku"] for h in got] == [s for s, _ in want], (sku, params)
             assert [h["distance"] for h in got] == pytest.approx([d for _, d in want], rel=1e-9)
+
+
+def test_the_lists_walk_is_exact_at_every_pass_rate(client, db_session, fold) -> None:
+    """The walk reads the lists in slices sized from the share that passed so far: whatever
+    that share (all, half, a seventh, one item, none), the answer is the brute force's."""
+    rng = np.random.default_rng(11)
+    for i in range(70):
+        add_item(db_session, f"w{i:02d}", {"full": rng.standard_normal(6).astype(np.float32)})
+        attributes = {"half": i % 2, "seventh": i % 7, "one": i == 41, "style": i % 9}
+        _set_attributes(db_session, f"w{i:02d}", attributes)
+    fold()
+    rows = catalogue_rows(db_session, "full")
+    for sku in ("w00", "w13", "w41"):
+        mine = next(r for r in rows if r[1] == sku)
+        for params in (
+            {},
+            {"attr.half": "0"},
+            {"attr.seventh": "3"},
+            {"attr.one": "true"},
+            {"attr.seventh": "99"},
+            {"attr.half": "1", "distinct": "style"},
+            {"attr.seventh.not": "0", "exclude_same": "style"},
+        ):
+            spec = filters.parse(
+                [(k, v) for k, v in params.items() if k.startswith("attr.")],
+                params.get("distinct"),
+                params.get("exclude_same"),
+            )
+            for k in (1, 4, 10):
+                want = oracle(rows, mine[2], k, spec, mine[0], mine[3])
+                got = client.get(
+                    f"/api/v1/items/{sku}/recommendations",
+                    query_string={**params, "kinds": "full", "k": k},
+                ).json["results"]["full"]
+                assert [h["sku"] for h in got] == [s for s, _ in want], (sku, params, k)
+
+
+def test_a_broad_filter_reads_only_the_nearest_entries(
+    client, db_session, fold, monkeypatch
+) -> None:
+    """Half the items pass: the first slice (a few entries per wanted hit) is enough, not
+    every entry of every list."""
+    rng = np.random.default_rng(12)
+    for i in range(80):
+        vectors = {kind: rng.standard_normal(6).astype(np.float32) for kind in ("full", "top")}
+        add_item(db_session, f"b{i:02d}", vectors)
+        _set_attributes(db_session, f"b{i:02d}", {"in_stock": i % 2 == 0})
+    fold()
+    read: list[int] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(cursor, query, params=None, *args, **kwargs):
+        if isinstance(params, dict) and "flt0_name" in params:
+            read.append(params["ids"].count(",") + 1)
+        return execute(cursor, query, params, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(psycopg.Cursor, "execute", counted)
+        body = client.get(
+            "/api/v1/items/b00/recommendations?k=5&kinds=full,top&attr.in_stock=true"
+        ).json
+    assert [len(body["results"][kind]) for kind in ("full", "top")] == [5, 5]
+    # One statement unless a list's first 20 entries hold fewer than 5 that pass.
+    assert 1 <= len(read) <= 2 and read[0] <= 2 * 20 + 1
+    assert sum(read) < 2 * 79
+
+
+def test_bulk_patches_load_as_the_nested_schema_loads_them() -> None:
+    """Plainly valid patches skip the nested schema load; what it loads and what it refuses
+    (with its details) stays the nested schema's own."""
+    from marshmallow import Schema, ValidationError, fields, validate
+
+    from web.api.schemas import ItemAttributesPatchSchema, ItemsPatchSchema
+    from web.services.attributes import MAX_PATCH_ITEMS
+
+    class Reference(Schema):
+        items = fields.List(
+            fields.Nested(ItemAttributesPatchSchema),
+            required=True,
+            validate=validate.Length(min=1, max=MAX_PATCH_ITEMS),
+        )
+
+    good = {"sku": "a-1", "attributes": {"in_stock": True, "price": 12.5, "gone": None}}
+    bodies = [
+        {"items": [good, {"sku": "b", "attributes": {"x": {"y": [1, "2"]}}}]},
+        {"items": [good, {"sku": "bad/sku", "attributes": {}}]},
+        {"items": [good, {"sku": "c", "attributes": {"n": float("nan")}}]},
+        {"items": [good, {"sku": "c", "attributes": {"t": "a\x00b"}}]},
+        {"items": [good, {"sku": "c", "attributes": {}, "extra": 1}]},
+        {"items": [good, {"sku": "c"}]},
+        {"items": [good, {"sku": 5, "attributes": {}}]},
+        {"items": [good, {"sku": "c", "attributes": [1]}]},
+        {"items": [good, "not an object"]},
+        {"items": [{"sku": "  padded  ", "attributes": {}}]},
+        {"items": [{"sku": "line\n", "attributes": {}}]},
+        {"items": []},
+        {"items": "nope"},
+    ]
+    for body in bodies:
+        try:
+            want: object = Reference().load(body)
+        except ValidationError as exc:
+            want = ("refused", exc.messages)
+        try:
+            got: object = ItemsPatchSchema().load(body)
+        except ValidationError as exc:
+            got = ("refused", exc.messages)
+        assert got == want, body

@@ -13,11 +13,12 @@ from tests.support.worker import WorkerProcess
 
 
 def _subscriptions(app, settings) -> int:
-    from web.resources import celery_client
+    from web.resources import celery_client, search_client
 
     with app.app_context():
         consumers = [
             celery_client().backend.result_consumer,
+            search_client().backend.result_consumer,
             task_sender(settings).backend.result_consumer,
         ]
     return sum(len(getattr(c, "subscribed_to", ())) for c in consumers)

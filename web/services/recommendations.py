@@ -20,6 +20,7 @@ from flask import Flask, current_app, g
 from shared import task_names
 from shared.images import ImageRejected, probe
 from shared.queueing import QUEUE_QUERY
+from shared.replies import SUCCESS, wait_reply
 from shared.search import filtered, reader
 from shared.search.filters import FilterSpec
 from shared.search.reader import ItemRef, Neighbour
@@ -28,7 +29,7 @@ from shared.versions.routing import ServingPointer, versioned
 from shared.vocabulary import CROP_KINDS, ItemStatus, VectorKind
 from web.links import media_urls
 from web.lists_pointer import ListsPointer
-from web.resources import celery_client, db, db_reads, settings
+from web.resources import broker_redis, db, db_reads, search_client, settings
 from web.services.errors import Conflict, Invalid, NotFound, Unavailable
 
 RETRY_AFTER_S = "2"
@@ -97,24 +98,19 @@ def _ask_worker(task: str, kwargs: dict[str, Any], version: str | None) -> dict[
     Unavailable when no worker answers in time."""
     timeout = settings().query_timeout_s
     queue = versioned(QUEUE_QUERY, version)
-    # expires: a worker that only gets to it after we gave up skips it instead of wasting time.
-    result = celery_client().send_task(task, kwargs=kwargs, queue=queue, expires=timeout)
-    # Polling the result key (thread-safe) rather than result.get(), whose Redis pub/sub
-    # consumer must not be shared between the threads of one web process.
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    try:
-        while not result.ready():
-            if time.monotonic() >= deadline:
-                raise unavailable("query_timeout", f"No worker answered within {timeout:g} s.")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        if not result.successful():
-            raise unavailable("query_failed", "The search failed on the worker; retry later.")
-        answer: dict[str, Any] = result.result
-        return answer
-    finally:
-        result.forget()
+    # The answer comes on the request's reply list (shared.replies), so Celery stores no result
+    # and subscribes to nothing. expires: a worker that only gets to it after we gave up skips
+    # it instead of wasting time.
+    sent = search_client().send_task(
+        task, kwargs=kwargs, queue=queue, expires=timeout, ignore_result=True
+    )
+    outcome = wait_reply(broker_redis(), sent.id, time.monotonic() + timeout)
+    if outcome is None:
+        raise unavailable("query_timeout", f"No worker answered within {timeout:g} s.")
+    if outcome["status"] != SUCCESS:
+        raise unavailable("query_failed", "The search failed on the worker; retry later.")
+    answer: dict[str, Any] = outcome["result"]
+    return answer
 
 
 def _documents(

@@ -49,7 +49,11 @@ def _estimates(
         approx = np.empty(universe.size, dtype=np.float32)
         for start in range(0, universe.size, _GATHER_ROWS):
             chunk = universe[start : start + _GATHER_ROWS]
-            approx[start : start + chunk.size] = matrix.vectors[chunk] @ q
+            # einsum, not BLAS: OpenBLAS runs a product this size on every core, and a query
+            # worker's threads spinning on a busy machine cost ~4x the single-threaded loop
+            # (1,000 rows of 2,048: ~6.5 ms of CPU against ~1.5). Any summation order stays
+            # within error_margin, and the exact re-rank decides.
+            approx[start : start + chunk.size] = np.einsum("ij,j->i", matrix.vectors[chunk], q)
     approx *= -2.0
     approx += matrix.live_norms[universe]
     approx += q_sq

@@ -172,14 +172,28 @@ class VectorIndex:
             matrix.lists.loaded = False
         self.lists_fold = None
 
-    def sync(self, conn: PgConnection, version: str, kind: str) -> KindMatrix:
-        """Bring one matrix up to the snapshot of ``conn``'s open REPEATABLE READ transaction."""
+    @staticmethod
+    def fold_state(conn: PgConnection) -> tuple[int, int | None]:
+        """(newest fold, log purged through) in ``conn``'s snapshot: what :meth:`sync` checks a
+        matrix against; read once for every kind a search syncs in that snapshot."""
         newest_fold, purged = one_row(
             conn.execute(
                 "SELECT coalesce((SELECT max(id) FROM list_folds), 0),"
                 " (SELECT purged_through FROM list_state WHERE id = 1)"
             )
         )
+        return int(newest_fold), purged
+
+    def sync(
+        self,
+        conn: PgConnection,
+        version: str,
+        kind: str,
+        state: tuple[int, int | None] | None = None,
+    ) -> KindMatrix:
+        """Bring one matrix up to the snapshot of ``conn``'s open REPEATABLE READ transaction
+        (``state``: its :meth:`fold_state`, when already read in it)."""
+        newest_fold, purged = state if state is not None else self.fold_state(conn)
         matrix = self.matrices.get((version, kind))
         # Older than the log keeps, or newer than the database (restored from a backup): reload.
         stale = matrix is not None and not (purged or 0) <= matrix.synced_fold <= newest_fold

@@ -7,17 +7,24 @@ the answer equals a brute force over the vectors PostgreSQL holds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shared.search.filters import FamilyPicker, FilterSpec, Key, key_of_text, key_sql, predicate
+from shared.search.filters import (
+    FamilyPicker,
+    FilterSpec,
+    Key,
+    containment,
+    key_of_text,
+    key_sql,
+    predicate,
+)
 from shared.search.knn import top_k
-from shared.vectors import decode
 from workers.search.filtered import filtered_top
-from workers.search.fold import connect
-from workers.search.index import VectorIndex, get_index
+from workers.search.index import KindMatrix, VectorIndex, get_index
+from workers.search.snapshot import read_snapshot
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -26,14 +33,26 @@ if TYPE_CHECKING:
 Ranked = list[tuple[int, float]]
 
 
+def passing_sql(spec: FilterSpec) -> tuple[str, dict[str, object]]:
+    """The statement selecting the ids of the items that pass the conditions (some needed)."""
+    where = predicate(spec, "attributes", "pyformat")
+    params: dict[str, object] = dict(where.params)
+    # Equality conditions go through the attributes index first (a selective filter's items,
+    # not a scan of every item's JSONB); the whole predicate still decides.
+    indexed = containment(spec, "attributes")
+    sql = where.sql
+    if indexed is not None:
+        sql = f"{indexed.sql} AND {where.sql}"
+        params.update(indexed.params)
+    # Only placeholders and operators are spliced in (shared.search.filters).
+    return f"SELECT id FROM items WHERE {sql}", params  # noqa: S608
+
+
 def _passing_ids(conn: PgConnection, spec: FilterSpec) -> np.ndarray | None:
     """The ids of the items that pass the conditions now (None: no conditions, all pass)."""
     if not spec.conditions:
         return None
-    where = predicate(spec, "attributes", "pyformat")
-    # Only placeholders and operators are spliced in (shared.search.filters.predicate).
-    sql = f"SELECT id FROM items WHERE {where.sql}"  # noqa: S608
-    rows = conn.execute(sql, where.params).fetchall()
+    rows = conn.execute(*passing_sql(spec)).fetchall()
     return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
 
@@ -60,10 +79,17 @@ def _family_keys(
     return read, spec.distinct is not None or spec.exclude_same is not None
 
 
+def _synced(
+    index: VectorIndex, conn: PgConnection, version: str, kinds: Iterable[str]
+) -> dict[str, KindMatrix]:
+    """The kinds' matrices brought up to ``conn``'s snapshot (its fold state read once)."""
+    state = index.fold_state(conn)
+    return {kind: index.sync(conn, version, kind, state) for kind in kinds}
+
+
 def _search(
-    index: VectorIndex,
     conn: PgConnection,
-    version: str,
+    matrices: Mapping[str, KindMatrix],
     queries: Mapping[str, np.ndarray],
     k: int,
     exclude_item_id: int | None,
@@ -79,7 +105,7 @@ def _search(
         ]
     out: dict[str, Ranked] = {}
     for kind, query in queries.items():
-        matrix = index.sync(conn, version, kind)
+        matrix = matrices[kind]
         if matrix.n == 0:
             out[kind] = []
             continue
@@ -119,12 +145,9 @@ def search_vectors(
 ) -> dict[str, Ranked]:
     """The k nearest catalogue items of each kind to each query vector that pass ``spec``."""
     index = get_index()
-    with connect(settings) as conn, index.lock:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        try:
-            return _search(index, conn, version, queries, k, None, spec)
-        finally:
-            conn.execute("ROLLBACK")
+    with index.lock, read_snapshot(settings) as conn:
+        matrices = _synced(index, conn, version, queries)
+        return _search(conn, matrices, queries, k, None, spec)
 
 
 def search_item(
@@ -138,19 +161,17 @@ def search_item(
     """The k nearest other items (passing ``spec``) for an item's own vectors now; None when
     the item is gone."""
     index = get_index()
-    with connect(settings) as conn, index.lock:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        try:
-            rows = conn.execute(
-                "SELECT kind, vector FROM embeddings WHERE item_id = %s AND model_version = %s"
-                " AND kind = ANY(%s)",
-                (item_id, version, list(kinds)),
-            ).fetchall()
-            if not rows:
-                exists = conn.execute("SELECT 1 FROM items WHERE id = %s", (item_id,)).fetchone()
-                if exists is None:
-                    return None
-            queries = {kind: decode(vector) for kind, vector in rows}
-            return _search(index, conn, version, queries, k, item_id, spec)
-        finally:
-            conn.execute("ROLLBACK")
+    with index.lock, read_snapshot(settings) as conn:
+        # The item's own vectors as the snapshot holds them: its rows of the synced matrices
+        # (the same float32 values PostgreSQL stores), not a second read of them.
+        matrices = _synced(index, conn, version, kinds)
+        queries = {
+            kind: m.vectors[m.row_of[item_id]].copy()
+            for kind, m in matrices.items()
+            if item_id in m.row_of
+        }
+        if not queries:
+            exists = conn.execute("SELECT 1 FROM items WHERE id = %s", (item_id,)).fetchone()
+            if exists is None:
+                return None
+        return _search(conn, matrices, queries, k, item_id, spec)

@@ -12,16 +12,36 @@ import base64
 import logging
 from typing import Any
 
+from typing_extensions import override
+
 from shared import task_names
 from shared.config import get_settings
+from shared.redis_clients import redis_client
+from shared.replies import SUCCESS, push_reply
 from shared.search.filters import from_payload
 from shared.vectors import encode
 from workers.search.queries import search_item as search_item_now
 from workers.search.queries import search_vectors
-from workers.tasks.base import TransientPolicy
+from workers.tasks.base import TransientPolicy, VisrecTask
 from workers.tasks.registration import task
 
 log = logging.getLogger(__name__)
+
+
+class RepliedTask(VisrecTask):
+    """A search a web thread is waiting for: its outcome goes onto the request's reply list
+    (shared.replies), where that thread's blocking pop takes it.
+
+    No monitoring events (received, started, succeeded: three broker publishes a search): a
+    solo query worker answers the pages it serves one at a time, so what it spends per search
+    is what every waiting page waits for. Flower does not list searches; the log has each."""
+
+    send_events = False
+
+    @override
+    def after_return(self, status: str, retval: Any, task_id: str, *_: Any) -> None:
+        result = retval if status == SUCCESS else None
+        push_reply(redis_client(get_settings().redis_broker_url), task_id, status, result)
 
 
 def _ranked(results: dict[str, list[tuple[int, float]]]) -> dict[str, list[list[float]]]:
@@ -32,7 +52,7 @@ def _ranked(results: dict[str, list[tuple[int, float]]]) -> dict[str, list[list[
 
 # No retries: the web tier waits QUERY_TIMEOUT_S for the answer and says 503 after that; a
 # retry after backoff would answer nobody.
-@task(task_names.SEARCH_PHOTO, on_transient=TransientPolicy.FAIL)
+@task(task_names.SEARCH_PHOTO, base=RepliedTask, on_transient=TransientPolicy.FAIL)
 def search_photo(
     image: str, kinds: list[str], k: int, filters: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -79,7 +99,7 @@ def search_photo(
     }
 
 
-@task(task_names.SEARCH_ITEM, on_transient=TransientPolicy.FAIL)
+@task(task_names.SEARCH_ITEM, base=RepliedTask, on_transient=TransientPolicy.FAIL)
 def search_item(
     item_id: int, version: str, kinds: list[str], k: int, filters: dict[str, Any] | None = None
 ) -> dict[str, Any]:
