@@ -19,8 +19,11 @@ if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null; then
 fi
 echo "test tools: installing Debian's ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Another apt-get (a second suite starting on the same fresh machine) holds dpkg's lock for
+# minutes: wait for it instead of failing, or which tests run would depend on who came first.
 # No recommends: the compose validator needs no Docker engine, the browser no desktop.
-apt-get update -qq >/dev/null \
-  && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+wait_lock=(-o DPkg::Lock::Timeout=900)
+apt-get "${wait_lock[@]}" update -qq >/dev/null \
+  && apt-get "${wait_lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
   || echo "test tools: apt-get install failed; the tests that need them will be skipped" >&2
 exit 0
