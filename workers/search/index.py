@@ -163,14 +163,12 @@ class VectorIndex:
 
     def __init__(self) -> None:
         self.matrices: dict[tuple[str, str], KindMatrix] = {}
-        # The newest fold this process's lists include; another process folding moves it.
-        self.lists_fold: int | None = None
         self.lock = threading.RLock()
 
     def invalidate_lists(self) -> None:
+        """Forget every list (a fold failed half-way): the next fold loads them whole."""
         for matrix in self.matrices.values():
-            matrix.lists.loaded = False
-        self.lists_fold = None
+            matrix.lists.fold = None
 
     def sync(self, conn: PgConnection, version: str, kind: str) -> KindMatrix:
         """Bring one matrix up to the snapshot of ``conn``'s open REPEATABLE READ transaction."""
