@@ -244,6 +244,7 @@ def fold_kind(
 ) -> _KindFold:
     """Steps 2-4 of the module docstring for one (version, kind); lists change in place."""
     n, lists = matrix.n, matrix.lists
+    lists.hold()
     removed = [int(i) for i in changed_ids.tolist() if int(i) not in matrix.row_of]
     new_rows = np.array(
         sorted(matrix.row_of[int(i)] for i in changed_ids.tolist() if int(i) in matrix.row_of),

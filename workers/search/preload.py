@@ -9,8 +9,11 @@ reads only what changed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from shared.queueing import QUEUE_INGEST, QUEUE_LISTS, QUEUE_QUERY
 from shared.search.loader import one_row
 from shared.vocabulary import DISPLAY_ORDER
 from workers.search.fold import connect, load_lists
@@ -18,6 +21,30 @@ from workers.search.index import VectorIndex, get_index
 
 if TYPE_CHECKING:
     from shared.config import Settings
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a worker loads before its first task, from the queues it consumes."""
+
+    models: bool  # anything but folds: a lists-only worker embeds nothing
+    matrices: bool  # it searches (query) or folds (lists)
+    lists: bool  # it folds
+    keeper: bool  # its matrices move only with its searches (query, no lists)
+
+
+def plan_for(queues: Iterable[str]) -> Plan:
+    """``queues``: the names the worker consumes (``<queue>.<version>`` counts as ``<queue>``)."""
+    plain = {name.split(".", 1)[0] for name in queues}
+    if not plain:  # not known: everything, as one process consuming every queue needs
+        plain = {QUEUE_INGEST, QUEUE_QUERY, QUEUE_LISTS}
+    search, folds = QUEUE_QUERY in plain, QUEUE_LISTS in plain
+    return Plan(
+        models=bool(plain - {QUEUE_LISTS}),
+        matrices=search or folds,
+        lists=folds,
+        keeper=search and not folds,
+    )
 
 
 def preload_matrices(
