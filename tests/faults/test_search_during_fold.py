@@ -24,8 +24,8 @@ from workers.search.index import VectorIndex
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 _FOLD_WAITING = (
-    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-    " AND query LIKE 'UPDATE list_changes SET fold_id%%'"
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND wait_event_type = 'Lock' AND query LIKE 'UPDATE list_changes SET fold_id%%'"
 )
 
 
