@@ -10,6 +10,8 @@ The two processes are the Procfile's ``lists`` (``celery --pool solo -Q lists``:
   reset (``/proc/<pid>/clear_refs``), ``--backlog-items`` new items (every kind) commit as
   ingestion commits them and ask for a fold; once no change is pending, its ``VmHWM`` less the
   matrices is the fold's peak.
+- **pending**: before the fold is asked for, the same searches with the backlog pending (what
+  the pending changes cost a search by themselves, fold or none).
 - **waits**: while that fold runs, a client asks the query worker for an item's exact
   neighbours (``workers.query.search_item``, what a product page sends when the item's list is
   being folded; on the ``query`` queue, where the web sends it when the version has no workers
@@ -148,6 +150,12 @@ def _measure(
     query_matrices_kb = _status_kb(query_pid, "VmRSS") - query_cold_kb
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS from here on
     populate(settings, args.backlog_items, args.dim, args.seed + 13, log_changes=True, prefix="bl-")
+    # The backlog committed, no fold asked yet: what pending changes alone cost a search (the
+    # first one reads their vectors).
+    pending = [
+        _search_s(client, int(ids[int(rng.integers(ids.size))]), version, 10)
+        for _ in range(args.backlog_searches)
+    ]
     searcher = _Searcher(client, ids, version, args.seed + 14)
     began = time.perf_counter()
     request_fold(settings, reason="bench backlog")
@@ -171,6 +179,8 @@ def _measure(
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "peak_less_matrices_mb": round((peak_kb - matrices_kb) / 1024, 1),
         "search_ms_no_fold_p50": round(typical * 1000, 1),
+        "search_ms_pending_no_fold_p50": round(statistics.median(pending) * 1000, 1),
+        "search_ms_pending_no_fold_max": round(max(pending) * 1000, 1),
         "searches_during_fold": len(during),
         "search_ms_during_fold_p50": round(statistics.median(during or [0.0]) * 1000, 1),
         "search_ms_during_fold_max": round(max(during, default=0.0) * 1000, 1),

@@ -1004,7 +1004,8 @@ def _backlog_rows(backlog: dict) -> list[str]:
             f"{backlog['searches_during_fold']} searches during it (query worker), p50"
             f" {backlog.get('search_ms_during_fold_p50', '-')} ms, longest"
             f" {backlog['search_ms_during_fold_max']} ms; {backlog['search_ms_no_fold_p50']} ms"
-            " with no fold",
+            f" with no fold, {backlog.get('search_ms_pending_no_fold_p50', '-')} ms with the"
+            " backlog pending and no fold",
         ),
     ]
 
