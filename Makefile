@@ -59,7 +59,7 @@ web: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start web
 
 worker: install
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start worker query
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start worker query lists
 
 beat: install
 	mkdir -p var

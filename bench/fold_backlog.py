@@ -1,16 +1,22 @@
-"""Benchmark phase: a real query worker folds a backlog of changes; its memory and the searches
-it serves meanwhile (called by bench.recommend on its ``--n-http`` catalogue).
+"""Benchmark phase: a real lists worker folds a backlog of changes while a real query worker
+answers searches; the fold's memory and the searches' waits (called by bench.recommend on its
+``--n-http`` catalogue).
 
-- **memory**: the worker (``celery --pool solo``, queues ``query`` and ``lists``, as the
-  Procfile's ``query``) first folds one change, which loads its matrices and lists; its resident
-  size then, less before, is what the matrices take. Its peak counter is reset
-  (``/proc/<pid>/clear_refs``), ``--backlog-items`` new items (every kind) commit as ingestion
-  commits them and ask for a fold; once no change is pending, its ``VmHWM`` less the matrices is
-  the fold's peak.
-- **waits**: while that fold runs, a client asks the worker for an item's exact neighbours
-  (``workers.query.search_item``, what a product page sends when the item's list is being
-  folded) one after another; each answer's time less the median of the same searches with no
-  fold running is how long it waited on the fold.
+The two processes are the Procfile's ``lists`` (``celery --pool solo -Q lists``: folds) and
+``query`` (``-Q query``: searches), as production runs them.
+
+- **memory**: the lists worker first folds one change, which loads its matrices and lists; its
+  resident size then, less before, is what the matrices and lists take. Its peak counter is
+  reset (``/proc/<pid>/clear_refs``), ``--backlog-items`` new items (every kind) commit as
+  ingestion commits them and ask for a fold; once no change is pending, its ``VmHWM`` less the
+  matrices is the fold's peak.
+- **pending**: before the fold is asked for, the same searches with the backlog pending (what
+  the pending changes cost a search by themselves, fold or none).
+- **waits**: while that fold runs, a client asks the query worker for an item's exact
+  neighbours (``workers.query.search_item``, what a product page sends when the item's list is
+  being folded; on the ``query`` queue, where the web sends it when the version has no workers
+  of its own) one after another; each answer's time less the median of the same searches with
+  no fold running is how long it waited on the fold.
 """
 
 from __future__ import annotations
@@ -90,67 +96,93 @@ class _Searcher(threading.Thread):
             self.stop.wait(0.1)
 
 
-def phase_backlog(args: Any, settings: Any, ids: np.ndarray, version: str, out: dict) -> None:
-    """``out["backlog"]``: the fold's peak memory and the searches' waits (module docstring)."""
-    from bench.recommend import populate
-    from shared.queueing import QUEUE_LISTS, QUEUE_QUERY, make_celery
-    from shared.search.scheduling import request_fold
+def _start(settings: Any, queue: str, wait_s: float) -> Any:
     from tests.support.worker import WorkerProcess
 
-    log_path = Path(tempfile.mkdtemp(prefix="visrec-bench-backlog-")) / "worker.log"
+    log_path = Path(tempfile.mkdtemp(prefix=f"visrec-bench-backlog-{queue}-")) / "worker.log"
     # A query worker loads an embedder at start; random weights: searches by item never embed.
     # INFO: its start is recognised by the "ready" line of its log.
     worker = WorkerProcess(
-        settings.replace(embedder_weights="random", log_level="INFO"),
-        log_path,
-        queues=(QUEUE_QUERY, QUEUE_LISTS),
+        settings.replace(embedder_weights="random", log_level="INFO"), log_path, queues=(queue,)
     )
-    worker.start(wait_s=900)  # it loads an embedder first: minutes on a busy machine
+    worker.start(wait_s=wait_s)
+    if worker.proc is None:
+        raise RuntimeError(f"the {queue} worker did not start")
+    return worker
+
+
+def phase_backlog(args: Any, settings: Any, ids: np.ndarray, version: str, out: dict) -> None:
+    """``out["backlog"]``: the fold's peak memory and the searches' waits (module docstring)."""
+    from shared.queueing import QUEUE_LISTS, QUEUE_QUERY, make_celery
+
+    lister = _start(settings, QUEUE_LISTS, 300)
+    try:
+        querier = _start(settings, QUEUE_QUERY, 900)  # an embedder first: minutes when busy
+    except BaseException:
+        lister.stop()
+        raise
     client = make_celery(settings)
     try:
-        if worker.proc is None:
-            raise RuntimeError("the query worker did not start")
-        pid = worker.proc.pid
-        cold_kb = _status_kb(pid, "VmRSS")
-        populate(settings, 1, args.dim, args.seed + 11, log_changes=True, prefix="warm-bl-")
-        request_fold(settings, reason="bench backlog warm-up")
-        warm_fold_s = _wait_folded(settings, 3600)
-        rng = np.random.default_rng(args.seed + 12)
-        baseline = [
-            _search_s(client, int(ids[int(rng.integers(ids.size))]), version, 10)
-            for _ in range(args.backlog_searches)
-        ]
-        matrices_kb = _status_kb(pid, "VmRSS") - cold_kb
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS from here on
-        populate(
-            settings, args.backlog_items, args.dim, args.seed + 13, log_changes=True, prefix="bl-"
-        )
-        searcher = _Searcher(client, ids, version, args.seed + 14)
-        began = time.perf_counter()
-        request_fold(settings, reason="bench backlog")
-        searcher.start()
-        fold_s = _wait_folded(settings, 3600)
-        ended = time.perf_counter()
-        searcher.stop.set()
-        searcher.join(timeout=_SEARCH_TIMEOUT_S)
-        peak_kb = _status_kb(pid, "VmHWM")
-        typical = statistics.median(baseline)
-        during = [s for issued, s in searcher.done if began <= issued <= ended]
-        out["backlog"] = {
-            "n": int(ids.size),
-            "items": args.backlog_items,
-            "changes": args.backlog_items * len(KINDS),
-            "fold_s": round(fold_s, 1),
-            "warm_up_fold_s": round(warm_fold_s, 1),
-            "worker_cold_mb": round(cold_kb / 1024, 1),
-            "matrices_mb": round(matrices_kb / 1024, 1),
-            "peak_rss_mb": round(peak_kb / 1024, 1),
-            "peak_less_matrices_mb": round((peak_kb - matrices_kb) / 1024, 1),
-            "search_ms_no_fold_p50": round(typical * 1000, 1),
-            "searches_during_fold": len(during),
-            "search_ms_during_fold_max": round(max(during, default=0.0) * 1000, 1),
-            "wait_ms_max": round(max([0.0, *(s - typical for s in during)]) * 1000, 1),
-        }
+        out["backlog"] = _measure(args, settings, ids, version, client, lister, querier)
     finally:
         client.close()
-        worker.stop()
+        querier.stop()
+        lister.stop()
+
+
+def _measure(
+    args: Any, settings: Any, ids: np.ndarray, version: str, client: Any, lister: Any, querier: Any
+) -> dict[str, Any]:
+    from bench.recommend import populate
+    from shared.search.scheduling import request_fold
+
+    pid, query_pid = lister.proc.pid, querier.proc.pid
+    cold_kb, query_cold_kb = _status_kb(pid, "VmRSS"), _status_kb(query_pid, "VmRSS")
+    populate(settings, 1, args.dim, args.seed + 11, log_changes=True, prefix="warm-bl-")
+    request_fold(settings, reason="bench backlog warm-up")
+    warm_fold_s = _wait_folded(settings, 3600)
+    rng = np.random.default_rng(args.seed + 12)
+    baseline = [
+        _search_s(client, int(ids[int(rng.integers(ids.size))]), version, 10)
+        for _ in range(args.backlog_searches)
+    ]
+    matrices_kb = _status_kb(pid, "VmRSS") - cold_kb
+    query_matrices_kb = _status_kb(query_pid, "VmRSS") - query_cold_kb
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS from here on
+    populate(settings, args.backlog_items, args.dim, args.seed + 13, log_changes=True, prefix="bl-")
+    # The backlog committed, no fold asked yet: what pending changes alone cost a search (the
+    # first one reads their vectors).
+    pending = [
+        _search_s(client, int(ids[int(rng.integers(ids.size))]), version, 10)
+        for _ in range(args.backlog_searches)
+    ]
+    searcher = _Searcher(client, ids, version, args.seed + 14)
+    began = time.perf_counter()
+    request_fold(settings, reason="bench backlog")
+    searcher.start()
+    fold_s = _wait_folded(settings, 3600)
+    ended = time.perf_counter()
+    searcher.stop.set()
+    searcher.join(timeout=_SEARCH_TIMEOUT_S)
+    peak_kb = _status_kb(pid, "VmHWM")
+    typical = statistics.median(baseline)
+    during = [s for issued, s in searcher.done if began <= issued <= ended]
+    return {
+        "n": int(ids.size),
+        "items": args.backlog_items,
+        "changes": args.backlog_items * len(KINDS),
+        "fold_s": round(fold_s, 1),
+        "warm_up_fold_s": round(warm_fold_s, 1),
+        "worker_cold_mb": round(cold_kb / 1024, 1),
+        "matrices_mb": round(matrices_kb / 1024, 1),
+        "query_worker_matrices_mb": round(query_matrices_kb / 1024, 1),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "peak_less_matrices_mb": round((peak_kb - matrices_kb) / 1024, 1),
+        "search_ms_no_fold_p50": round(typical * 1000, 1),
+        "search_ms_pending_no_fold_p50": round(statistics.median(pending) * 1000, 1),
+        "search_ms_pending_no_fold_max": round(max(pending) * 1000, 1),
+        "searches_during_fold": len(during),
+        "search_ms_during_fold_p50": round(statistics.median(during or [0.0]) * 1000, 1),
+        "search_ms_during_fold_max": round(max(during, default=0.0) * 1000, 1),
+        "wait_ms_max": round(max([0.0, *(s - typical for s in during)]) * 1000, 1),
+    }

@@ -866,7 +866,7 @@ def phase_latency(args: argparse.Namespace, settings: Any, vectors: dict, out: d
     log_path = Path(tempfile.mkdtemp(prefix="visrec-bench-worker-")) / "worker.log"
     from shared.queueing import QUEUE_LISTS
 
-    # The process that folds lists in a stack (Procfile ``query``: queues query and lists).
+    # The process that folds lists in a stack (Procfile ``lists``: queue lists).
     worker = WorkerProcess(settings.replace(log_level="INFO"), log_path, queues=(QUEUE_LISTS,))
     worker.start(wait_s=300)
     cache = redis_client(settings.redis_cache_url, 30.0)
@@ -1049,15 +1049,19 @@ def _backlog_rows(backlog: dict) -> list[str]:
         _row(
             f"fold of {backlog['items']} new items at N={backlog['n']}: peak RSS - matrices",
             f"{backlog['peak_less_matrices_mb']} MB",
-            f"peak {backlog['peak_rss_mb']} MB, matrices {backlog['matrices_mb']} MB,"
-            f" idle worker {backlog['worker_cold_mb']} MB; fold {backlog['fold_s']} s",
+            f"lists worker: peak {backlog['peak_rss_mb']} MB, matrices and lists"
+            f" {backlog['matrices_mb']} MB, idle {backlog['worker_cold_mb']} MB; query worker's"
+            f" matrices {backlog.get('query_worker_matrices_mb', '-')} MB; fold"
+            f" {backlog['fold_s']} s",
         ),
         _row(
             "longest a search waited on that fold",
             f"{backlog['wait_ms_max']} ms",
-            f"{backlog['searches_during_fold']} searches during it, longest"
-            f" {backlog['search_ms_during_fold_max']} ms, {backlog['search_ms_no_fold_p50']} ms"
-            " with no fold",
+            f"{backlog['searches_during_fold']} searches during it (query worker), p50"
+            f" {backlog.get('search_ms_during_fold_p50', '-')} ms, longest"
+            f" {backlog['search_ms_during_fold_max']} ms; {backlog['search_ms_no_fold_p50']} ms"
+            f" with no fold, {backlog.get('search_ms_pending_no_fold_p50', '-')} ms with the"
+            " backlog pending and no fold",
         ),
     ]
 

@@ -184,12 +184,15 @@ def _bundle_phase(paths: DemoPaths, user: Settings, seed: int) -> Path:
 
 
 def _stack_phase(stack: Stack, client: ApiClient) -> None:
-    procfile = "honcho start -f Procfile web worker query"
+    procfile = "honcho start -f Procfile web worker query lists"
     with phase(f"4/6 stack: {procfile} (logs: {stack.log_path})"):
         stack.start()
         stack.wait_until(lambda: client.ready()[0], "web /readyz", timeout_s=120)
         stack.wait_until(stack.worker_ready, "celery worker", timeout_s=240)
-        say(f"   web on {stack.base_url}; worker on ingest/default, query worker on query/lists")
+        say(
+            f"   web on {stack.base_url}; worker on ingest/default, query worker on query,"
+            " lists worker on lists"
+        )
 
 
 def _ingestion_phase(client: ApiClient, catalogue: Catalogue, timeout_s: float) -> str:

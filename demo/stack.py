@@ -32,7 +32,7 @@ def free_port() -> int:
 
 
 class Stack(SessionProcess):
-    """``honcho start web worker query`` from the Procfile, on ``port``."""
+    """``honcho start web worker query lists`` from the Procfile, on ``port``."""
 
     def __init__(self, env: Mapping[str, str], port: int, log_path: Path) -> None:
         command = [
@@ -48,6 +48,7 @@ class Stack(SessionProcess):
             "web",
             "worker",
             "query",
+            "lists",
         ]
         super().__init__(command, ROOT, env, log_path)
         self.port = port
@@ -58,9 +59,9 @@ class Stack(SessionProcess):
 
     def worker_ready(self) -> bool:
         # Each Celery process prints "<name>@<host> ready." once it consumes its queues: the
-        # ingest worker and the query worker (searches and neighbour lists).
+        # ingest worker, the query worker (searches) and the lists worker (neighbour lists).
         try:
-            return self.log_path.read_bytes().count(b" ready.") >= 2
+            return self.log_path.read_bytes().count(b" ready.") >= 3
         except FileNotFoundError:
             return False
 

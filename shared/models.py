@@ -197,6 +197,8 @@ class NeighbourList(Base):
     __tablename__ = "neighbour_lists"
     __table_args__ = (
         CheckConstraint("octet_length(neighbour_ids) = octet_length(sq_distances)", name="lengths"),
+        # A worker a few folds behind reads only the lists written since (workers.search.fold).
+        Index("ix_neighbour_lists_fold", "model_version", "kind", "fold_id"),
     )
 
     model_version: Mapped[str] = mapped_column(String(64), primary_key=True)

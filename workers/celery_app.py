@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from celery.signals import (
     celeryd_after_setup,
@@ -18,11 +19,14 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from shared.config import get_settings
+from shared.config import Settings, get_settings
 from shared.logs import configure_logging
 from shared.queueing import make_celery
 from workers.schedule import beat_schedule
 from workers.tasks.base import VisrecTask
+
+if TYPE_CHECKING:
+    from workers.search.keeper import MatrixKeeper
 
 # Keras picks its backend at first import: workers run it on torch unless told
 # (docs/architecture.md#keras-on-torch).
@@ -105,10 +109,15 @@ def _after_fork(**_: object) -> None:
     logging.getLogger(__name__).info("worker process initialised", extra={"pid": os.getpid()})
 
 
+def _consumed(sender: object) -> list[str]:
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    return list(getattr(queues, "consume_from", None) or ())
+
+
 @worker_ready.connect
 def _preload_models(sender: object = None, **_: object) -> None:
-    """Load the models, then this version's matrices, in a solo-pool worker before it
-    consumes anything.
+    """Load what this solo-pool worker's queues need before it consumes anything: the models
+    (unless it only folds), then its version's matrices (query, lists) and lists (lists).
 
     Only for ``--pool solo`` (the model queues' pool, docs/architecture.md#queues-and-processes):
     there the main process runs the tasks, so nothing forks after CUDA is initialised. A prefork
@@ -119,6 +128,41 @@ def _preload_models(sender: object = None, **_: object) -> None:
     settings = get_settings()
     if not settings.preload_models or not getattr(pool_cls, "__module__", "").endswith(".solo"):
         return
+    from workers.search.preload import plan_for
+
+    plan = plan_for(_consumed(sender))
+    version = _load_models(settings) if plan.models else _bundle_version(settings)
+    if version is None or not plan.matrices:
+        return
+    log = logging.getLogger(__name__)
+    try:
+        from workers.search.preload import preload_matrices
+
+        rows = preload_matrices(settings, version, lists=plan.lists)
+    except Exception:
+        # A search loads what it needs on first use; the log says why it was not done here.
+        log.exception("could not preload the matrices")
+        return
+    log.info("matrices preloaded", extra={"model_version": version, "rows": rows})
+    if plan.keeper:
+        from workers.search.keeper import MatrixKeeper
+
+        keeper = MatrixKeeper(settings)
+        keeper.start()
+        _keepers.append(keeper)
+
+
+_keepers: list[MatrixKeeper] = []
+
+
+@worker_shutdown.connect
+def _stop_keepers(**_: object) -> None:
+    for keeper in _keepers:
+        keeper.stop()
+
+
+def _load_models(settings: Settings) -> str | None:
+    """The models built; their version, or None when they cannot be."""
     log = logging.getLogger(__name__)
     try:
         from shared.ml.pipeline import get_pipeline
@@ -129,14 +173,17 @@ def _preload_models(sender: object = None, **_: object) -> None:
         # The tasks report the same error per item; a worker that cannot load its models still
         # serves cache rebuilds, and the log says why ingestion fails.
         log.exception("could not preload the models")
-        return
+        return None
     log.info("models preloaded", extra={"model_version": pipeline.model_version})
-    try:
-        from workers.search.preload import preload_matrices
+    return pipeline.model_version
 
-        rows = preload_matrices(settings, pipeline.model_version)
+
+def _bundle_version(settings: Settings) -> str | None:
+    """A lists worker's version, from the bundle's hashes (it builds no model)."""
+    from shared.ml.bundle import load_bundle
+
+    try:
+        return load_bundle(settings).model_version
     except Exception:
-        # A search loads what it needs on first use; the log says why it was not done here.
-        log.exception("could not preload the matrices")
-        return
-    log.info("matrices preloaded", extra={"model_version": pipeline.model_version, "rows": rows})
+        logging.getLogger(__name__).exception("could not read the model bundle")
+        return None

@@ -45,8 +45,9 @@ CONTRACT_VARS = {
 SETTINGS_VARS = {f.name.upper() for f in dataclasses.fields(Settings)}
 # Read by the web command (web/serve.py), not by Settings.
 GUNICORN_VARS = {"WEB_CONCURRENCY", "WEB_THREADS", "OPENBLAS_NUM_THREADS"}
-APP_SERVICES = ("migrate", "web", "worker", "query-worker", "beat")
-WORKERS = ("worker", "query-worker")
+APP_SERVICES = ("migrate", "web", "worker", "query-worker", "lists-worker", "beat")
+WORKERS = ("worker", "query-worker", "lists-worker")
+GPU_WORKERS = ("worker", "query-worker")  # the lists worker loads no model
 SECRETS = ("API_KEYS", "POSTGRES_PASSWORD")
 ML_PACKAGE_PREFIXES = (
     "torch",
@@ -340,18 +341,21 @@ def test_postgres_and_both_redis_servers_play_their_roles():
     assert env["REDIS_CACHE_URL"].split("//")[1].split(":")[0] == "redis-cache"
 
 
-def test_two_gpu_workers_run_solo_and_between_them_consume_every_queue_once():
+def test_three_workers_run_solo_and_between_them_consume_every_queue_once():
     services = _services()
     consumed: list[str] = []
     names = set()
     for name in WORKERS:
         worker = services[name]
-        devices = worker["deploy"]["resources"]["reservations"]["devices"]
-        assert any(
-            d["driver"] == "nvidia" and "gpu" in d["capabilities"] and d.get("count") in (1, "all")
-            for d in devices
-        )
-        assert worker["environment"]["KERAS_BACKEND"] == "torch"
+        if name in GPU_WORKERS:
+            devices = worker["deploy"]["resources"]["reservations"]["devices"]
+            assert any(
+                d["driver"] == "nvidia"
+                and "gpu" in d["capabilities"]
+                and d.get("count") in (1, "all")
+                for d in devices
+            )
+            assert worker["environment"]["KERAS_BACKEND"] == "torch"
         words = _words(worker["command"])
         assert words[:4] == ["celery", "-A", "workers.celery_app", "worker"]
         assert words[words.index("--pool") + 1] == "solo"
@@ -361,10 +365,13 @@ def test_two_gpu_workers_run_solo_and_between_them_consume_every_queue_once():
         names.add(words[words.index("-n") + 1])
         assert worker["build"]["dockerfile"] == "docker/worker.Dockerfile"
     assert sorted(consumed) == sorted(QUEUES)
-    assert len(names) == 2, "distinct node names"
-    # Photo searches never wait behind a batch: ingest and query are in different processes.
+    assert len(names) == 3, "distinct node names"
+    # Photo searches never wait behind a batch or a fold: query has a process of its own.
     query = _words(services["query-worker"]["command"])
-    assert "ingest" not in query[query.index("-Q") + 1].split(",")
+    assert query[query.index("-Q") + 1].split(",") == ["query"]
+    lists = _words(services["lists-worker"]["command"])
+    assert lists[lists.index("-Q") + 1].split(",") == ["lists"]
+    assert "deploy" not in services["lists-worker"], "no GPU: it loads no model"
 
 
 def test_migrate_web_and_flower_are_wired_as_designed():
@@ -529,11 +536,14 @@ def test_procfile_runs_web_on_port_workers_on_every_queue_beat_and_migrates_on_r
     assert apps == [("web.wsgi", "app")]
     assert "app" in _top_level_names(_module_file("web.wsgi"))
     consumed: list[str] = []
-    for name in ("worker", "query"):
+    for name in ("worker", "query", "lists"):
         worker = procs[name].split()
         assert worker[worker.index("--pool") + 1] == "solo"
         consumed += worker[worker.index("-Q") + 1].split(",")
     assert sorted(consumed) == sorted(QUEUES)
+    # A search never waits behind a fold: they run in different processes.
+    query = procs["query"].split()
+    assert query[query.index("-Q") + 1] == "query"
     assert procs["release"].split()[-3:] == ["alembic", "upgrade", "head"]
     beat = procs["beat"].split()
     assert beat[:4] == ["celery", "-A", "workers.celery_app", "beat"]

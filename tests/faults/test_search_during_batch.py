@@ -1,5 +1,6 @@
 """A photo search answers while an ingestion batch is stuck: searches have their own worker
-process (the Procfile's ``query``), so they never queue behind a batch."""
+process (the Procfile's ``query``), so they never queue behind a batch (nor a fold: the
+``lists`` process folds; tests/faults/test_search_during_fold.py)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,11 @@ def test_a_photo_search_answers_while_a_batch_is_held(
     gate = threading.Event()
     url = image_server.add_bytes("/held.jpg", jpeg_bytes(3), gate=gate)
     ingest = WorkerProcess(settings, tmp_path / "ingest.log", queues=(QUEUE_INGEST, QUEUE_DEFAULT))
-    query = WorkerProcess(settings, tmp_path / "query.log", queues=(QUEUE_QUERY, QUEUE_LISTS))
+    query = WorkerProcess(settings, tmp_path / "query.log", queues=(QUEUE_QUERY,))
+    lists = WorkerProcess(settings, tmp_path / "lists.log", queues=(QUEUE_LISTS,))
     ingest.start(wait_s=300)
     query.start(wait_s=300)
+    lists.start(wait_s=300)
     try:
         job = client.post(
             "/api/v1/jobs", json={"items": [{"sku": "held", "url": url}]}, headers=auth_headers
@@ -60,3 +63,4 @@ def test_a_photo_search_answers_while_a_batch_is_held(
         gate.set()
         ingest.stop()
         query.stop()
+        lists.stop()

@@ -60,6 +60,9 @@ class FoldReport:
     lists_written: int = 0
     lists_removed: int = 0
     recomputed: int = 0
+    # Lists read from PostgreSQL before folding: all of a kind at first, then only the ones
+    # other processes' folds wrote since this process's last fold.
+    lists_read: int = 0
     seconds: float = 0.0
     compute_seconds: float = 0.0
     cache: str = "unchanged"  # applied | reloaded | unavailable | unchanged
@@ -74,6 +77,7 @@ class FoldReport:
             "lists_written": self.lists_written,
             "lists_removed": self.lists_removed,
             "recomputed": self.recomputed,
+            "lists_read": self.lists_read,
             "seconds": round(self.seconds, 3),
             "compute_seconds": round(self.compute_seconds, 3),
             "cache": self.cache,
@@ -192,20 +196,40 @@ def fold_transaction(settings: Settings, index: VectorIndex) -> Iterator[FoldTra
 # --------------------------------------------------------------------------- one kind
 
 
-def load_lists(conn: PgConnection, matrix: KindMatrix) -> None:
-    """The lists PostgreSQL holds for this matrix's rows, in the current snapshot."""
-    matrix.lists.clear(slice(0, matrix.n))
+def load_lists(conn: PgConnection, matrix: KindMatrix, through: int) -> int:
+    """Bring this matrix's lists to PostgreSQL's in the current snapshot, whose newest fold is
+    ``through``; returns the lists read.
+
+    Lists at an older fold (another process folded since) read only the rows later folds wrote
+    (``fold_id``): every other row's list is the same in PostgreSQL, the rows of items that left
+    went with the matrix's sync, and a new or changed item's row either was written by one of
+    those folds or is pending (this fold recomputes it). Lists never loaded, or newer than the
+    snapshot, are read whole.
+    """
+    lists = matrix.lists
+    if lists.fold == through:
+        return 0
+    sql = (
+        "SELECT item_id, neighbour_ids, sq_distances, complete FROM neighbour_lists"
+        " WHERE model_version = %(v)s AND kind = %(k)s"
+    )
+    params: dict[str, object] = {"v": matrix.version, "k": matrix.kind}
+    if lists.fold is not None and lists.fold < through:
+        sql += " AND fold_id > %(f)s"
+        params["f"] = lists.fold
+    else:
+        lists.hold()
+        lists.clear(slice(0, matrix.n))
+    read = 0
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT item_id, neighbour_ids, sq_distances, complete FROM neighbour_lists"
-            " WHERE model_version = %s AND kind = %s",
-            (matrix.version, matrix.kind),
-        )
+        cur.execute(sql, params)
         for item_id, ids, d2, complete in cur:
+            read += 1
             row = matrix.row_of.get(int(item_id))
             if row is not None:
-                matrix.lists.put(row, from_columns(ids, d2, complete))
-    matrix.lists.loaded = True
+                lists.put(row, from_columns(ids, d2, complete))
+    lists.fold = through
+    return read
 
 
 @dataclass
@@ -220,6 +244,7 @@ def fold_kind(
 ) -> _KindFold:
     """Steps 2-4 of the module docstring for one (version, kind); lists change in place."""
     n, lists = matrix.n, matrix.lists
+    lists.hold()
     removed = [int(i) for i in changed_ids.tolist() if int(i) not in matrix.row_of]
     new_rows = np.array(
         sorted(matrix.row_of[int(i)] for i in changed_ids.tolist() if int(i) in matrix.row_of),
@@ -368,7 +393,9 @@ def _advance_matrices(index: VectorIndex, prev_fold: int, fold_id: int) -> None:
     for matrix in index.matrices.values():
         if matrix.synced_fold >= prev_fold:
             matrix.synced_fold = fold_id
-    index.lists_fold = fold_id
+        # Lists in step before it are in step after it: this fold wrote what it changed.
+        if matrix.lists.fold == prev_fold:
+            matrix.lists.fold = fold_id
 
 
 def _fold_pending(
@@ -393,15 +420,14 @@ def _fold_pending(
     )
     report.fold_id = fold_id
     report.changes = len(pending)
-    if index.lists_fold != prev_fold:
-        # Another process folded since (or this one never did): our lists are not PostgreSQL's.
-        index.invalidate_lists()
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for version, kind, item_id in pending:
         groups[version, kind].append(int(item_id))
     updates: list[lists_cache.ListUpdate] = []
     for (version, kind), item_ids in sorted(groups.items()):
-        updates += _fold_one_kind(conn, settings, index, device, version, kind, item_ids, report)
+        updates += _fold_one_kind(
+            conn, settings, index, device, version, kind, item_ids, report, prev_fold
+        )
     began = time.perf_counter()
     _write_lists(conn, fold_id, updates)
     conn.execute(
@@ -428,12 +454,13 @@ def _fold_one_kind(
     kind: str,
     item_ids: list[int],
     report: FoldReport,
+    prev_fold: int,
 ) -> list[lists_cache.ListUpdate]:
-    """One (version, kind): its matrix synced, its lists loaded and folded; adds to the report."""
+    """One (version, kind): its matrix synced, its lists brought to ``prev_fold`` (the snapshot's
+    newest fold) and folded; adds to the report."""
     began = time.perf_counter()
     matrix = index.sync(conn, version, kind)
-    if not matrix.lists.loaded:
-        load_lists(conn, matrix)
+    report.lists_read += load_lists(conn, matrix, prev_fold)
     report.phases["sync"] = report.phases.get("sync", 0.0) + time.perf_counter() - began
     began = time.perf_counter()
     result = fold_kind(matrix, np.array(sorted(set(item_ids)), dtype=np.int64), settings, device)

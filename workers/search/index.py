@@ -46,6 +46,12 @@ class KindMatrix:
     row_of: dict[int, int] = field(default_factory=dict)
     # The newest fold whose changes this matrix includes (rows may be newer still).
     synced_fold: int = 0
+    # The ``embeddings`` row version (its xmin) each row written by a sync holds: a change still
+    # pending is listed again by every sync until a fold takes it in, and its vector is read
+    # again only when the row moved since.
+    stamps: dict[int, int] = field(default_factory=dict)
+    # Vectors read by syncs since the matrix was loaded (what a sync costs: for the reports).
+    vectors_read: int = 0
     # Neighbour lists per row, loaded and kept exact by the fold.
     lists: NeighbourLists = field(default_factory=NeighbourLists)
 
@@ -82,8 +88,9 @@ class KindMatrix:
         self.item_ids = grown(self.item_ids, (cap,), -1)
         self.lists.reserve(cap, self.n)
 
-    def put(self, item_id: int, vector: np.ndarray) -> int:
-        """Insert or overwrite an item's vector; returns its row. Its list is emptied."""
+    def put(self, item_id: int, vector: np.ndarray, stamp: int | None = None) -> int:
+        """Insert or overwrite an item's vector (``stamp``: the xmin of the row it was read
+        from); returns its row. Its list is emptied."""
         if self.dim == 0:
             self.dim = int(vector.shape[0])
             self.vectors = np.empty((0, self.dim), np.float32)
@@ -99,6 +106,10 @@ class KindMatrix:
             self.n += 1
             self.row_of[item_id] = row
             self.item_ids[row] = item_id
+        if stamp is None:
+            self.stamps.pop(item_id, None)
+        else:
+            self.stamps[item_id] = stamp
         self.vectors[row] = vector
         self.sq_norms[row] = squared_norms(vector[None, :].astype(np.float32))[0]
         self.sq_norms64[row] = squared_norms64(vector[None, :].astype(np.float32))[0]
@@ -107,6 +118,7 @@ class KindMatrix:
 
     def remove(self, item_id: int) -> bool:
         """Drop an item's row (the last row moves into the hole, list and all)."""
+        self.stamps.pop(item_id, None)
         row = self.row_of.pop(item_id, None)
         if row is None:
             return False
@@ -137,6 +149,7 @@ class KindMatrix:
         self.sq_norms64[: self.n] = squared_norms64(vectors) if self.n else 0
         self.item_ids[: self.n] = item_ids
         self.row_of = {int(i): r for r, i in enumerate(item_ids.tolist())}
+        self.stamps = {}
 
 
 def load_matrix(conn: PgConnection, version: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -163,14 +176,12 @@ class VectorIndex:
 
     def __init__(self) -> None:
         self.matrices: dict[tuple[str, str], KindMatrix] = {}
-        # The newest fold this process's lists include; another process folding moves it.
-        self.lists_fold: int | None = None
         self.lock = threading.RLock()
 
     def invalidate_lists(self) -> None:
+        """Forget every list (a fold failed half-way): the next fold loads them whole."""
         for matrix in self.matrices.values():
-            matrix.lists.loaded = False
-        self.lists_fold = None
+            matrix.lists.fold = None
 
     @staticmethod
     def fold_state(conn: PgConnection) -> tuple[int, int | None]:
@@ -208,21 +219,40 @@ class VectorIndex:
                 extra={"model_version": version, "kind": kind, "rows": matrix.n},
             )
             return matrix
-        changed = conn.execute(
-            "SELECT c.item_id, e.vector FROM"
-            " (SELECT DISTINCT item_id FROM list_changes WHERE model_version = %(v)s"
-            "  AND kind = %(k)s AND (fold_id IS NULL OR fold_id > %(f)s)) c"
-            " LEFT JOIN embeddings e"
-            " ON e.item_id = c.item_id AND e.model_version = %(v)s AND e.kind = %(k)s",
-            {"v": version, "k": kind, "f": matrix.synced_fold},
-        ).fetchall()
-        for item_id, vector in changed:
-            if vector is None:
-                matrix.remove(int(item_id))
-            else:
-                matrix.put(int(item_id), np.frombuffer(vector, dtype=DTYPE).astype(np.float32))
+        _apply_changes(conn, matrix)
         matrix.synced_fold = int(newest_fold)
         return matrix
+
+
+def _apply_changes(conn: PgConnection, matrix: KindMatrix) -> None:
+    """Patch the rows of every item changed since ``matrix.synced_fold`` or still pending; a
+    vector is read only when its row version differs from the one the matrix holds."""
+    params = {"v": matrix.version, "k": matrix.kind, "f": matrix.synced_fold}
+    changed = conn.execute(
+        "SELECT c.item_id, e.xmin::text::bigint FROM"
+        " (SELECT DISTINCT item_id FROM list_changes WHERE model_version = %(v)s"
+        "  AND kind = %(k)s AND (fold_id IS NULL OR fold_id > %(f)s)) c"
+        " LEFT JOIN embeddings e"
+        " ON e.item_id = c.item_id AND e.model_version = %(v)s AND e.kind = %(k)s",
+        params,
+    ).fetchall()
+    stale = []
+    for item_id, stamp in changed:
+        if stamp is None:
+            matrix.remove(int(item_id))
+        elif matrix.stamps.get(int(item_id)) != int(stamp) or int(item_id) not in matrix.row_of:
+            stale.append(int(item_id))
+    if not stale:
+        return
+    rows = conn.execute(
+        "SELECT item_id, xmin::text::bigint, vector FROM embeddings"
+        " WHERE model_version = %(v)s AND kind = %(k)s AND item_id = ANY(%(ids)s)",
+        {**params, "ids": stale},
+    ).fetchall()
+    matrix.vectors_read += len(rows)
+    for item_id, stamp, vector in rows:
+        vector32 = np.frombuffer(vector, dtype=DTYPE).astype(np.float32)
+        matrix.put(int(item_id), vector32, int(stamp))
 
 
 _index: VectorIndex | None = None

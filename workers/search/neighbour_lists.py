@@ -85,13 +85,21 @@ class NeighbourLists:
         self.d2 = np.empty((0, LIST_WIDTH), np.float64)
         self.length = np.empty(0, np.int64)
         self.complete = np.empty(0, bool)
-        # Whether the lists are PostgreSQL's (loaded by the fold), or still to be loaded.
-        self.loaded = False
+        # The newest fold through which these lists are PostgreSQL's; None: not loaded.
+        self.fold: int | None = None
+        # Rows the matrix has room for. The arrays take it only once lists are held: a
+        # process that only searches (the query worker) never folds, and the arrays are about
+        # 2 KB a row.
+        self._capacity = 0
+        self.held = False
 
     # ------------------------------------------------------------ rows follow the matrix
 
     def reserve(self, capacity: int, n: int) -> None:
         """Room for ``capacity`` rows, keeping the first ``n``; the new rows hold empty lists."""
+        self._capacity = capacity
+        if not self.held:
+            return
         ids = np.full((capacity, LIST_WIDTH), -1, np.int64)
         d2 = np.full((capacity, LIST_WIDTH), np.inf, np.float64)
         length = np.zeros(capacity, np.int64)
@@ -100,8 +108,16 @@ class NeighbourLists:
         length[:n], complete[:n] = self.length[:n], self.complete[:n]
         self.ids, self.d2, self.length, self.complete = ids, d2, length, complete
 
+    def hold(self) -> None:
+        """Allocate the arrays (empty lists) for every reserved row, once: before a load."""
+        if not self.held:
+            self.held = True
+            self.reserve(self._capacity, 0)
+
     def clear(self, rows: int | slice) -> None:
         """Empty lists at ``rows`` (a new or re-photographed item's list is not known yet)."""
+        if not self.held:
+            return
         self.ids[rows] = -1
         self.d2[rows] = np.inf
         self.length[rows] = 0
@@ -109,6 +125,8 @@ class NeighbourLists:
 
     def move(self, source: int, target: int) -> None:
         """Row ``source``'s list becomes row ``target``'s (the matrix filled a hole)."""
+        if not self.held:
+            return
         for array in (self.ids, self.d2, self.length, self.complete):
             array[target] = array[source]
 
