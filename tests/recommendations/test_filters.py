@@ -249,24 +249,12 @@ def test_families_on_the_lists_path(client, db_session, fold) -> None:
         _set_attributes(db_session, f"s{i:02d}", attributes)
     fold()
     rows = catalogue_rows(db_session, "full")
-    for sku in ("s00", "s01", "s08"):
-        mine = next(r for r in rows if r[1] == sku)
-        for params in (
-            {"distinct": "style"},
-            {"exclude_same": "style"},
-            {"distinct": "style", "exclude_same": "style", "attr.style.not": "2"},
-        ):
-            spec = filters.parse(
-                [(k, v) for k, v in params.items() if k.startswith("attr.")],
-                params.get("distinct"),
-                params.get("exclude_same"),
-            )
-            want = oracle(rows, mine[2], 10, spec, mine[0], mine[3])
-            got = client.get(
-                f"/api/v1/items/{sku}/recommendations", query_string={**params, "kinds": "full"}
-            ).json["results"]["full"]
-            assert [h["sku"] for h in got] == [s for s, _ in want], (sku, params)
-            assert [h["distance"] for h in got] == pytest.approx([d for _, d in want], rel=1e-9)
+    cases = (
+        {"distinct": "style"},
+        {"exclude_same": "style"},
+        {"distinct": "style", "exclude_same": "style", "attr.style.not": "2"},
+    )
+    _assert_pages_are_brute_force(client, rows, ("s00", "s01", "s08"), cases, ks=(10,))
 
 
 def test_the_lists_walk_is_exact_at_every_pass_rate(client, db_session, fold) -> None:
@@ -279,29 +267,16 @@ def test_the_lists_walk_is_exact_at_every_pass_rate(client, db_session, fold) ->
         _set_attributes(db_session, f"w{i:02d}", attributes)
     fold()
     rows = catalogue_rows(db_session, "full")
-    for sku in ("w00", "w13", "w41"):
-        mine = next(r for r in rows if r[1] == sku)
-        for params in (
-            {},
-            {"attr.half": "0"},
-            {"attr.seventh": "3"},
-            {"attr.one": "true"},
-            {"attr.seventh": "99"},
-            {"attr.half": "1", "distinct": "style"},
-            {"attr.seventh.not": "0", "exclude_same": "style"},
-        ):
-            spec = filters.parse(
-                [(k, v) for k, v in params.items() if k.startswith("attr.")],
-                params.get("distinct"),
-                params.get("exclude_same"),
-            )
-            for k in (1, 4, 10):
-                want = oracle(rows, mine[2], k, spec, mine[0], mine[3])
-                got = client.get(
-                    f"/api/v1/items/{sku}/recommendations",
-                    query_string={**params, "kinds": "full", "k": k},
-                ).json["results"]["full"]
-                assert [h["sku"] for h in got] == [s for s, _ in want], (sku, params, k)
+    cases = (
+        {},
+        {"attr.half": "0"},
+        {"attr.seventh": "3"},
+        {"attr.one": "true"},
+        {"attr.seventh": "99"},
+        {"attr.half": "1", "distinct": "style"},
+        {"attr.seventh.not": "0", "exclude_same": "style"},
+    )
+    _assert_pages_are_brute_force(client, rows, ("w00", "w13", "w41"), cases, ks=(1, 4, 10))
 
 
 def test_a_broad_filter_reads_only_the_nearest_entries(
@@ -375,3 +350,26 @@ def test_bulk_patches_load_as_the_nested_schema_loads_them() -> None:
         except ValidationError as exc:
             got = ("refused", exc.messages)
         assert got == want, body
+
+
+def _assert_pages_are_brute_force(
+    client, rows, skus: tuple[str, ...], cases: tuple[dict[str, str], ...], ks: tuple[int, ...]
+) -> None:
+    """Each SKU's whole-photo page, for every case of parameters and every k, is the oracle's
+    answer over ``rows`` (SKUs and distances)."""
+    for sku in skus:
+        mine = next(r for r in rows if r[1] == sku)
+        for params in cases:
+            spec = filters.parse(
+                [(k, v) for k, v in params.items() if k.startswith("attr.")],
+                params.get("distinct"),
+                params.get("exclude_same"),
+            )
+            for k in ks:
+                want = oracle(rows, mine[2], k, spec, mine[0], mine[3])
+                got = client.get(
+                    f"/api/v1/items/{sku}/recommendations",
+                    query_string={**params, "kinds": "full", "k": k},
+                ).json["results"]["full"]
+                assert [h["sku"] for h in got] == [s for s, _ in want], (sku, params, k)
+                assert [h["distance"] for h in got] == pytest.approx([d for _, d in want], rel=1e-9)
