@@ -58,6 +58,7 @@ _presence: list[object] = []
 def _version_queues(sender: str, instance: object, **_: object) -> None:
     """Consume ``<queue>.<version>`` beside each of ingest, query and lists (before any task)."""
     from shared.ml.bundle import load_bundle
+    from shared.versions.routing import VERSIONED_QUEUES
     from workers.versions.startup import Presence, add_version_queues, version_info
 
     settings = get_settings()
@@ -69,7 +70,8 @@ def _version_queues(sender: str, instance: object, **_: object) -> None:
         return
     queues = instance.app.amqp.queues  # type: ignore[attr-defined]
     added = add_version_queues(queues, info.version)
-    _presence.append(Presence(settings, info, sender))
+    roles = [name for name in VERSIONED_QUEUES if name in queues.consume_from]
+    _presence.append(Presence(settings, info, sender, roles))
     log.info("version queues", extra={"model_version": info.version, "queues": added})
 
 

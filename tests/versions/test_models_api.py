@@ -175,3 +175,28 @@ def test_the_catalogue_page_shows_the_serving_version_and_a_build_in_progress(
     page = " ".join(client.get("/").get_data(as_text=True).split())
     assert f"Model version <code>{A}</code> serves." in page
     assert f"Building <code>{B}</code>: 1 of 5 products embedded, 1 changes to fold." in page
+
+
+def test_item_searches_go_to_a_versions_query_workers_not_to_its_other_workers(
+    app, settings, broker_redis, client, catalogue
+):
+    """A version with only a lists (or ingest) worker alive has nobody on ``query.<v>``: its
+    item searches go to any query worker; the API still counts every live worker."""
+    from shared.queueing import QUEUE_INGEST, QUEUE_LISTS, QUEUE_QUERY
+    from shared.versions import presence
+    from web.services.recommendations import _item_search_version
+
+    presence.beat(settings, B, "lists@host", [QUEUE_LISTS])
+    presence.beat(settings, B, "worker@host", [QUEUE_INGEST])
+    with app.app_context():
+        assert _item_search_version(B) is None
+    presence.beat(settings, B, "query@host", [QUEUE_QUERY])
+    with app.app_context():
+        assert _item_search_version(B) == B
+    workers = {v["version"]: v["workers"] for v in client.get("/api/v1/models").json["versions"]}
+    assert workers[B] == 3
+    presence.leave(settings, B, "query@host")
+    with app.app_context():
+        assert _item_search_version(B) is None
+    presence.forget(settings, B)
+    assert not broker_redis.keys(f"{presence.WORKERS_KEY}*{B}")

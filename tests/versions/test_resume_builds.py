@@ -63,7 +63,7 @@ def _lacking(settings) -> list[str]:
 
 def _resumed(settings, version: str) -> list[str]:
     """Beat's check, with a worker of ``version`` live (as its heartbeat thread keeps it)."""
-    presence.beat(settings, version, "worker-b@test")
+    presence.beat(settings, version, "worker-b@test", [QUEUE_INGEST])
     answer: dict[str, list[str]] = resume_builds.apply().get()
     return answer["resumed"]
 

@@ -88,7 +88,7 @@ def _item_search_version(version: str | None) -> str | None:
     hold its matrices already), else any query worker. It reads stored vectors only, so a worker
     of another version (or none running this one: a version kept in step without workers of
     its own) answers it just as exactly."""
-    if version is not None and live_workers(settings(), [version]).get(version):
+    if version is not None and live_workers(settings(), [version], QUEUE_QUERY).get(version):
         return version
     return None
 

@@ -22,6 +22,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from shared.db import session_scope
+from shared.queueing import QUEUE_INGEST
 from shared.redis_clients import redis_client
 from shared.versions import presence
 from shared.versions.registry import lacking_versions
@@ -91,7 +92,8 @@ def resume_lost_builds(settings: Settings) -> dict[str, list[str]]:
     no pass running or queued; what was found and what was asked."""
     with session_scope(settings) as session:
         lacking = lacking_versions(session)
-    live = presence.live_workers(settings, lacking)
+    # The catch-up runs on the version's ingest workers (shared.versions.routing).
+    live = presence.live_workers(settings, lacking, QUEUE_INGEST)
     resumed = []
     for version in lacking:
         if not live.get(version) or pass_running(settings, version):

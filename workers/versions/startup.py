@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared.db import session_scope
@@ -57,22 +58,27 @@ def add_version_queues(queues: Any, version: str) -> list[str]:
 class Presence:
     """The registration and heartbeat of one worker process."""
 
-    def __init__(self, settings: Settings, info: VersionInfo, node: str) -> None:
+    def __init__(
+        self, settings: Settings, info: VersionInfo, node: str, roles: Sequence[str] = ()
+    ) -> None:
+        """``roles``: the plain queues the worker consumes (work is routed to a version's
+        workers by role)."""
         self.settings, self.info, self.node = settings, info, node
+        self.roles = tuple(roles)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         with session_scope(self.settings) as session:
             register(session, self.info)
-        presence.beat(self.settings, self.info.version, self.node)
+        presence.beat(self.settings, self.info.version, self.node, self.roles)
         self._thread = threading.Thread(target=self._run, name="version-heartbeat", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(presence.BEAT_S):
             try:
-                presence.beat(self.settings, self.info.version, self.node)
+                presence.beat(self.settings, self.info.version, self.node, self.roles)
             except Exception:  # a broker blip: the next beat tries again
                 log.warning("version heartbeat failed", exc_info=True)
 
