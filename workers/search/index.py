@@ -167,7 +167,8 @@ def load_matrix(conn: PgConnection, version: str, kind: str) -> tuple[np.ndarray
         chunks.append(row.vector)
     if not ids:
         return np.empty(0, np.int64), np.empty((0, 0), np.float32)
-    flat = np.frombuffer(b"".join(chunks), dtype=DTYPE).astype(np.float32)
+    # DTYPE is little-endian float32: on this byte order the view needs no conversion copy.
+    flat = np.frombuffer(b"".join(chunks), dtype=DTYPE).astype(np.float32, copy=False)
     return np.asarray(ids, dtype=np.int64), flat.reshape(len(ids), -1)
 
 
