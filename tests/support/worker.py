@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -13,6 +14,9 @@ from shared.queueing import QUEUES
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+# One number per worker started by this test process: two workers of one test (a query and a
+# lists worker) are two nodes, as in production, not one name counted once by the presence sets.
+_STARTED = itertools.count(1)
 
 
 class WorkerProcess:
@@ -23,7 +27,7 @@ class WorkerProcess:
         self.log_path = log_path
         self.queues = queues
         self.proc: subprocess.Popen[bytes] | None = None
-        self._n = 0
+        self._log_from = 0
 
     def env(self) -> dict[str, str]:
         env = {**os.environ, **settings_to_env(self.settings)}
@@ -32,8 +36,9 @@ class WorkerProcess:
         return env
 
     def start(self, wait_s: float = 120.0) -> None:
-        self._n += 1
-        name = f"test{self._n}-{os.getpid()}@%h"
+        name = f"test{next(_STARTED)}-{os.getpid()}@%h"
+        # Workers of one test may share a log: only this start's "ready." counts.
+        self._log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [
@@ -70,7 +75,9 @@ class WorkerProcess:
         def ready() -> bool:
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited early; see {self.log_path}:\n{self.tail()}")
-            return b"ready." in self.log_path.read_bytes()
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_from)
+                return b"ready." in log.read()
 
         wait_until(
             ready,
