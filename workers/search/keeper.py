@@ -14,8 +14,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from workers.search.fold import connect
 from workers.search.index import VectorIndex, get_index
+from workers.search.snapshot import read_snapshot
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -26,15 +26,14 @@ log = logging.getLogger(__name__)
 def sync_all(settings: Settings, index: VectorIndex | None = None) -> int:
     """Every matrix the process holds brought up to now, in one snapshot; returns how many."""
     index = index or get_index()
-    with connect(settings) as conn, index.lock:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        try:
-            keys = list(index.matrices)
-            for version, kind in keys:
-                index.sync(conn, version, kind)
-            return len(keys)
-        finally:
-            conn.execute("ROLLBACK")
+    # The searches' kept connection (it is theirs while the index lock is held), not a new
+    # backend every round; the fold state read once for every matrix, as a search does.
+    with index.lock, read_snapshot(settings) as conn:
+        state = index.fold_state(conn)
+        keys = list(index.matrices)
+        for version, kind in keys:
+            index.sync(conn, version, kind, state)
+        return len(keys)
 
 
 class MatrixKeeper:
