@@ -187,6 +187,10 @@ def test_patch_one_item_changes_answers_at_once(client, db_session, fold, auth_h
     response = client.patch("/api/v1/items/s3", json=patch, headers=auth_headers)
     assert response.json["attributes"] == {"price": 12.5, "dims": {"w": 1, "d": 3}}
     assert client.get(url).json["results"]["full"] == []
+    # A merged document travels as a text[] literal: quotes and backslashes arrive as sent.
+    tricky = {"attributes": {"dims": {"note": 'a "quoted" \\ back\\slash, {braces}'}}}
+    response = client.patch("/api/v1/items/s3", json=tricky, headers=auth_headers)
+    assert response.json["attributes"]["dims"] == {"w": 1, "d": 3, **tricky["attributes"]["dims"]}
     missing = client.patch("/api/v1/items/nope", json=body, headers=auth_headers)
     assert missing.status_code == 404 and missing.json["code"] == "item_not_found"
     bad = client.patch("/api/v1/items/s3", json={"attributes": [1]}, headers=auth_headers)

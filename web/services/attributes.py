@@ -124,7 +124,10 @@ def patch_attributes(patches: Sequence[tuple[str, Mapping[str, Any]]]) -> list[P
             merged[int(r.id)] = attributes
         session.execute(
             _WRITE,
-            {"ids": list(merged), "attributes": [to_json(v) for v in merged.values()]},
+            {
+                "ids": int8_array(merged),
+                "attributes": text_array(to_json(v) for v in merged.values()),
+            },
         )
     session.commit()
     outcomes = [PatchOutcome(sku, "updated" if sku in ids else "not_found") for sku, _ in patches]
