@@ -142,6 +142,6 @@ def test_a_search_after_postgresql_dropped_the_kept_connection_still_answers(
                     "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (kept,)
                 ).fetchone()
             ),
-            timeout=10,
+            timeout=60,
         )
     assert answer() == want

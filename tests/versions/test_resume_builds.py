@@ -98,7 +98,7 @@ def test_a_lost_build_is_resumed_once_per_loss_and_completes(lost_build, broker_
     broker_redis.delete(queue)
     assert _resumed(settings_b, b) == []
     broker_redis.pexpire(PASS_KEY + b, 1)
-    wait_until(lambda: not pass_running(settings_b, b), 10, message="lease lapsed")
+    wait_until(lambda: not pass_running(settings_b, b), 60, message="lease lapsed")
     assert _resumed(settings_b, b) == [b]
     assert broker_redis.llen(queue) == 1
 
