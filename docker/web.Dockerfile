@@ -2,6 +2,19 @@
 # framework (torch, TensorFlow, Keras, detectron2, OpenCV) is in this image: it stays small and
 # starts fast.
 # Also runs the one-shot `alembic upgrade head` (compose service `migrate`).
+
+# Build stage: only the exact dot products (shared/search/lane_dots.c), so that the runtime image
+# has no compiler. Without them the web answers the same through NumPy, only slower.
+FROM python:3.11-slim AS native
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY shared/search/lane_dots.c shared/search/lane_dots.c
+COPY scripts/build_native.sh scripts/build_native.sh
+RUN bash scripts/build_native.sh
+
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -18,6 +31,7 @@ COPY requirements/web.lock.txt requirements/web.lock.txt
 RUN pip install --require-hashes -r requirements/web.lock.txt
 
 COPY shared/ shared/
+COPY --from=native /src/shared/search/_lane_dots.so shared/search/_lane_dots.so
 COPY web/ web/
 COPY migrations/ migrations/
 COPY alembic.ini alembic.ini

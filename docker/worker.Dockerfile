@@ -26,6 +26,10 @@ RUN pip install --require-hashes -r requirements/worker.lock.txt
 # the script checks the sdist's sha256 itself).
 COPY scripts/install_detectron2.sh scripts/install_detectron2.sh
 RUN bash scripts/install_detectron2.sh /opt/venv/bin/python
+# The exact dot products every distance goes through, compiled (shared/search/dots.py).
+COPY shared/search/lane_dots.c shared/search/lane_dots.c
+COPY scripts/build_native.sh scripts/build_native.sh
+RUN bash scripts/build_native.sh
 
 
 # Runtime stage: the venv without the compilers.
@@ -47,6 +51,7 @@ COPY --from=build /opt/venv /opt/venv
 
 WORKDIR /app
 COPY shared/ shared/
+COPY --from=build /src/shared/search/_lane_dots.so shared/search/_lane_dots.so
 COPY workers/ workers/
 COPY training/ training/
 COPY migrations/ migrations/

@@ -15,6 +15,10 @@ stamp_hash=$(cat requirements/*.lock.txt pyproject.toml scripts/install.sh \
   scripts/install_detectron2.sh | sha256sum | cut -c1-16)
 stamp="$VENV/.installed-$stamp_hash"
 
+# The compiled dot products live in the checkout (ignored by git), not in the venv: built every
+# time, so a fresh clone beside an up-to-date venv has them too (a second or so).
+bash scripts/build_native.sh
+
 if [ -f "$stamp" ]; then
   echo "install: $VENV is up to date ($stamp_hash)"
   exit 0

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shared.search.dots import numpy_pair_dots, pair_dots, self_dots
+
 _EPS32 = float(np.finfo(np.float32).eps)
 # Exact re-ranking works on bounded slices so a pathological candidate set stays cheap in memory.
 _RERANK_ROWS = 4096
@@ -35,9 +37,8 @@ def squared_norms(vectors: np.ndarray) -> np.ndarray:
 
 
 def squared_norms64(vectors: np.ndarray) -> np.ndarray:
-    """Row-wise ``||x||^2`` accumulated in float64 (float32 products are exact in float64)."""
-    norms: np.ndarray = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
-    return norms
+    """Row-wise ``||x||^2`` in float64, summed in shared.search.dots' lane order."""
+    return self_dots(vectors)
 
 
 # Below this fraction of ||x||^2 + ||q||^2 the dot-product form loses too many digits to
@@ -45,31 +46,52 @@ def squared_norms64(vectors: np.ndarray) -> np.ndarray:
 _CANCELLATION = 1e-3
 
 
+def squared_distances_from_dots(
+    x: np.ndarray,
+    rows: np.ndarray,
+    q: np.ndarray,
+    qrows: np.ndarray,
+    scale: np.ndarray,
+    dots: np.ndarray,
+) -> np.ndarray:
+    """``||x[rows[p]] - q[qrows[p]]||^2`` from the pairs' ``dots`` and ``scale`` (the sum of the
+    two squared norms): the one formula every exact distance goes through (shared.search.dots).
+
+    Pairs closer than ``_CANCELLATION`` of their scale (near-duplicates) are recomputed from
+    their differences, so duplicates come out exactly 0."""
+    d2 = scale - 2.0 * dots
+    close = np.flatnonzero(d2 <= _CANCELLATION * scale)
+    if close.size:
+        diff = x[rows[close]].astype(np.float64) - q[qrows[close]].astype(np.float64)
+        at = np.arange(close.size, dtype=np.int64)
+        d2[close] = numpy_pair_dots(diff, at, diff, at)
+    np.maximum(d2, 0.0, out=d2)
+    return d2
+
+
 def exact_squared_distances(
     vectors: np.ndarray, query: np.ndarray, sq_norms64: np.ndarray | None = None
 ) -> np.ndarray:
     """``||x - q||^2`` in float64 for a set of rows: the one distance every answer uses.
 
-    ``||x||^2 + ||q||^2 - 2 x.q`` with every product exact and every sum in float64 (no float64
-    copy of the rows: einsum casts as it goes, five times faster than differences). Its absolute
-    error is at most about ``d * 2^-53 * (||x||^2 + ||q||^2)``, i.e. below 1e-9 of the distance
-    for every row it keeps; rows closer than ``_CANCELLATION`` of that scale (near-duplicates)
-    are recomputed from ``x - q`` (exact differences), so duplicates come out exactly 0. With
-    integer-valued vectors every step is exact.
+    ``||x||^2 + ||q||^2 - 2 x.q`` with every product exact and every sum in float64, in the
+    lane order of shared.search.dots (no float64 copy of the rows). Its absolute error is at
+    most about ``d * 2^-53 * (||x||^2 + ||q||^2)``, i.e. below 1e-9 of the distance for every
+    row it keeps; rows closer than ``_CANCELLATION`` of that scale (near-duplicates) are
+    recomputed from ``x - q``, so duplicates come out exactly 0. With integer-valued vectors
+    every step is exact. The same pair gives the same bits whichever side is the query and
+    whatever else is in the call, on every tier.
     """
-    q64 = query.astype(np.float64)
-    dot: np.ndarray = np.einsum("ij,j->i", vectors, query, dtype=np.float64)
+    m = vectors.shape[0]
+    q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
     xn = squared_norms64(vectors) if sq_norms64 is None else sq_norms64
-    # The query's norm by the very same reduction as the rows': d(a, b) == d(b, a) to the bit,
-    # whichever of the two is the query (ties between twins must not depend on who asks).
-    scale = xn + float(squared_norms64(query[None, :].astype(np.float32, copy=False))[0])
-    d2 = scale - 2.0 * dot
-    close = np.flatnonzero(d2 <= _CANCELLATION * scale)
-    if close.size:
-        diff = vectors[close].astype(np.float64) - q64
-        d2[close] = np.einsum("ij,ij->i", diff, diff)
-    np.maximum(d2, 0.0, out=d2)
-    return d2
+    rows = np.arange(m, dtype=np.int64)
+    qrows = np.zeros(m, dtype=np.int64)
+    # The query's norm by the very same reduction as the rows': d(a, b) == d(b, a) to the bit.
+    scale = xn + float(squared_norms64(q)[0])
+    return squared_distances_from_dots(
+        vectors, rows, q, qrows, scale, pair_dots(vectors, rows, q, qrows)
+    )
 
 
 def error_margin(sq_norms: np.ndarray, q_sq: float, dim: int) -> float:

@@ -459,12 +459,16 @@ def test_image_runs_as_a_non_root_user(path):
 
 
 def test_web_image_has_no_ml_framework_and_no_worker_code():
-    stages = _stages(WEB_DOCKERFILE)
-    assert [s.base for s in stages] == ["python:3.11-slim"]
+    native, runtime = _stages(WEB_DOCKERFILE)
+    assert native.base == runtime.base == "python:3.11-slim"
+    # The build stage compiles the dot products and nothing else.
+    built = sorted(s for c in dockerfiles.copies(native) for s in c.sources)
+    assert built == ["scripts/build_native.sh", "shared/search/lane_dots.c"], built
+    stages = [runtime]
     names = _requirement_names(ROOT / "requirements" / "web.lock.txt")
     ml = sorted(n for n in names if n.startswith(ML_PACKAGE_PREFIXES))
     assert not ml, f"requirements/web.lock.txt pulls ML frameworks: {ml}"
-    sources = [s for c in dockerfiles.copies(stages[0]) for s in c.sources]
+    sources = [s for c in dockerfiles.copies(stages[0]) if c.from_stage is None for s in c.sources]
     assert all(s.strip("/").split("/")[0] not in {"workers", "training"} for s in sources)
     requirement_files = [s for s in sources if s.startswith("requirements")]
     assert requirement_files == ["requirements/web.lock.txt"], sources
@@ -477,6 +481,21 @@ def test_web_image_has_no_ml_framework_and_no_worker_code():
 
     argv, _ = command({"PORT": "8123"})
     assert "web.wsgi:app" in argv and "0.0.0.0:8123" in argv
+
+
+@pytest.mark.parametrize("path", [WEB_DOCKERFILE, WORKER_DOCKERFILE], ids=["web", "worker"])
+def test_image_carries_the_compiled_dot_products_from_a_stage_that_builds_them(path):
+    stages = _stages(path)
+    final = stages[-1]
+    wanted = "shared/search/_lane_dots.so"
+    carried = [c for c in dockerfiles.copies(final) if c.from_stage and c.dest.endswith(wanted)]
+    assert len(carried) == 1, "the runtime image must take the .so its build stage compiled"
+    builder = next(s for s in stages if s.name == carried[0].from_stage)
+    assert "scripts/build_native.sh" in " ".join(i.args for i in builder.all("RUN"))
+    # Copied after shared/ itself, or shared/'s COPY would not matter: order of the final stage.
+    copies = dockerfiles.copies(final)
+    shared_at = next(i for i, c in enumerate(copies) if "shared/" in c.sources)
+    assert copies.index(carried[0]) > shared_at
 
 
 def test_worker_image_installs_the_model_stack_and_detectron2():

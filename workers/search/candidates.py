@@ -17,6 +17,8 @@ selects both (ties by row).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 # A tile more than this fraction of whose estimates pass the ceilings is merged whole:
@@ -61,6 +63,16 @@ def hits_of(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows, at - rows * mask.shape[1]
 
 
+@dataclass(frozen=True)
+class Screened:
+    """A tile side's estimates below the ceilings: ``dense`` (merge it whole), or the hits'
+    (first, second) indices into the side, or no hit at all (both None, not dense)."""
+
+    dense: bool
+    first: np.ndarray | None
+    second: np.ndarray | None
+
+
 class CandidatePool:
     """The pools of ``n`` rows: ``cap`` slots each, compacted to ``keep`` when full."""
 
@@ -73,23 +85,51 @@ class CandidatePool:
         self.count = np.zeros(n, dtype=np.int64)
         self.ceiling = np.full(n, np.inf, dtype=np.float32)
 
-    def offer(self, estimates: np.ndarray, lo: int, partners: np.ndarray, *, by_row: bool) -> None:
+    def screen(self, estimates: np.ndarray, lo: int, *, by_row: bool) -> Screened:
+        """Which of a tile's estimates pass the rows' ceilings as they are now (see ``offer``).
+
+        Safe on another thread while ``offer`` runs: ceilings only ever drop, so one read a
+        moment early is still above every estimate the row lacks; ``offer`` checks the hits
+        against the ceilings of its own time again."""
+        targets = estimates.shape[0] if by_row else estimates.shape[1]
+        ceiling = self.ceiling[lo : lo + targets].copy()
+        mask = estimates < (ceiling[:, None] if by_row else ceiling[None, :])
+        hits = int(np.count_nonzero(mask))
+        if hits == 0 or hits > _DENSE_SHARE * estimates.size:
+            return Screened(hits > 0, None, None)
+        first, second = hits_of(mask)
+        return Screened(False, first, second)
+
+    def offer(
+        self,
+        estimates: np.ndarray,
+        lo: int,
+        partners: np.ndarray,
+        *,
+        by_row: bool,
+        screened: Screened | None = None,
+    ) -> None:
         """Offer one tile: rows ``lo...`` of the pools get their estimates to ``partners``.
 
         ``by_row``: ``estimates`` is (targets, partners); otherwise it is (partners, targets)
-        (the transposed side of a symmetric tile). C-contiguous either way."""
+        (the transposed side of a symmetric tile). C-contiguous either way. ``screened``: the
+        tile's ``screen``, made ahead (on the products' thread)."""
         targets = estimates.shape[0] if by_row else estimates.shape[1]
-        ceiling = self.ceiling[lo : lo + targets]
-        mask = estimates < (ceiling[:, None] if by_row else ceiling[None, :])
-        hits = int(np.count_nonzero(mask))
-        if hits == 0:
-            return
-        if hits > _DENSE_SHARE * estimates.size:
+        screened = screened or self.screen(estimates, lo, by_row=by_row)
+        if screened.dense:
             at = partners[None, :] if by_row else partners[:, None]
             keys = keys_of(estimates, np.broadcast_to(at, estimates.shape))
             self._compact(np.arange(lo, lo + targets), keys if by_row else keys.T)
             return
-        first, second = hits_of(mask)
+        if screened.first is None or screened.second is None:
+            return
+        first, second = screened.first, screened.second
+        # Against the ceilings of now: they may have dropped since the screen.
+        local = first if by_row else second
+        passing = estimates[first, second] < self.ceiling[lo + local]
+        first, second = first[passing], second[passing]
+        if first.size == 0:
+            return
         if by_row:
             target, partner = first, second
         else:

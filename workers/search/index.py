@@ -76,13 +76,16 @@ class KindMatrix:
             return
         cap = max(rows, int(self.vectors.shape[0] * _GROWTH) + 16)
 
-        def grown(array: np.ndarray, shape: tuple[int, ...], fill: float) -> np.ndarray:
+        def grown(array: np.ndarray, shape: tuple[int, ...], fill: float | None) -> np.ndarray:
             out = np.empty(shape, dtype=array.dtype)
             out[: self.n] = array[: self.n]
-            out[self.n :] = fill
+            if fill is not None:
+                out[self.n :] = fill
             return out
 
-        self.vectors = grown(self.vectors, (cap, self.dim), 0.0)
+        # Rows past ``n`` of the matrix are never read (every use takes ``[:n]``): not filled,
+        # so a big matrix's headroom costs no pass over fresh pages.
+        self.vectors = grown(self.vectors, (cap, self.dim), None)
         self.sq_norms = grown(self.sq_norms, (cap,), 0.0)
         self.sq_norms64 = grown(self.sq_norms64, (cap,), 0.0)
         self.item_ids = grown(self.item_ids, (cap,), -1)
@@ -134,42 +137,81 @@ class KindMatrix:
         return True
 
     def bulk_load(self, item_ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Every row at once. ``vectors`` may have more rows than ``item_ids`` (the headroom
+        :func:`load_matrix` makes): the matrix then keeps that very array, with no copy."""
+        n = len(item_ids)
         self.dim = int(vectors.shape[1]) if vectors.size else self.dim
+        self.lists = NeighbourLists()
         self.n = 0
         self.vectors = np.empty((0, self.dim), np.float32)
         self.sq_norms = np.empty(0, np.float32)
         self.sq_norms64 = np.empty(0, np.float64)
         self.item_ids = np.empty(0, np.int64)
-        self.lists = NeighbourLists()
-        # Headroom: the next batches append without copying the whole matrix again.
-        self._reserve(len(item_ids) + max(1024, len(item_ids) // 8))
-        self.n = len(item_ids)
-        self.vectors[: self.n] = vectors
-        self.sq_norms[: self.n] = squared_norms(vectors) if self.n else 0
-        self.sq_norms64[: self.n] = squared_norms64(vectors) if self.n else 0
-        self.item_ids[: self.n] = item_ids
+        owned = vectors.dtype == np.float32 and vectors.flags.c_contiguous
+        room = vectors.shape[0] if owned and vectors.shape[0] > n else headroom(n)
+        self._reserve(room)  # np.empty: the rows are not touched until written
+        if room == vectors.shape[0] and owned:
+            self.vectors = vectors
+        else:
+            self.vectors[:n] = vectors[:n]
+        self.n = n
+        live = self.vectors[:n]
+        self.sq_norms[:n] = squared_norms(live) if n else 0
+        self.sq_norms64[:n] = squared_norms64(live) if n else 0
+        self.item_ids[:n] = item_ids
         self.row_of = {int(i): r for r, i in enumerate(item_ids.tolist())}
         self.stamps = {}
 
 
+def headroom(rows: int) -> int:
+    """Rows a freshly loaded matrix has room for: the next batches append without a copy."""
+    return rows + max(1024, rows // 8)
+
+
 def load_matrix(conn: PgConnection, version: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    ids: list[int] = []
-    chunks: list[bytes] = []
+    """Item ids and vectors of one (version, kind), in item id order. The vectors' array has
+    :func:`headroom` rows, the first ``len(ids)`` of them loaded: each vector is copied once,
+    from the COPY stream into its row (no list of chunks, no joined copy of the matrix)."""
+    expected = int(
+        one_row(
+            conn.execute(
+                "SELECT count(*) FROM embeddings WHERE model_version = %s AND kind = %s",
+                (version, kind),
+            )
+        )[0]
+    )
+    ids = np.empty(expected, dtype=np.int64)
+    vectors = np.empty((0, 0), dtype=np.float32)
+    into = memoryview(b"")
+    width = 0
+    n = 0
     rows = tqdm(
         stream_vectors(conn, version, kind),
         desc=f"load {version[:12]}/{kind}",
         unit="row",
         disable=None,
         mininterval=2,
+        total=expected,
     )
     for row in rows:
-        ids.append(row.item_id)
-        chunks.append(row.vector)
-    if not ids:
-        return np.empty(0, np.int64), np.empty((0, 0), np.float32)
-    # DTYPE is little-endian float32: on this byte order the view needs no conversion copy.
-    flat = np.frombuffer(b"".join(chunks), dtype=DTYPE).astype(np.float32, copy=False)
-    return np.asarray(ids, dtype=np.int64), flat.reshape(len(ids), -1)
+        if n == 0 or n >= ids.size:
+            # The first row sets the width; rows committed between the count and the COPY (a
+            # caller with no snapshot of its own) grow the arrays.
+            width = width or len(row.vector)
+            room = headroom(max(expected, n + 1))
+            grown = np.empty((room, width // 4), dtype=np.float32)
+            if n:
+                grown[:n] = vectors[:n]
+            vectors, ids = grown, np.resize(ids, room)
+            into = memoryview(vectors.data).cast("B")
+        if len(row.vector) != width:
+            raise ValueError(f"{version}/{kind}: item {row.item_id} has another vector size")
+        # DTYPE is little-endian float32: the bytes are the row's values as they stand, copied
+        # straight into its row (a slice assignment: no array object per row).
+        into[n * width : (n + 1) * width] = row.vector
+        ids[n] = row.item_id
+        n += 1
+    return ids[:n], vectors
 
 
 class VectorIndex:

@@ -11,14 +11,15 @@ therefore equals a float64 brute force over the same vectors.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 from typing_extensions import override
 
-from shared.search.knn import _EPS32, exact_squared_distances, squared_norms64
+from shared.search.dots import pair_dots
+from shared.search.knn import _EPS32, squared_distances_from_dots, squared_norms64
 from workers.search.candidates import CandidatePool
 from workers.search.tiles import Tile, tiles
 
@@ -132,6 +133,10 @@ def select_candidates(approx: np.ndarray, kk: int, margin: np.ndarray) -> list[n
     return [np.flatnonzero(row) for row in mask]
 
 
+# Pairs re-ranked per call of the dot products (each of the call's arrays is 8 bytes a pair).
+_RERANK_PAIRS = 1 << 20
+
+
 def rerank(
     vectors: np.ndarray,
     sq_norms64: np.ndarray,
@@ -139,21 +144,110 @@ def rerank(
     queries: np.ndarray,
     candidates: list[np.ndarray],
     width: int,
+    query_norms64: np.ndarray | None = None,
 ) -> RankedRows:
-    """Exact float64 distances of each query's candidates, the ``width`` best by (d, id)."""
+    """Exact float64 distances of each query's candidates, the ``width`` best by (d, id).
+
+    The pairs of many queries go to the dot products at once (shared.search.dots: compiled,
+    the lane order) and through the one distance formula (shared.search.knn), so each distance
+    is the very value ``exact_squared_distances`` gives for that pair. Queries are taken in
+    groups of at most ``_RERANK_PAIRS`` pairs; a query with more candidates than that (heavy
+    ties) goes alone, a chunk at a time. ``query_norms64``: the queries' squared norms, if the
+    caller has them."""
     m = len(candidates)
-    rows_out = np.full((m, width), -1, dtype=np.int64)
-    d2_out = np.full((m, width), np.inf, dtype=np.float64)
-    counts = np.zeros(m, dtype=np.int64)
-    for i, cand in enumerate(candidates):
-        if cand.size == 0:
+    out = RankedRows(
+        np.full((m, width), -1, dtype=np.int64),
+        np.full((m, width), np.inf, dtype=np.float64),
+        np.zeros(m, dtype=np.int64),
+    )
+    if m == 0:
+        return out
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    q_norms = squared_norms64(queries) if query_norms64 is None else query_norms64
+    pairs = _Pairs(vectors, sq_norms64, item_ids, queries, q_norms)
+    sizes = np.array([c.size for c in candidates], dtype=np.int64)
+    start = 0
+    while start < m:
+        if sizes[start] > _RERANK_PAIRS:
+            pairs.wide_row(candidates[start], start, width, out)
+            start += 1
             continue
-        exact = exact_squared_distances(vectors[cand], queries[i], sq_norms64[cand])
-        order = np.lexsort((item_ids[cand], exact))[:width]
-        counts[i] = order.size
-        rows_out[i, : order.size] = cand[order]
-        d2_out[i, : order.size] = exact[order]
-    return RankedRows(rows_out, d2_out, counts)
+        stop, total, widest = start, 0, 0
+        while stop < m and sizes[stop] <= _RERANK_PAIRS:
+            grown = max(widest, int(sizes[stop]))
+            if (
+                total + sizes[stop] > _RERANK_PAIRS
+                or (stop - start + 1) * grown > 4 * _RERANK_PAIRS
+            ):
+                break
+            total, widest, stop = total + int(sizes[stop]), grown, stop + 1
+        pairs.rows(candidates, start, stop, width, out)
+        start = stop
+    return out
+
+
+class _Pairs:
+    """Exact distances of (matrix row, query) pairs, and each query's best by (d, item id)."""
+
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        sq_norms64: np.ndarray,
+        item_ids: np.ndarray,
+        queries: np.ndarray,
+        q_norms: np.ndarray,
+    ) -> None:
+        self.vectors = vectors
+        self.norms = sq_norms64
+        self.ids = item_ids
+        self.queries = queries
+        self.q_norms = q_norms
+
+    def exact(self, cand: np.ndarray, owner: np.ndarray) -> np.ndarray:
+        scale = self.norms[cand] + self.q_norms[owner]
+        dots = pair_dots(self.vectors, cand, self.queries, owner)
+        return squared_distances_from_dots(self.vectors, cand, self.queries, owner, scale, dots)
+
+    def rows(
+        self, candidates: list[np.ndarray], start: int, stop: int, width: int, out: RankedRows
+    ) -> None:
+        """Queries ``start..stop``, all their pairs in one call, sorted side by side."""
+        sizes = np.array([c.size for c in candidates[start:stop]], dtype=np.int64)
+        m, widest = stop - start, int(sizes.max(initial=0))
+        if widest == 0:
+            return
+        cand = np.concatenate(candidates[start:stop]).astype(np.int64, copy=False)
+        local = np.repeat(np.arange(m, dtype=np.int64), sizes)
+        exact = self.exact(cand, local + start)
+        slot = np.arange(cand.size, dtype=np.int64) - (np.cumsum(sizes) - sizes)[local]
+        d2 = np.full((m, widest), np.inf, dtype=np.float64)
+        ids = np.full((m, widest), np.iinfo(np.int64).max, dtype=np.int64)
+        at = np.full((m, widest), -1, dtype=np.int64)
+        d2[local, slot], ids[local, slot], at[local, slot] = exact, self.ids[cand], cand
+        kept = min(width, widest)
+        order = np.lexsort((ids, d2), axis=1)[:, :kept]
+        counts = np.minimum(sizes, width)
+        filled = np.arange(kept)[None, :] < counts[:, None]
+        out.rows[start:stop, :kept] = np.where(filled, np.take_along_axis(at, order, axis=1), -1)
+        out.sq_distances[start:stop, :kept] = np.where(
+            filled, np.take_along_axis(d2, order, axis=1), np.inf
+        )
+        out.counts[start:stop] = counts
+
+    def wide_row(self, cand: np.ndarray, i: int, width: int, out: RankedRows) -> None:
+        """One query with more candidates than a call takes: chunk after chunk, the best kept."""
+        best = np.empty(0, dtype=np.int64)
+        best_d2 = np.empty(0, dtype=np.float64)
+        for begin in range(0, cand.size, _RERANK_PAIRS):
+            part = cand[begin : begin + _RERANK_PAIRS].astype(np.int64, copy=False)
+            exact = self.exact(part, np.full(part.size, i, dtype=np.int64))
+            rows = np.concatenate([best, part])
+            d2 = np.concatenate([best_d2, exact])
+            order = np.lexsort((self.ids[rows], d2))[:width]
+            best, best_d2 = rows[order], d2[order]
+        out.rows[i, : best.size] = best
+        out.sq_distances[i, : best.size] = best_d2
+        out.counts[i] = best.size
 
 
 def _kth_smallest(approx: np.ndarray, kk: int) -> np.ndarray:
@@ -221,10 +315,29 @@ _SLOTS = 128
 def _offer(pool: CandidatePool, tile: Tile) -> None:
     """One tile's estimates to both sides: the block's rows, and (transposed) the later rows
     (the pairs inside the block go to its rows only)."""
-    pool.offer(tile.rows_side, tile.start, np.arange(tile.lo, tile.hi, dtype=np.int32), by_row=True)
+    pool.offer(
+        tile.rows_side,
+        tile.start,
+        np.arange(tile.lo, tile.hi, dtype=np.int32),
+        by_row=True,
+        screened=tile.rows_screened,
+    )
     if tile.cols_side is not None:
         mine = np.arange(tile.start, tile.stop, dtype=np.int32)
-        pool.offer(tile.cols_side, tile.later, mine, by_row=False)
+        pool.offer(tile.cols_side, tile.later, mine, by_row=False, screened=tile.cols_screened)
+
+
+def _screen(pool: CandidatePool) -> Callable[[Tile], Tile]:
+    """The pools' screen of both sides of a tile, run where the tile is made."""
+
+    def screen(tile: Tile) -> Tile:
+        rows = pool.screen(tile.rows_side, tile.start, by_row=True)
+        cols = None
+        if tile.cols_side is not None:
+            cols = pool.screen(tile.cols_side, tile.later, by_row=False)
+        return replace(tile, rows_screened=rows, cols_screened=cols)
+
+    return screen
 
 
 # The first block is this many blocks tall: its rows are offered to every later row at once, so
@@ -291,7 +404,7 @@ def all_nearest_rows(
     bounds = margins(float(sq_norms.max()), norms64, dim).astype(np.float32)
     unsure: list[np.ndarray] = []
     blocks = list(_row_blocks(n, max(1, block_rows)))
-    for tile in tiles(vectors, sq_norms, blocks):
+    for tile in tiles(vectors, sq_norms, blocks, _screen(pool)):
         _offer(pool, tile)
         if tile.hi < n:
             continue
@@ -299,7 +412,9 @@ def all_nearest_rows(
         start, stop = tile.start, tile.stop
         candidates, lost = _finished_candidates(pool, start, stop, kk, bounds)
         pool.release(start, stop)
-        ranked = rerank(vectors, norms64, item_ids, vectors[start:stop], candidates, width)
+        ranked = rerank(
+            vectors, norms64, item_ids, vectors[start:stop], candidates, width, norms64[start:stop]
+        )
         rows_out[start:stop] = ranked.rows
         d2_out[start:stop] = ranked.sq_distances
         counts[start:stop] = ranked.counts
