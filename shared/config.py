@@ -58,6 +58,10 @@ class Settings:
     # A solo-pool worker loads its models before it takes its first task, so the first photo
     # search after a restart does not spend its timeout waiting for a model build.
     preload_models: bool = True
+    # A worker that only folds (the Procfile's ``lists``) lowers its CPU priority by this much
+    # (nice) when it starts: the searches and ingestion sharing its host take the cores first,
+    # and a fold, which nobody waits on, takes what they leave. 0 leaves it as started.
+    lists_worker_nice: int = 10
 
     # --- recommendations / neighbour lists ---
     query_timeout_s: float = 10.0

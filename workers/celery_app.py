@@ -117,6 +117,22 @@ def _consumed(sender: object) -> list[str]:
 
 
 @worker_ready.connect
+def _yield_cpu_to_searches(sender: object = None, **_: object) -> None:
+    """A worker that only folds runs at a lower CPU priority (``LISTS_WORKER_NICE``): on two
+    cores a fold's products would otherwise take half the CPU from the query worker beside it,
+    and every search answered meanwhile would wait for a core (bench/README.md, folds beside
+    searches). The whole process: the solo pool runs its tasks in this one."""
+    from workers.search.preload import plan_for
+
+    plan = plan_for(_consumed(sender))
+    increment = get_settings().lists_worker_nice
+    if plan.models or not plan.lists or increment <= 0:
+        return
+    niceness = os.nice(increment)
+    logging.getLogger(__name__).info("folds yield the CPU", extra={"nice": niceness})
+
+
+@worker_ready.connect
 def _preload_models(sender: object = None, **_: object) -> None:
     """Load what this solo-pool worker's queues need before it consumes anything: the models
     (unless it only folds), then its version's matrices (query, lists) and lists (lists).

@@ -4,6 +4,8 @@ behind a fold, nor waits on the fold's locks."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import psycopg
 import pytest
@@ -58,6 +60,14 @@ def test_an_item_search_answers_while_a_fold_is_held(
     client = make_celery(settings)
     url = libpq_url(settings.database_url)
     try:
+        # The folds yield the CPU to the searches (LISTS_WORKER_NICE); the searches do not.
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        wait_until(
+            lambda: os.getpriority(os.PRIO_PROCESS, lists.proc.pid) == min(19, ours + 10),
+            60,
+            message=lambda: f"the lists worker's priority:\n{lists.tail()}",
+        )
+        assert os.getpriority(os.PRIO_PROCESS, query.proc.pid) == ours
         with psycopg.connect(url) as holder, psycopg.connect(url, autocommit=True) as watch:
             # The fold gets as far as marking its changes, then waits on these rows.
             holder.execute("SELECT 1 FROM list_changes WHERE fold_id IS NULL FOR UPDATE")
