@@ -92,3 +92,38 @@ def test_a_pending_change_is_read_once_however_many_searches_sync_before_its_fol
     db_session.rollback()
     for item_id, _, vector in stored_vectors(db_session, "full"):
         np.testing.assert_array_equal(matrix.live_vectors[matrix.row_of[item_id]], vector)
+
+
+def test_a_matrix_load_that_finds_more_rows_than_it_counted_holds_them_all(
+    settings, db_session, monkeypatch
+):
+    # Rows committed between the count and the COPY (a caller with no snapshot of its own):
+    # the count is made to fall 25 short, so the load must grow its arrays as rows arrive.
+    import psycopg
+
+    from shared.search.loader import libpq_url
+    from workers.search import index as index_module
+
+    rng = np.random.default_rng(9)
+    add_catalogue(
+        db_session, {f"g{i:02d}": {"full": rng.standard_normal(6, np.float32)} for i in range(30)}
+    )
+    counted = index_module.one_row
+
+    def short_count(cursor):
+        (count,) = counted(cursor)
+        return (count - 25,)
+
+    monkeypatch.setattr(index_module, "one_row", short_count)
+    with psycopg.connect(libpq_url(settings.database_url)) as conn:
+        ids, vectors = index_module.load_matrix(conn, VERSION, "full")
+    stored = stored_vectors(db_session, "full")
+    assert ids.tolist() == [item_id for item_id, _, _ in stored]
+    for row, (_, _, vector) in enumerate(stored):
+        np.testing.assert_array_equal(vectors[row], vector)
+    # The headroom the next batches append into is there, and the matrix keeps this array.
+    assert vectors.shape[0] > len(ids)
+    matrix = index_module.KindMatrix(VERSION, "full")
+    matrix.bulk_load(ids, vectors)
+    assert matrix.vectors is vectors and matrix.n == 30
+    np.testing.assert_array_equal(matrix.live_ids, ids)
