@@ -9,7 +9,8 @@ The two processes are the Procfile's ``lists`` (``celery --pool solo -Q lists``:
   resident size then, less before, is what the matrices and lists take. Its peak counter is
   reset (``/proc/<pid>/clear_refs``), ``--backlog-items`` new items (every kind) commit as
   ingestion commits them and ask for a fold; once no change is pending, its ``VmHWM`` less the
-  matrices is the fold's peak.
+  matrices is the fold's peak, the matrices being those before the fold plus the new items'
+  rows and lists, which the fold adds and the worker keeps (counted by their size).
 - **pending**: before the fold is asked for, the same searches with the backlog pending (what
   the pending changes cost a search by themselves, fold or none).
 - **waits**: while that fold runs, a client asks the query worker for an item's exact
@@ -33,6 +34,16 @@ import numpy as np
 from shared.vocabulary import DISPLAY_ORDER as KINDS
 
 _SEARCH_TIMEOUT_S = 3600.0
+
+
+def _row_bytes(dim: int) -> int:
+    """What one item's row of one kind holds in a lists worker: its float32 vector, two norms
+    and its id (workers.search.index.KindMatrix), its list (ids and float64 distances,
+    LIST_WIDTH each, a length and a flag: workers.search.neighbour_lists) and its entries in
+    the row map and the row versions (dicts of Python ints, ~100 bytes each)."""
+    from shared.search.lists import LIST_WIDTH
+
+    return dim * 4 + 4 + 8 + 8 + LIST_WIDTH * (8 + 8) + 8 + 1 + 200
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -165,7 +176,14 @@ def _measure(
     searcher.stop.set()
     searcher.join(timeout=_SEARCH_TIMEOUT_S)
     peak_kb = _status_kb(pid, "VmHWM")
+    # The fold puts the new items into the matrices and their lists, rows the worker keeps:
+    # the matrices after it are the ones before plus those rows. Their headroom is not touched
+    # at load (workers.search.index), so the rows a fold fills are counted by their size, not
+    # taken from RSS (which after the fold also holds heap the fold freed but kept).
+    grown_kb = args.backlog_items * len(KINDS) * _row_bytes(args.dim) // 1024
+    held_after_kb = _status_kb(pid, "VmRSS") - cold_kb
     typical = statistics.median(baseline)
+    pending_typical = statistics.median(pending)
     during = [s for issued, s in searcher.done if began <= issued <= ended]
     return {
         "n": int(ids.size),
@@ -177,7 +195,10 @@ def _measure(
         "matrices_mb": round(matrices_kb / 1024, 1),
         "query_worker_matrices_mb": round(query_matrices_kb / 1024, 1),
         "peak_rss_mb": round(peak_kb / 1024, 1),
-        "peak_less_matrices_mb": round((peak_kb - matrices_kb) / 1024, 1),
+        "matrices_grown_mb": round(grown_kb / 1024, 1),
+        "rss_after_less_start_mb": round(held_after_kb / 1024, 1),
+        "peak_less_matrices_mb": round((peak_kb - matrices_kb - grown_kb) / 1024, 1),
+        "peak_less_matrices_before_mb": round((peak_kb - matrices_kb) / 1024, 1),
         "search_ms_no_fold_p50": round(typical * 1000, 1),
         "search_ms_pending_no_fold_p50": round(statistics.median(pending) * 1000, 1),
         "search_ms_pending_no_fold_max": round(max(pending) * 1000, 1),
@@ -185,4 +206,9 @@ def _measure(
         "search_ms_during_fold_p50": round(statistics.median(during or [0.0]) * 1000, 1),
         "search_ms_during_fold_max": round(max(during, default=0.0) * 1000, 1),
         "wait_ms_max": round(max([0.0, *(s - typical for s in during)]) * 1000, 1),
+        # The same over the searches with the backlog pending and no fold: a search during the
+        # fold merges the same pending changes, fold or none.
+        "wait_over_pending_ms_max": round(
+            max([0.0, *(s - pending_typical for s in during)]) * 1000, 1
+        ),
     }

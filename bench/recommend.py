@@ -1062,7 +1062,11 @@ def _backlog_rows(backlog: dict) -> list[str]:
             f"fold of {backlog['items']} new items at N={backlog['n']}: peak RSS - matrices",
             f"{backlog['peak_less_matrices_mb']} MB",
             f"lists worker: peak {backlog['peak_rss_mb']} MB, matrices and lists"
-            f" {backlog['matrices_mb']} MB, idle {backlog['worker_cold_mb']} MB; query worker's"
+            f" {backlog['matrices_mb']} MB before the fold, plus"
+            f" {backlog.get('matrices_grown_mb', '-')} MB of new rows and lists (peak less the"
+            f" matrices before: {backlog.get('peak_less_matrices_before_mb', '-')} MB; RSS after"
+            f" less start {backlog.get('rss_after_less_start_mb', '-')} MB), idle"
+            f" {backlog['worker_cold_mb']} MB; query worker's"
             f" matrices {backlog.get('query_worker_matrices_mb', '-')} MB; fold"
             f" {backlog['fold_s']} s",
         ),
@@ -1073,7 +1077,8 @@ def _backlog_rows(backlog: dict) -> list[str]:
             f" {backlog.get('search_ms_during_fold_p50', '-')} ms, longest"
             f" {backlog['search_ms_during_fold_max']} ms; {backlog['search_ms_no_fold_p50']} ms"
             f" with no fold, {backlog.get('search_ms_pending_no_fold_p50', '-')} ms with the"
-            " backlog pending and no fold",
+            " backlog pending and no fold (the longest over that:"
+            f" {backlog.get('wait_over_pending_ms_max', '-')} ms)",
         ),
     ]
 

@@ -48,7 +48,7 @@ class Tile:
 Screen = Callable[[Tile], Tile]
 
 
-def _spans(n: int, blocks: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+def spans(n: int, blocks: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
     """Every tile's (start, stop, lo, hi), in the order the consumer takes them."""
     return [
         (start, stop, lo, min(n, lo + TILE_COLS))
@@ -87,7 +87,7 @@ def _products(
     mm: Product,
     screen: Screen | None = None,
 ) -> Iterator[Tile]:
-    for span in _spans(vectors.shape[0], blocks):
+    for span in spans(vectors.shape[0], blocks):
         yield _tile(vectors, sq_norms, span, mm, screen)
 
 
@@ -143,7 +143,7 @@ class _Tiles:
         self.screen = screen
         self.vectors = vectors
         self.sq_norms = sq_norms
-        self.spans = _spans(vectors.shape[0], blocks)
+        self.spans = spans(vectors.shape[0], blocks)
         self.made: dict[int, Tile] = {}
         self.claimed = 0  # tiles 0..claimed-1 are being made or made
         self.taken = 0  # tiles 0..taken-1 went to the consumer
