@@ -30,19 +30,77 @@ static inline void load_halves(const float *at, v8d *lo, v8d *hi) {
     *hi = __builtin_convertvector(b, v8d);
 }
 
-static inline double finish(const v8d *lo, const v8d *hi, const float *a, const float *b, int64_t full,
-                            int64_t dim) {
+/* A query row is float32, or (``wide``) the same values already converted to float64. */
+static inline void load_query(const void *q, int64_t at, int wide, v8d *lo, v8d *hi) {
+    if (wide) {
+        memcpy(lo, (const double *)q + at, sizeof *lo);
+        memcpy(hi, (const double *)q + at + 8, sizeof *hi);
+    } else {
+        load_halves((const float *)q + at, lo, hi);
+    }
+}
+
+static inline double query_value(const void *q, int64_t at, int wide) {
+    return wide ? ((const double *)q)[at] : (double)((const float *)q)[at];
+}
+
+/* Lanes 0-7 in s, 8-15 in t: one block of 16 elements of one pair. */
+static inline void accumulate(const float *a, const void *b, int64_t k, int wide, v8d *s,
+                              v8d *t) {
+    v8d xa, xb, ya, yb;
+    load_halves(a + k, &xa, &xb);
+    load_query(b, k, wide, &ya, &yb);
+    *s += xa * ya;
+    *t += xb * yb;
+}
+
+static inline double finish(const v8d *s, const v8d *t, const float *a, const void *b,
+                            int64_t full, int64_t dim, int wide) {
     double lanes[LANES];
-    memcpy(lanes, lo, sizeof *lo);
-    memcpy(lanes + 8, hi, sizeof *hi);
+    memcpy(lanes, s, sizeof *s);
+    memcpy(lanes + 8, t, sizeof *t);
     for (int64_t l = 0; full + l < dim; l++) {
-        lanes[l] += (double)a[full + l] * (double)b[full + l];
+        lanes[l] += (double)a[full + l] * query_value(b, full + l, wide);
     }
     double sum = lanes[0];
     for (int l = 1; l < LANES; l++) {
         sum += lanes[l];
     }
     return sum;
+}
+
+static inline const void *query_row(const void *q, int64_t row, int64_t dim, int wide) {
+    return wide ? (const void *)((const double *)q + row * dim)
+                : (const void *)((const float *)q + row * dim);
+}
+
+static inline __attribute__((always_inline)) void pair_dots(
+    const float *x, const int64_t *rows, const void *q, const int64_t *qrows, int64_t pairs,
+    int64_t dim, double *out, int wide) {
+    const int64_t full = dim - dim % LANES;
+    int64_t p = 0;
+    /* Two pairs at a time: four independent chains keep the adders busy. */
+    for (; p + 1 < pairs; p += 2) {
+        const float *a0 = x + rows[p] * dim, *a1 = x + rows[p + 1] * dim;
+        const void *b0 = query_row(q, qrows[p], dim, wide);
+        const void *b1 = query_row(q, qrows[p + 1], dim, wide);
+        v8d s0 = {0}, t0 = {0}, s1 = {0}, t1 = {0};
+        for (int64_t k = 0; k < full; k += LANES) {
+            accumulate(a0, b0, k, wide, &s0, &t0);
+            accumulate(a1, b1, k, wide, &s1, &t1);
+        }
+        out[p] = finish(&s0, &t0, a0, b0, full, dim, wide);
+        out[p + 1] = finish(&s1, &t1, a1, b1, full, dim, wide);
+    }
+    if (p < pairs) {
+        const float *a0 = x + rows[p] * dim;
+        const void *b0 = query_row(q, qrows[p], dim, wide);
+        v8d s0 = {0}, t0 = {0};
+        for (int64_t k = 0; k < full; k += LANES) {
+            accumulate(a0, b0, k, wide, &s0, &t0);
+        }
+        out[p] = finish(&s0, &t0, a0, b0, full, dim, wide);
+    }
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -54,59 +112,7 @@ static inline double finish(const v8d *lo, const v8d *hi, const float *a, const 
 CLONES
 void lane_pair_dots(const float *x, const int64_t *rows, const float *q, const int64_t *qrows,
                     int64_t pairs, int64_t dim, double *out) {
-    const int64_t full = dim - dim % LANES;
-    int64_t p = 0;
-    /* Two pairs at a time: four independent chains keep the adders busy. */
-    for (; p + 1 < pairs; p += 2) {
-        const float *a0 = x + rows[p] * dim, *b0 = q + qrows[p] * dim;
-        const float *a1 = x + rows[p + 1] * dim, *b1 = q + qrows[p + 1] * dim;
-        v8d s0 = {0}, t0 = {0}, s1 = {0}, t1 = {0};
-        for (int64_t k = 0; k < full; k += LANES) {
-            v8d xa, xb, ya, yb;
-            load_halves(a0 + k, &xa, &xb);
-            load_halves(b0 + k, &ya, &yb);
-            s0 += xa * ya;
-            t0 += xb * yb;
-            load_halves(a1 + k, &xa, &xb);
-            load_halves(b1 + k, &ya, &yb);
-            s1 += xa * ya;
-            t1 += xb * yb;
-        }
-        out[p] = finish(&s0, &t0, a0, b0, full, dim);
-        out[p + 1] = finish(&s1, &t1, a1, b1, full, dim);
-    }
-    for (; p < pairs; p++) {
-        const float *a0 = x + rows[p] * dim, *b0 = q + qrows[p] * dim;
-        v8d s0 = {0}, t0 = {0};
-        for (int64_t k = 0; k < full; k += LANES) {
-            v8d xa, xb, ya, yb;
-            load_halves(a0 + k, &xa, &xb);
-            load_halves(b0 + k, &ya, &yb);
-            s0 += xa * ya;
-            t0 += xb * yb;
-        }
-        out[p] = finish(&s0, &t0, a0, b0, full, dim);
-    }
-}
-
-static inline void load_doubles(const double *at, v8d *lo, v8d *hi) {
-    memcpy(lo, at, sizeof *lo);
-    memcpy(hi, at + 8, sizeof *hi);
-}
-
-static inline double finish64(const v8d *lo, const v8d *hi, const float *a, const double *b,
-                              int64_t full, int64_t dim) {
-    double lanes[LANES];
-    memcpy(lanes, lo, sizeof *lo);
-    memcpy(lanes + 8, hi, sizeof *hi);
-    for (int64_t l = 0; full + l < dim; l++) {
-        lanes[l] += (double)a[full + l] * b[full + l];
-    }
-    double sum = lanes[0];
-    for (int l = 1; l < LANES; l++) {
-        sum += lanes[l];
-    }
-    return sum;
+    pair_dots(x, rows, q, qrows, pairs, dim, out, 0);
 }
 
 /* The same dots with the queries already in float64 (each float32 value converted exactly):
@@ -114,37 +120,5 @@ static inline double finish64(const v8d *lo, const v8d *hi, const float *a, cons
 CLONES
 void lane_pair_dots_q64(const float *x, const int64_t *rows, const double *q,
                         const int64_t *qrows, int64_t pairs, int64_t dim, double *out) {
-    const int64_t full = dim - dim % LANES;
-    int64_t p = 0;
-    for (; p + 1 < pairs; p += 2) {
-        const float *a0 = x + rows[p] * dim, *a1 = x + rows[p + 1] * dim;
-        const double *b0 = q + qrows[p] * dim, *b1 = q + qrows[p + 1] * dim;
-        v8d s0 = {0}, t0 = {0}, s1 = {0}, t1 = {0};
-        for (int64_t k = 0; k < full; k += LANES) {
-            v8d xa, xb, ya, yb;
-            load_halves(a0 + k, &xa, &xb);
-            load_doubles(b0 + k, &ya, &yb);
-            s0 += xa * ya;
-            t0 += xb * yb;
-            load_halves(a1 + k, &xa, &xb);
-            load_doubles(b1 + k, &ya, &yb);
-            s1 += xa * ya;
-            t1 += xb * yb;
-        }
-        out[p] = finish64(&s0, &t0, a0, b0, full, dim);
-        out[p + 1] = finish64(&s1, &t1, a1, b1, full, dim);
-    }
-    for (; p < pairs; p++) {
-        const float *a0 = x + rows[p] * dim;
-        const double *b0 = q + qrows[p] * dim;
-        v8d s0 = {0}, t0 = {0};
-        for (int64_t k = 0; k < full; k += LANES) {
-            v8d xa, xb, ya, yb;
-            load_halves(a0 + k, &xa, &xb);
-            load_doubles(b0 + k, &ya, &yb);
-            s0 += xa * ya;
-            t0 += xb * yb;
-        }
-        out[p] = finish64(&s0, &t0, a0, b0, full, dim);
-    }
+    pair_dots(x, rows, q, qrows, pairs, dim, out, 1);
 }
