@@ -393,12 +393,14 @@ def all_nearest_rows(
     (``block_rows x TILE_COLS x 4`` bytes each, a few made ahead: workers.search.tiles).
     """
     n, dim = vectors.shape
-    rows_out = np.full((n, width), -1, dtype=np.int64)
-    d2_out = np.full((n, width), np.inf, dtype=np.float64)
-    counts = np.zeros(n, dtype=np.int64)
+    out = RankedRows(
+        np.full((n, width), -1, dtype=np.int64),
+        np.full((n, width), np.inf, dtype=np.float64),
+        np.zeros(n, dtype=np.int64),
+    )
     kk = min(width, n - 1)
     if n < 2 or kk <= 0:
-        return RankedRows(rows_out, d2_out, counts)
+        return out
     keep = min(n - 1, kk + _SPARE)
     pool = CandidatePool(n, keep, keep + _SLOTS)
     norms64 = squared_norms64(vectors) if sq_norms64 is None else sq_norms64
@@ -408,32 +410,40 @@ def all_nearest_rows(
     # Minutes at 100k items on a CPU: a bar (on a terminal) counts the tiles, a fair measure of
     # the work (the first blocks have the most).
     progress = tqdm(
-        total=len(spans(n, blocks)),
-        desc=f"all lists of {n}",
-        unit="tile",
-        disable=None,
-        mininterval=2,
+        total=len(spans(n, blocks)), desc=f"all lists of {n}", unit="tile", disable=None
     )
     for tile in tiles(vectors, sq_norms, blocks, _screen(pool)):
         _offer(pool, tile)
         progress.update()
-        if tile.hi < n:
-            continue
-        # The block's last tile: its rows have been offered every pair.
-        start, stop = tile.start, tile.stop
-        candidates, lost = _finished_candidates(pool, start, stop, kk, bounds)
-        pool.release(start, stop)
-        ranked = rerank(
-            vectors, norms64, item_ids, vectors[start:stop], candidates, width, norms64[start:stop]
-        )
-        rows_out[start:stop] = ranked.rows
-        d2_out[start:stop] = ranked.sq_distances
-        counts[start:stop] = ranked.counts
-        unsure.append(lost)
+        if tile.hi >= n:  # the block's last tile: its rows have been offered every pair
+            unsure.append(_finish_block(pool, tile, kk, bounds, item_ids, norms64, vectors, out))
     progress.close()
-    out = RankedRows(rows_out, d2_out, counts)
     _recompute_rows(vectors, sq_norms, norms64, item_ids, np.concatenate(unsure), out, block_rows)
     return out
+
+
+def _finish_block(
+    pool: CandidatePool,
+    tile: Tile,
+    kk: int,
+    bounds: np.ndarray,
+    item_ids: np.ndarray,
+    norms64: np.ndarray,
+    vectors: np.ndarray,
+    out: RankedRows,
+) -> np.ndarray:
+    """A block whose rows have been offered every pair: their lists, exactly, into ``out``;
+    returns the rows that could not tell (recomputed alone afterwards)."""
+    start, stop = tile.start, tile.stop
+    candidates, lost = _finished_candidates(pool, start, stop, kk, bounds)
+    pool.release(start, stop)
+    width = out.rows.shape[1]
+    queries = vectors[start:stop]
+    ranked = rerank(vectors, norms64, item_ids, queries, candidates, width, norms64[start:stop])
+    out.rows[start:stop] = ranked.rows
+    out.sq_distances[start:stop] = ranked.sq_distances
+    out.counts[start:stop] = ranked.counts
+    return lost
 
 
 def _recompute_rows(
