@@ -118,12 +118,6 @@ def pair_dots(x: np.ndarray, rows: np.ndarray, q: np.ndarray, qrows: np.ndarray)
     return out
 
 
-def row_dots(x: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Every row of ``x`` with the one vector ``query``."""
-    rows = np.arange(x.shape[0], dtype=np.int64)
-    return pair_dots(x, rows, query.reshape(1, -1), np.zeros(x.shape[0], dtype=np.int64))
-
-
 def self_dots(x: np.ndarray) -> np.ndarray:
     """``||x_i||^2`` of every row."""
     rows = np.arange(x.shape[0], dtype=np.int64)

@@ -36,6 +36,15 @@ class RankedRows:
     sq_distances: np.ndarray  # (m, w) float64, inf past ``counts``
     counts: np.ndarray  # (m,) int64
 
+    @classmethod
+    def empty(cls, m: int, width: int) -> RankedRows:
+        """``m`` queries with no row found yet."""
+        return cls(
+            np.full((m, width), -1, dtype=np.int64),
+            np.full((m, width), np.inf, dtype=np.float64),
+            np.zeros(m, dtype=np.int64),
+        )
+
 
 def margins(max_sq_norm: float, q_sq: np.ndarray, dim: int) -> np.ndarray:
     # Two float32 estimates are compared, each off by at most 2*dim*eps*(||x||^2 + ||q||^2).
@@ -156,11 +165,7 @@ def rerank(
     ties) goes alone, a chunk at a time. ``query_norms64``: the queries' squared norms, if the
     caller has them."""
     m = len(candidates)
-    out = RankedRows(
-        np.full((m, width), -1, dtype=np.int64),
-        np.full((m, width), np.inf, dtype=np.float64),
-        np.zeros(m, dtype=np.int64),
-    )
+    out = RankedRows.empty(m, width)
     if m == 0:
         return out
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -182,7 +187,7 @@ def rerank(
             ):
                 break
             total, widest, stop = total + int(sizes[stop]), grown, stop + 1
-        pairs.rows(candidates, start, stop, width, out)
+        pairs.rows(candidates, sizes, start, stop, width, out)
         start = stop
     return out
 
@@ -210,10 +215,17 @@ class _Pairs:
         return squared_distances_from_dots(self.vectors, cand, self.queries, owner, scale, dots)
 
     def rows(
-        self, candidates: list[np.ndarray], start: int, stop: int, width: int, out: RankedRows
+        self,
+        candidates: list[np.ndarray],
+        all_sizes: np.ndarray,
+        start: int,
+        stop: int,
+        width: int,
+        out: RankedRows,
     ) -> None:
-        """Queries ``start..stop``, all their pairs in one call, sorted side by side."""
-        sizes = np.array([c.size for c in candidates[start:stop]], dtype=np.int64)
+        """Queries ``start..stop`` (``all_sizes``: every query's candidate count), all their
+        pairs in one call, sorted side by side."""
+        sizes = all_sizes[start:stop]
         m, widest = stop - start, int(sizes.max(initial=0))
         if widest == 0:
             return
@@ -281,12 +293,10 @@ def nearest_rows(
     ``device``: "numpy" (BLAS on this CPU) or a torch device ("cuda", "cpu").
     """
     m = queries.shape[0]
-    rows_out = np.full((m, width), -1, dtype=np.int64)
-    d2_out = np.full((m, width), np.inf, dtype=np.float64)
-    counts = np.zeros(m, dtype=np.int64)
+    out = RankedRows.empty(m, width)
     n = vectors.shape[0]
     if m == 0 or n == 0 or width <= 0:
-        return RankedRows(rows_out, d2_out, counts)
+        return out
     own = np.full(m, -1, dtype=np.int64) if self_rows is None else np.asarray(self_rows, np.int64)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     q_sq = np.einsum("ij,ij->i", queries.astype(np.float64), queries.astype(np.float64))
@@ -300,10 +310,10 @@ def nearest_rows(
     for block in _blocks(m, block_rows):
         found = estimator.candidates(queries[block], q_sq[block], own[block], width, bounds[block])
         ranked = rerank(vectors, norms64, item_ids, queries[block], found, width)
-        rows_out[block] = ranked.rows
-        d2_out[block] = ranked.sq_distances
-        counts[block] = ranked.counts
-    return RankedRows(rows_out, d2_out, counts)
+        out.rows[block] = ranked.rows
+        out.sq_distances[block] = ranked.sq_distances
+        out.counts[block] = ranked.counts
+    return out
 
 
 # Candidates kept per row beyond the ``width`` that rank while the symmetric pass streams: a
@@ -393,11 +403,7 @@ def all_nearest_rows(
     (``block_rows x TILE_COLS x 4`` bytes each, a few made ahead: workers.search.tiles).
     """
     n, dim = vectors.shape
-    out = RankedRows(
-        np.full((n, width), -1, dtype=np.int64),
-        np.full((n, width), np.inf, dtype=np.float64),
-        np.zeros(n, dtype=np.int64),
-    )
+    out = RankedRows.empty(n, width)
     kk = min(width, n - 1)
     if n < 2 or kk <= 0:
         return out
