@@ -15,9 +15,12 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from workers.search.candidates import Screened
 
 # Columns per tile: one tile's scratch is ``block x _TILE_COLS`` estimates, twice.
 TILE_COLS = 4096
@@ -40,8 +43,8 @@ class Tile:
     cols_side: np.ndarray | None  # (stop - start, hi - later): for rows later..hi
     later: int  # the first row after the block within lo..hi
     # What the consumer's screen made of each side on the thread that made the tile, if any.
-    rows_screened: Any = None
-    cols_screened: Any = None
+    rows_screened: Screened | None = None
+    cols_screened: Screened | None = None
 
 
 # Run on each tile by the thread that made it (the pools' screen: workers.search.kernels).
